@@ -1,0 +1,1 @@
+"""cred package."""
