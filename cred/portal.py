@@ -1,0 +1,286 @@
+"""The portal: where credentials become avatars.
+
+Two ways in, both ending in the same checks and the same single error:
+
+* :meth:`Portal.login` with credentials objects (``UsernamePassword``,
+  ``Anonymous``) — in-process use and tests;
+* :meth:`Portal.begin_scram` / :meth:`ScramChallenge.finish` — SCRAM over a
+  transport, where the password never leaves the client.
+
+Each login: pick the checker (or verifier source), wait out the throttle,
+check the proof, check the keyring if a service was named, ask the realm for
+the avatar of a :class:`~cred.perspective.PerspectiveKey`.  Any failure is
+:class:`~cred.errors.Unauthorized` with one fixed message; the real reason
+goes to the ``cred.portal`` logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import secrets
+import time
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, NamedTuple
+
+from . import scram
+from .errors import CredError, ScramError, Unauthorized
+from .interfaces import ICredentials, ICredentialsChecker, IKeyring, IRealm, IScramVerifierSource
+from .perspective import ANONYMOUS, PerspectiveKey
+from .throttle import Throttle
+
+__all__ = ["Portal", "ScramChallenge", "LoginResult", "ScramLoginResult"]
+
+log = logging.getLogger(__name__)
+
+
+class LoginResult(NamedTuple):
+    interface: Any
+    avatar: Any
+    logout: Callable[[], None]
+
+
+class ScramLoginResult(NamedTuple):
+    server_final: str
+    interface: Any
+    avatar: Any
+    logout: Callable[[], None]
+
+
+class _Failed(Exception):
+    """Internal: a login failed for ``reason`` (logged, never shown)."""
+
+
+class Portal:
+    """Joins checkers, a realm and a throttle.
+
+    ``throttle=None`` means a default :class:`~cred.throttle.Throttle` (pass
+    ``Throttle(base_delay=0)`` to switch throttling off, e.g. in tests).
+    ``server_secret`` seeds fake SCRAM verifiers only when no checker is an
+    ``IScramVerifierSource`` (so SCRAM starts still look normal); sources
+    make their own fakes.  ``challenge_timeout`` bounds the time between
+    :meth:`begin_scram` and :meth:`ScramChallenge.finish`.
+    """
+
+    def __init__(
+        self,
+        realm: Any,
+        checkers: Iterable[Any] = (),
+        *,
+        throttle: Throttle | None = None,
+        server_secret: bytes | None = None,
+        challenge_timeout: float = 60.0,
+    ) -> None:
+        if not IRealm.providedBy(realm) and not callable(getattr(realm, "request_avatar", None)):
+            raise TypeError(f"{realm!r} is not a realm (it needs request_avatar)")
+        self.realm = realm
+        self.throttle = throttle if throttle is not None else Throttle()
+        self.challenge_timeout = challenge_timeout
+        self._secret = server_secret if server_secret is not None else secrets.token_bytes(32)
+        self._checkers: list[Any] = []
+        for checker in checkers:
+            self.register_checker(checker)
+
+    def register_checker(self, checker: Any) -> None:
+        if not ICredentialsChecker.providedBy(checker):
+            raise TypeError(f"{checker!r} does not provide ICredentialsChecker")
+        self._checkers.append(checker)
+
+    @property
+    def checkers(self) -> tuple[Any, ...]:
+        return tuple(self._checkers)
+
+    # --- plain credentials -----------------------------------------------------
+
+    async def login(
+        self,
+        credentials: Any,
+        mind: Any,
+        *interfaces: Any,
+        service: str | None = None,
+        perspective: str | None = None,
+        source: Hashable | None = None,
+    ) -> LoginResult:
+        """Check ``credentials`` and return ``(interface, avatar, logout)``.
+
+        ``service``/``perspective`` ask for a perspective on the identity's
+        keyring (perspective defaults to the user name); anonymous logins
+        skip the keyring and leave it to the realm.  ``source`` (the peer's
+        host, say) keys the throttle.  Raises :class:`Unauthorized`.
+        """
+        username = getattr(credentials, "username", None)
+        account = username if isinstance(username, str) else None
+        try:
+            _check_request(service, perspective)
+            checker = self._checker_for(credentials)
+            await self._wait(account, source)
+            try:
+                identity = await checker.request_avatar_id(credentials)
+            except Unauthorized:
+                raise _Failed("bad credentials") from None
+            return await self._enter(identity, checker, mind, interfaces, service, perspective, account, source)
+        except _Failed as failure:
+            self._log_failure(failure, account, source)
+            raise Unauthorized() from None
+
+    def _checker_for(self, credentials: Any) -> Any:
+        if ICredentials.providedBy(credentials):
+            for checker in self._checkers:
+                if any(iface.providedBy(credentials) for iface in checker.credential_interfaces):
+                    return checker
+        raise _Failed(f"no checker for {type(credentials).__name__}")
+
+    # --- SCRAM -----------------------------------------------------------------
+
+    async def begin_scram(self, client_first: str, *, source: Hashable | None = None) -> ScramChallenge:
+        """Start a SCRAM login: parse the client-first message, look up the
+        verifier (a fake one for an unknown name) and return a
+        :class:`ScramChallenge` whose ``server_first`` goes back to the
+        client.  Raises :class:`Unauthorized` if the message is malformed."""
+        try:
+            server = scram.ScramServer(client_first)
+        except ScramError as exc:
+            self._log_failure(_Failed(f"malformed client-first: {exc}"), None, source)
+            raise Unauthorized() from None
+        username = server.username
+        checker = next((c for c in self._checkers if IScramVerifierSource.providedBy(c)), None)
+        verifier = None
+        if checker is not None:
+            verifier = await checker.get_scram_verifier(username)
+        known = verifier is not None
+        if verifier is None:
+            if checker is not None:
+                verifier = await checker.fake_scram_verifier(username)
+            else:
+                verifier = scram.fake_verifier(self._secret, username)
+        server_first = server.start(verifier)
+        return ScramChallenge(self, server, server_first, checker, known, source)
+
+    # --- shared tail -----------------------------------------------------------
+
+    async def _wait(self, account: str | None, source: Hashable | None) -> None:
+        delay = self.throttle.delay_for(account, source)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _enter(
+        self,
+        identity: Any,
+        checker: Any,
+        mind: Any,
+        interfaces: tuple,
+        service: str | None,
+        perspective: str | None,
+        account: str | None,
+        source: Hashable | None,
+    ) -> LoginResult:
+        if identity is ANONYMOUS:
+            key = PerspectiveKey(ANONYMOUS, service, perspective)
+        else:
+            if not isinstance(identity, str) or not identity:
+                raise _Failed(f"checker returned a bad identity {identity!r}")
+            key = PerspectiveKey(identity, service, perspective)
+            if service is not None:
+                key = PerspectiveKey(identity, service, identity if perspective is None else perspective)
+                keyring = await self._keyring(identity, checker)
+                if keyring is None or (key.service, key.perspective) not in keyring:
+                    raise _Failed(f"{key.service}:{key.perspective} is not on {identity!r}'s keyring")
+        try:
+            result = self.realm.request_avatar(key, mind, *interfaces)
+            if inspect.isawaitable(result):
+                result = await result
+            interface, avatar, logout = result
+        except (KeyError, CredError) as exc:
+            raise _Failed(f"realm refused {key!r}: {exc!r}") from None
+        self.throttle.success(account, source)
+        return LoginResult(interface, avatar, logout)
+
+    async def _keyring(self, identity: str, checker: Any) -> set[tuple[str, str]] | None:
+        if IKeyring.providedBy(checker):
+            return await checker.get_keyring(identity)
+        for other in self._checkers:
+            if IKeyring.providedBy(other):
+                return await other.get_keyring(identity)
+        return None
+
+    def _log_failure(self, failure: Exception, account: str | None, source: Hashable | None) -> None:
+        self.throttle.failure(account, source)
+        log.info("login failed: account=%r source=%r: %s", account, source, failure)
+
+
+def _check_request(service: object, perspective: object) -> None:
+    if service is not None and not isinstance(service, str):
+        raise _Failed("service name is not text")
+    if perspective is not None and not isinstance(perspective, str):
+        raise _Failed("perspective name is not text")
+    if perspective is not None and service is None:
+        raise _Failed("a perspective was asked for without a service")
+
+
+class ScramChallenge:
+    """A SCRAM login in progress (from :meth:`Portal.begin_scram`).
+
+    Send :attr:`server_first` to the client, then hand its client-final
+    message to :meth:`finish`.  One shot: a second ``finish`` (a replayed
+    proof) fails, and so does one after ``Portal.challenge_timeout``.
+    """
+
+    def __init__(
+        self,
+        portal: Portal,
+        server: scram.ScramServer,
+        server_first: str,
+        checker: Any,
+        known: bool,
+        source: Hashable | None,
+    ) -> None:
+        self._portal = portal
+        self._server = server
+        self._checker = checker
+        self._known = known
+        self._source = source
+        self._started = time.monotonic()
+        self._used = False
+        self.username: str = server.username
+        self.server_first: str = server_first
+
+    async def finish(
+        self,
+        client_final: str,
+        *,
+        service: str | None = None,
+        perspective: str | None = None,
+        mind: Any = None,
+        interfaces: Iterable[Any] = (),
+    ) -> ScramLoginResult:
+        """Check the client's proof and enter.
+
+        Returns ``(server_final, interface, avatar, logout)``; send
+        ``server_final`` to the client so it can check the server's proof.
+        Raises :class:`Unauthorized` for every failure.
+        """
+        portal = self._portal
+        account, source = self.username, self._source
+        try:
+            if self._used:
+                raise _Failed("challenge already used (replayed client-final?)")
+            self._used = True  # before any await: concurrent finishes cannot both run
+            if time.monotonic() - self._started > portal.challenge_timeout:
+                raise _Failed("challenge expired")
+            interfaces = tuple(interfaces)
+            _check_request(service, perspective)
+            await portal._wait(account, source)
+            try:
+                server_final = self._server.finish(client_final)
+            except ScramError as exc:
+                raise _Failed(f"SCRAM proof refused: {exc}") from None
+            if not self._known:
+                raise _Failed("no such account")  # unreachable in practice: fakes match no proof
+            interface, avatar, logout = await portal._enter(
+                account, self._checker, mind, interfaces, service, perspective, account, source
+            )
+        except _Failed as failure:
+            portal._log_failure(failure, account, source)
+            raise Unauthorized() from None
+        return ScramLoginResult(server_final, interface, avatar, logout)

@@ -1,0 +1,445 @@
+"""The account store: identities, their SCRAM verifiers and keyrings, and the
+registered services, in one SQLite file.
+
+Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`, ``PRAGMA
+application_id`` = :data:`APPLICATION_ID`)::
+
+    meta(key TEXT PRIMARY KEY, value BLOB)             -- 'server_secret'
+    accounts(name TEXT PRIMARY KEY, salt BLOB, iterations INTEGER,
+             stored_key BLOB, server_key BLOB)
+    services(name TEXT PRIMARY KEY)
+    keyring(account → accounts, service → services, perspective TEXT,
+            PRIMARY KEY (account, service, perspective))
+
+Neither the password nor any unsalted hash of it is stored: only the salt,
+the iteration count, StoredKey and ServerKey (see :mod:`cred.scram`).  The
+file is created with mode 0600 before SQLite opens it (and its directory,
+if missing, with 0700); SQLite gives its journal the same mode.  Deleted
+rows are overwritten (``secure_delete``).
+
+The synchronous methods suit the ``pb user`` command.  Servers use the
+``async`` ones, which run in a worker thread: key derivation and disk I/O
+never happen on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from zope.interface import implementer
+
+from . import scram
+from .errors import (
+    DuplicateService,
+    DuplicateUser,
+    InvalidName,
+    MissingDatabase,
+    NotGranted,
+    SchemaVersionError,
+    StoreError,
+    UnknownService,
+    UnknownUser,
+)
+from .interfaces import IKeyring, IScramVerifierSource
+
+__all__ = ["AccountStore", "SCHEMA_VERSION", "APPLICATION_ID", "MAX_NAME_LENGTH", "check_name"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x50427372  # "PBsr"
+MAX_NAME_LENGTH = 128
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE accounts (
+    name       TEXT PRIMARY KEY,
+    salt       BLOB NOT NULL,
+    iterations INTEGER NOT NULL,
+    stored_key BLOB NOT NULL,
+    server_key BLOB NOT NULL
+);
+CREATE TABLE services (
+    name TEXT PRIMARY KEY
+);
+CREATE TABLE keyring (
+    account     TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+    service     TEXT NOT NULL REFERENCES services(name) ON DELETE CASCADE,
+    perspective TEXT NOT NULL,
+    PRIMARY KEY (account, service, perspective)
+);
+"""
+
+
+def check_name(kind: str, name: object) -> str:
+    """Validate an account, service or perspective name and return it.
+
+    Names are 1–128 characters, without whitespace or control characters,
+    already in SASLprep form (so the name typed at login is the name
+    stored); service names also exclude ``:`` (``SERVICE:PERSPECTIVE``).
+    Raises :class:`~cred.errors.InvalidName` naming the problem.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidName(f"{kind} name must be non-empty text")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(f"{kind} name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in name):
+        raise InvalidName(f"{kind} name {name!r} contains whitespace or control characters")
+    if kind == "service" and ":" in name:
+        raise InvalidName(f"service name {name!r} contains ':' (reserved for SERVICE:PERSPECTIVE)")
+    try:
+        prepared = scram.saslprep(name)
+    except scram.ScramError as exc:
+        raise InvalidName(f"{kind} name {name!r}: {exc}") from None
+    if prepared != name:
+        raise InvalidName(f"{kind} name {name!r} is not in normalised form; use {prepared!r}")
+    return name
+
+
+def _check_password(password: object) -> str:
+    if not isinstance(password, str) or not password:
+        raise StoreError("empty password: choose a non-empty password")
+    return password
+
+
+@implementer(IScramVerifierSource, IKeyring)
+class AccountStore:
+    """The account database at ``path``.
+
+    ``create=True`` creates the file (mode 0600) and schema when missing;
+    otherwise a missing file raises :class:`~cred.errors.MissingDatabase`.
+    The file is opened lazily, on first use.  ``iterations`` is the default
+    iteration count for new verifiers and for fake ones; keep every account
+    at that count so unknown names cannot be told from known ones.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        iterations: int = scram.DEFAULT_ITERATIONS,
+    ) -> None:
+        if iterations < scram.MIN_ITERATIONS:
+            raise ValueError(f"iterations must be >= {scram.MIN_ITERATIONS}")
+        self.path = Path(path)
+        self.create = create
+        self.iterations = iterations
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._secret: bytes | None = None
+
+    # --- connection ------------------------------------------------------------
+
+    def __enter__(self) -> AccountStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._open()
+            return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
+        if not path.exists():
+            if not self.create:
+                raise MissingDatabase(
+                    f"no account database at {path}: create one with `pb user add NAME` "
+                    f"(or AccountStore(path, create=True)), or point to the right file"
+                )
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # someone else created it meanwhile; open theirs
+            else:
+                os.close(fd)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("account database %s has mode %04o; it should be 0600 (chmod 600 %s)", path, mode, path)
+        uri = path.resolve().as_uri() + "?mode=rw"  # never let sqlite create the file itself
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open account database {path}: {exc}") from None
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        path = self.path
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not an account database ({exc})") from None
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
+            raise StoreError(f"{path} is an SQLite file but not a Perspective Broker account database")
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"account database {path} has schema version {version}, newer than this "
+                f"perspective-broker understands ({SCHEMA_VERSION}): upgrade perspective-broker"
+            )
+        if version == 0:
+            if tables:
+                raise StoreError(f"{path} is an SQLite file but not a Perspective Broker account database")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # re-check under the write lock: another process may have won
+                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('server_secret', ?)",
+                        (secrets.token_bytes(32),),
+                    )
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        # (versions 1..SCHEMA_VERSION-1 would be migrated here)
+
+    def _transaction(self):
+        return _Transaction(self)
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"account database {self.path}: {exc}") from exc
+
+    # --- secret and fakes ------------------------------------------------------
+
+    def server_secret(self) -> bytes:
+        """The random secret generated with the database (fake verifiers)."""
+        if self._secret is None:
+            rows = self._query("SELECT value FROM meta WHERE key = 'server_secret'")
+            if not rows:
+                raise StoreError(f"account database {self.path} has no server secret; it is damaged")
+            self._secret = bytes(rows[0][0])
+        return self._secret
+
+    def fake_verifier(self, name: str) -> scram.ScramVerifier:
+        """A stable verifier for an unknown ``name``, shaped like a real one."""
+        return scram.fake_verifier(self.server_secret(), name, iterations=self.iterations)
+
+    # --- accounts --------------------------------------------------------------
+
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        *,
+        iterations: int | None = None,
+        keyring: Iterable[tuple[str, str | None]] = (),
+    ) -> None:
+        """Create an account.  ``keyring`` holds ``(service, perspective)``
+        pairs; a perspective of None means the user's own name.  Raises
+        DuplicateUser, UnknownService, InvalidName or StoreError (empty
+        password).  Blocking: runs the KDF."""
+        check_name("user", name)
+        _check_password(password)
+        pairs = [self._pair(name, service, perspective) for service, perspective in keyring]
+        verifier = scram.ScramVerifier.from_password(password, iterations=iterations or self.iterations)
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
+                raise DuplicateUser(f"user {name!r} already exists (change the password with `pb user passwd {name}`)")
+            for service, _ in pairs:
+                self._require_service(conn, service)
+            conn.execute(
+                "INSERT INTO accounts (name, salt, iterations, stored_key, server_key) VALUES (?, ?, ?, ?, ?)",
+                (name, verifier.salt, verifier.iterations, verifier.stored_key, verifier.server_key),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO keyring (account, service, perspective) VALUES (?, ?, ?)",
+                [(name, service, perspective) for service, perspective in pairs],
+            )
+
+    def set_password(self, name: str, password: str, *, iterations: int | None = None) -> None:
+        """Replace an account's verifier (new salt).  Blocking: runs the KDF."""
+        _check_password(password)
+        verifier = scram.ScramVerifier.from_password(password, iterations=iterations or self.iterations)
+        with self._transaction() as conn:
+            self._require_user(conn, name)
+            conn.execute(
+                "UPDATE accounts SET salt = ?, iterations = ?, stored_key = ?, server_key = ? WHERE name = ?",
+                (verifier.salt, verifier.iterations, verifier.stored_key, verifier.server_key, name),
+            )
+
+    def remove_user(self, name: str) -> None:
+        with self._transaction() as conn:
+            self._require_user(conn, name)
+            conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
+
+    def users(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT name FROM accounts ORDER BY name")]
+
+    def verifier(self, name: str) -> scram.ScramVerifier | None:
+        """The account's verifier, or None if there is no such account."""
+        rows = self._query(
+            "SELECT salt, iterations, stored_key, server_key FROM accounts WHERE name = ?", (name,)
+        )
+        if not rows:
+            return None
+        salt, iterations, stored, server = rows[0]
+        return scram.ScramVerifier(bytes(salt), int(iterations), bytes(stored), bytes(server))
+
+    # --- keyrings --------------------------------------------------------------
+
+    def grant(self, name: str, service: str, perspective: str | None = None) -> None:
+        """Put ``(service, perspective)`` on ``name``'s keyring (perspective
+        defaults to ``name``).  Granting twice is harmless."""
+        service, perspective = self._pair(name, service, perspective)
+        with self._transaction() as conn:
+            self._require_user(conn, name)
+            self._require_service(conn, service)
+            conn.execute(
+                "INSERT OR IGNORE INTO keyring (account, service, perspective) VALUES (?, ?, ?)",
+                (name, service, perspective),
+            )
+
+    def revoke(self, name: str, service: str, perspective: str | None = None) -> None:
+        """Take ``(service, perspective)`` off ``name``'s keyring."""
+        perspective = name if perspective is None else perspective
+        with self._transaction() as conn:
+            self._require_user(conn, name)
+            deleted = conn.execute(
+                "DELETE FROM keyring WHERE account = ? AND service = ? AND perspective = ?",
+                (name, service, perspective),
+            ).rowcount
+            if not deleted:
+                raise NotGranted(
+                    f"user {name!r} does not hold {service}:{perspective} "
+                    f"(see the keyring with `pb user list`)"
+                )
+
+    def keyring(self, name: str) -> set[tuple[str, str]]:
+        """The account's ``(service, perspective)`` pairs; UnknownUser if none."""
+        with self._lock:
+            conn = self._connection()
+            self._require_user(conn, name)
+            rows = conn.execute(
+                "SELECT service, perspective FROM keyring WHERE account = ?", (name,)
+            ).fetchall()
+        return {(service, perspective) for service, perspective in rows}
+
+    # --- services --------------------------------------------------------------
+
+    def add_service(self, name: str) -> None:
+        check_name("service", name)
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone():
+                raise DuplicateService(f"service {name!r} is already registered")
+            conn.execute("INSERT INTO services (name) VALUES (?)", (name,))
+
+    def remove_service(self, name: str) -> None:
+        """Unregister a service; it leaves every keyring too."""
+        with self._transaction() as conn:
+            self._require_service(conn, name)
+            conn.execute("DELETE FROM services WHERE name = ?", (name,))
+
+    def services(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT name FROM services ORDER BY name")]
+
+    # --- async, for servers (IScramVerifierSource, IKeyring) --------------------
+
+    async def get_scram_verifier(self, username: str) -> scram.ScramVerifier | None:
+        return await asyncio.to_thread(self.verifier, username)
+
+    async def fake_scram_verifier(self, username: str) -> scram.ScramVerifier:
+        if self._secret is None:
+            await asyncio.to_thread(self.server_secret)
+        return self.fake_verifier(username)
+
+    async def get_keyring(self, username: str) -> set[tuple[str, str]] | None:
+        try:
+            return await asyncio.to_thread(self.keyring, username)
+        except UnknownUser:
+            return None
+
+    async def add_user_async(self, name: str, password: str, **kwargs) -> None:
+        await asyncio.to_thread(self.add_user, name, password, **kwargs)
+
+    async def set_password_async(self, name: str, password: str, **kwargs) -> None:
+        await asyncio.to_thread(self.set_password, name, password, **kwargs)
+
+    # --- helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def _pair(name: str, service: str, perspective: str | None) -> tuple[str, str]:
+        check_name("service", service)
+        perspective = name if perspective is None else perspective
+        check_name("perspective", perspective)
+        return service, perspective
+
+    @staticmethod
+    def _require_user(conn: sqlite3.Connection, name: str) -> None:
+        if not conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
+            raise UnknownUser(f"no user named {name!r} (see `pb user list`; create it with `pb user add {name}`)")
+
+    @staticmethod
+    def _require_service(conn: sqlite3.Connection, service: str) -> None:
+        if not conn.execute("SELECT 1 FROM services WHERE name = ?", (service,)).fetchone():
+            raise UnknownService(
+                f"no service named {service!r} (see `pb user services`; register it with "
+                f"`pb user add-service {service}`)"
+            )
+
+
+class _Transaction:
+    """``with store._transaction() as conn``: one write transaction under the
+    store's lock; rolled back if the body raises."""
+
+    def __init__(self, store: AccountStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._store._lock.acquire()
+        try:
+            conn = self._store._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._store._lock.release()
+            raise
+        self._conn = conn
+        return conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._store._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"account database {self._store.path}: {exc}") from exc
