@@ -1,1 +1,79 @@
-"""services package."""
+"""The application framework: services, the application, plug-ins and the runner.
+
+``Service``/``MultiService``/``Application`` are the tree of things a server
+process starts and stops; plug-ins (``ServicePlugin``, found through the
+``perspective_broker.services`` entry points or :func:`register_plugin`)
+build services from options; :func:`run` runs a :class:`RunConfig` in the
+foreground as ``pb run`` does.  See ``docs/running.md`` and
+``docs/plugins.md``.
+"""
+
+from ._application import Application
+from ._config import ConfigError, RunConfig, ServiceSpec, load_config, options_from_table
+from ._logging import configure_logging, get_logger
+from ._plugins import (
+    ENTRY_POINT_GROUP,
+    EXTRA_PLUGINS_ENV,
+    IServicePlugin,
+    PluginError,
+    PluginInfo,
+    PluginLoadError,
+    PluginRegistry,
+    ServiceBuildError,
+    ServicePlugin,
+    UnknownPluginError,
+    available_plugins,
+    get_plugin,
+    load_extra_plugins,
+    load_plugin_spec,
+    plugin_parser,
+    register_plugin,
+    unregister_plugin,
+)
+from ._runner import PidfileError, build_application, run, run_application
+from ._service import (
+    IService,
+    MultiService,
+    Service,
+    ServiceError,
+    ServiceStartError,
+    ServiceStopError,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "EXTRA_PLUGINS_ENV",
+    "Application",
+    "ConfigError",
+    "IService",
+    "IServicePlugin",
+    "MultiService",
+    "PidfileError",
+    "PluginError",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginRegistry",
+    "RunConfig",
+    "Service",
+    "ServiceBuildError",
+    "ServiceError",
+    "ServicePlugin",
+    "ServiceSpec",
+    "ServiceStartError",
+    "ServiceStopError",
+    "UnknownPluginError",
+    "available_plugins",
+    "build_application",
+    "configure_logging",
+    "get_logger",
+    "get_plugin",
+    "load_config",
+    "load_extra_plugins",
+    "load_plugin_spec",
+    "options_from_table",
+    "plugin_parser",
+    "register_plugin",
+    "run",
+    "run_application",
+    "unregister_plugin",
+]
