@@ -323,9 +323,12 @@ def _check_nonce(nonce: str, what: str) -> str:
 
 def _b64decode(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeError, ValueError):
         raise ScramError(f"malformed {what}: not base64") from None
+    if base64.b64encode(data).decode("ascii") != text:  # one spelling per value
+        raise ScramError(f"malformed {what}: non-canonical base64")
+    return data
 
 
 def _new_nonce() -> str:

@@ -1,0 +1,109 @@
+import pytest
+
+from cred.throttle import Throttle
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def test_delay_grows_exponentially_with_failures_up_to_the_cap(clock):
+    throttle = Throttle(base_delay=0.25, factor=2, max_delay=30, clock=clock)
+    delays = []
+    for _ in range(10):
+        delays.append(throttle.delay_for("alice", "10.0.0.1"))
+        throttle.failure("alice", "10.0.0.1")
+    assert delays == [0, 0.25, 0.5, 1, 2, 4, 8, 16, 30, 30]
+
+
+def test_another_account_from_another_source_is_not_delayed(clock):
+    throttle = Throttle(clock=clock)
+    for _ in range(8):
+        throttle.failure("alice", "10.0.0.1")
+    assert throttle.delay_for("alice", "10.0.0.1") > 0
+    assert throttle.delay_for("alice", "10.0.0.2") > 0  # per account
+    assert throttle.delay_for("bob", "10.0.0.1") > 0  # per source
+    assert throttle.delay_for("bob", "10.0.0.2") == 0
+
+
+def test_delay_counts_down_from_the_last_failure(clock):
+    throttle = Throttle(base_delay=1, factor=2, clock=clock)
+    for _ in range(3):
+        throttle.failure("alice")
+    assert throttle.delay_for("alice") == 4
+    clock.now += 3
+    assert throttle.delay_for("alice") == 1
+    clock.now += 5
+    assert throttle.delay_for("alice") == 0
+    throttle.failure("alice")  # the count is remembered until expiry
+    assert throttle.delay_for("alice") == 8
+
+
+def test_free_failures_are_not_delayed(clock):
+    throttle = Throttle(base_delay=1, free_failures=2, clock=clock)
+    throttle.failure("alice")
+    throttle.failure("alice")
+    assert throttle.delay_for("alice") == 0
+    throttle.failure("alice")
+    assert throttle.delay_for("alice") == 1
+
+
+def test_success_clears_the_account_but_not_the_source(clock):
+    throttle = Throttle(clock=clock)
+    for _ in range(5):
+        throttle.failure("alice", "10.0.0.1")
+    throttle.success("alice", "10.0.0.1")
+    assert throttle.delay_for("alice", "10.0.0.9") == 0
+    assert throttle.delay_for("carol", "10.0.0.1") > 0
+
+
+def test_unknown_names_are_throttled_like_known_ones(clock):
+    throttle = Throttle(clock=clock)
+    for name in ("alice", "no-such-user"):
+        for _ in range(4):
+            throttle.failure(name)
+    assert throttle.delay_for("alice") == throttle.delay_for("no-such-user") > 0
+
+
+def test_entries_expire(clock):
+    throttle = Throttle(expire_after=60, clock=clock)
+    for _ in range(5):
+        throttle.failure("alice", "10.0.0.1")
+    clock.now += 61
+    assert throttle.delay_for("alice", "10.0.0.1") == 0
+    assert len(throttle) == 0
+    throttle.failure("alice")
+    assert throttle.delay_for("alice") == 0.25  # counting starts again
+
+
+def test_table_size_is_bounded_and_a_busy_source_is_kept(clock):
+    throttle = Throttle(max_entries=100, clock=clock)
+    for i in range(10_000):
+        clock.now += 0.001
+        throttle.failure(f"user{i}", "10.6.6.6")
+    assert len(throttle) <= 100
+    # the attacking source failed most recently, so it is still remembered
+    assert throttle.delay_for("someone-new", "10.6.6.6") == 30
+
+
+def test_no_account_and_no_source_means_no_delay(clock):
+    throttle = Throttle(clock=clock)
+    throttle.failure(None, None)
+    assert throttle.delay_for(None, None) == 0
+    assert len(throttle) == 0
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError):
+        Throttle(factor=0.5)
+    with pytest.raises(ValueError):
+        Throttle(max_entries=0)
