@@ -321,7 +321,10 @@ class PluginRegistry:
         items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
         plugins = [_as_plugin(item, origin, None) for item in items]
         for plugin in plugins:
-            self.register(plugin)
+            try:
+                self.register(plugin)
+            except ValueError as exc:
+                raise PluginLoadError(plugin.name, origin, str(exc)) from exc
         return plugins
 
 

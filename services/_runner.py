@@ -8,8 +8,8 @@ The sequence, and what each failure exits with:
    a duplicate service name is a configuration error, exit 2);
 3. start the application: on :class:`ServiceStartError` the services already
    started have been stopped, the error is logged, exit 1;
-4. log ``started services=...``, print each service's banner once to stdout,
-   write the pidfile;
+4. write the pidfile, log ``started services=...``, print each service's
+   banner once to stdout (so a banner means the pidfile is there);
 5. wait for SIGTERM, SIGINT or :meth:`Application.request_stop`;
 6. stop the application within the grace period, remove the pidfile, exit 0
    (1 if a service failed to stop).
@@ -213,11 +213,11 @@ async def run_application(
             _log.error(str(exc), exc_info=exc if _log.isEnabledFor(logging.DEBUG) else None)
             return EXIT_FAILURE
 
-        _log.info("started", services=names)
-        _print_banners(application, stdout)
         if pidfile is not None:
             write_pidfile(pidfile)
             wrote_pidfile = True
+        _log.info("started", services=names)
+        _print_banners(application, stdout)
 
         reason = await stop_requested
         _log.info("stopping", reason=reason, grace=f"{grace:g}s")
