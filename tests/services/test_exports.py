@@ -1,0 +1,28 @@
+"""The public surface of ``services`` is pinned here."""
+
+import services
+
+
+def test_the_services_package_exports_exactly_its_public_names():
+    assert sorted(services.__all__) == sorted([
+        "ENTRY_POINT_GROUP", "EXTRA_PLUGINS_ENV", "Application", "ConfigError", "IService",
+        "IServicePlugin", "MultiService", "PidfileError", "PluginError", "PluginInfo",
+        "PluginLoadError", "PluginRegistry", "RunConfig", "Service", "ServiceBuildError",
+        "ServiceError", "ServicePlugin", "ServiceSpec", "ServiceStartError",
+        "ServiceStopError", "UnknownPluginError", "available_plugins", "build_application",
+        "configure_logging", "get_logger", "get_plugin", "load_config", "load_extra_plugins",
+        "load_plugin_spec", "options_from_table", "plugin_parser", "register_plugin", "run",
+        "run_application", "unregister_plugin",
+    ])
+    for name in services.__all__:
+        assert getattr(services, name) is not None
+
+
+def test_the_framework_does_not_import_the_broker_or_cred():
+    import subprocess
+    import sys
+
+    code = "import sys, services; print(sorted(m for m in sys.modules if m.split('.')[0] in ('broker', 'cred')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,109 @@
+"""The runner in-process: start, banner, pidfile, stop request, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from services import (
+    Application,
+    ConfigError,
+    PidfileError,
+    RunConfig,
+    ServiceSpec,
+    build_application,
+    options_from_table,
+    run_application,
+)
+from services._runner import check_pidfile
+from tests.services import fixture_plugins
+
+
+def spec(plugin, name=None, **options) -> ServiceSpec:
+    namespace = options_from_table(plugin, options, file="test", where="service")
+    return ServiceSpec(plugin, namespace, name)
+
+
+async def test_the_runner_starts_prints_banners_once_and_stops_on_request(tmp_path, caplog):
+    config = RunConfig(name="app", data_dir=tmp_path / "data", services=[
+        spec(fixture_plugins.line_echo, "a"),
+        spec(fixture_plugins.ticker, "clock", interval=0.01),
+    ])
+    application = await build_application(config)
+    stdout = io.StringIO()
+    pidfile = tmp_path / "app.pid"
+    running = asyncio.ensure_future(run_application(
+        application, grace=1, pidfile=pidfile, stdout=stdout, handle_signals=False,
+    ))
+    with caplog.at_level(logging.INFO):
+        while not pidfile.exists():
+            await asyncio.sleep(0.01)
+        assert pidfile.read_text() == f"{os.getpid()}\n"
+        port = application.get("a").port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello\n")
+        assert await reader.readline() == b"hello\n"
+        application.request_stop("test over")
+        assert await running == 0
+    assert await reader.readline() == b"bye\n"
+    assert await reader.readline() == b""
+    writer.close()
+    await writer.wait_closed()
+    assert not pidfile.exists()
+    assert stdout.getvalue().splitlines() == [
+        f"line-echo a listening on 127.0.0.1:{port}",
+        f"ticker clock writing {tmp_path / 'data' / 'clock.ticks'}",
+    ]
+    started = [r for r in caplog.records if r.getMessage() == "started"]
+    assert started[0].fields == {"services": "a,clock"}
+    assert application.portal.realms == ["ticks"]
+    assert int((tmp_path / "data" / "clock.ticks").read_text()) >= 1
+
+
+async def test_a_start_failure_is_logged_and_returns_1(tmp_path, caplog):
+    config = RunConfig(data_dir=tmp_path, services=[
+        spec(fixture_plugins.line_echo, "good"),
+        spec(fixture_plugins.line_echo, "bad", fail_start=True),
+    ])
+    application = await build_application(config)
+    stdout = io.StringIO()
+    with caplog.at_level(logging.INFO):
+        code = await run_application(application, stdout=stdout, handle_signals=False)
+    assert code == 1
+    assert "service 'bad' failed to start: RuntimeError: asked to fail" in caplog.text
+    assert stdout.getvalue() == ""
+    assert not application.get("good").running
+
+
+async def test_two_services_may_not_share_a_name(tmp_path):
+    config = RunConfig(data_dir=tmp_path, services=[
+        spec(fixture_plugins.line_echo), spec(fixture_plugins.line_echo),
+    ])
+    with pytest.raises(ConfigError, match="'line-echo' is already defined"):
+        await build_application(config)
+
+
+def test_a_pidfile_naming_a_live_process_is_refused_and_a_stale_one_replaced(tmp_path):
+    pidfile = tmp_path / "pb.pid"
+    pidfile.write_text(f"{os.getppid()}\n")
+    with pytest.raises(PidfileError, match="names a running process"):
+        check_pidfile(pidfile)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pidfile.write_text(f"{dead.pid}\n")
+    check_pidfile(pidfile)  # stale: no error
+
+
+async def test_application_stop_request_before_start_finishes_stops_cleanly(tmp_path):
+    application = Application("app", data_dir=tmp_path)
+    application.add(fixture_plugins.LineEchoService("a"))
+    application.request_stop("early")
+    code = await run_application(application, stdout=io.StringIO(), handle_signals=False)
+    assert code == 0
+    assert not application.running
