@@ -274,10 +274,7 @@ class AccountStore:
         pairs = [self._pair(name, service, perspective) for service, perspective in keyring]
         verifier = scram.ScramVerifier.from_password(password, iterations=iterations or self.iterations)
         with self._transaction() as conn:
-            if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
-                raise DuplicateUser(f"user {name!r} already exists (change the password with `pb user passwd {name}`)")
-            for service, _ in pairs:
-                self._require_service(conn, service)
+            self._check_new_user(conn, name, pairs)
             conn.execute(
                 "INSERT INTO accounts (name, salt, iterations, stored_key, server_key) VALUES (?, ?, ?, ?, ?)",
                 (name, verifier.salt, verifier.iterations, verifier.stored_key, verifier.server_key),
@@ -286,6 +283,14 @@ class AccountStore:
                 "INSERT OR IGNORE INTO keyring (account, service, perspective) VALUES (?, ?, ?)",
                 [(name, service, perspective) for service, perspective in pairs],
             )
+
+    def check_add_user(self, name: str, keyring: Iterable[tuple[str, str | None]] = ()) -> None:
+        """Raise what :meth:`add_user` would raise for ``name`` and
+        ``keyring`` (short of the password), e.g. before prompting for one."""
+        check_name("user", name)
+        pairs = [self._pair(name, service, perspective) for service, perspective in keyring]
+        with self._lock:
+            self._check_new_user(self._connection(), name, pairs)
 
     def set_password(self, name: str, password: str, *, iterations: int | None = None) -> None:
         """Replace an account's verifier (new salt).  Blocking: runs the KDF."""
@@ -403,6 +408,13 @@ class AccountStore:
         perspective = name if perspective is None else perspective
         check_name("perspective", perspective)
         return service, perspective
+
+    @classmethod
+    def _check_new_user(cls, conn: sqlite3.Connection, name: str, pairs: list[tuple[str, str]]) -> None:
+        if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
+            raise DuplicateUser(f"user {name!r} already exists (change the password with `pb user passwd {name}`)")
+        for service, _ in pairs:
+            cls._require_service(conn, service)
 
     @staticmethod
     def _require_user(conn: sqlite3.Connection, name: str) -> None:
