@@ -1,0 +1,170 @@
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cred import AccountStore, Portal, ScramClient, Service, ServiceRealm, StoreChecker, Throttle
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "s3cret pass"
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
+
+
+def pb(workdir, *args, stdin="", env=None):
+    """Run ``pb user ...`` as a real subprocess in ``workdir``."""
+    environment = {k: v for k, v in os.environ.items() if k != "PB_DATA_DIR"}
+    environment["PYTHONPATH"] = str(REPO)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "clients._cli", "user", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=environment,
+        timeout=30,
+    )
+
+
+def test_add_creates_the_database_under_pb_data_with_mode_0600(workdir):
+    result = pb(workdir, "add", "alice", stdin=PASSWORD + "\n")
+    assert result.returncode == 0, result.stderr
+    db = workdir / "pb-data" / "accounts.sqlite3"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    with AccountStore(db) as store:
+        assert store.users() == ["alice"]
+        assert store.verifier("alice").check_password(PASSWORD)
+    assert PASSWORD.encode() not in db.read_bytes()
+
+
+def test_pb_data_dir_environment_variable_and_db_option_choose_the_file(workdir):
+    assert pb(workdir, "add-service", "pbecho", env={"PB_DATA_DIR": str(workdir / "d")}).returncode == 0
+    assert (workdir / "d" / "accounts.sqlite3").exists()
+    assert pb(workdir, "add-service", "words", "--db", str(workdir / "x.db")).returncode == 0
+    assert pb(workdir, "services", "--db", str(workdir / "x.db")).stdout == "words\n"
+
+
+def test_the_whole_life_of_an_account(workdir):
+    assert pb(workdir, "add-service", "pbecho").returncode == 0
+    assert pb(workdir, "add-service", "words").returncode == 0
+    added = pb(workdir, "add", "alice", "--service", "pbecho", "-s", "words:moderator", stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    assert "pbecho:alice" in added.stdout
+    assert pb(workdir, "add", "bob", stdin="pw\n").returncode == 0
+    assert pb(workdir, "grant", "bob", "pbecho").returncode == 0
+    assert pb(workdir, "list").stdout == "alice\tpbecho:alice words:moderator\nbob\tpbecho:bob\n"
+    assert pb(workdir, "revoke", "alice", "words:moderator").returncode == 0
+    assert pb(workdir, "passwd", "bob", "--iterations", "5000", stdin="new password\n").returncode == 0
+    assert pb(workdir, "remove", "alice").returncode == 0
+    assert pb(workdir, "list").stdout == "bob\tpbecho:bob\n"
+    assert pb(workdir, "services").stdout == "pbecho\nwords\n"
+    with AccountStore(workdir / "pb-data" / "accounts.sqlite3") as store:
+        verifier = store.verifier("bob")
+        assert verifier.iterations == 5000 and verifier.check_password("new password")
+
+
+async def test_an_account_made_with_pb_user_can_log_in_over_scram(workdir):
+    assert pb(workdir, "add-service", "pbecho").returncode == 0
+    assert pb(workdir, "add", "alice", "-s", "pbecho", stdin=PASSWORD + "\r\n").returncode == 0
+    echo = Service("pbecho")
+    echo.perspectives["alice"] = "alice's perspective"
+    with AccountStore(workdir / "pb-data" / "accounts.sqlite3") as store:
+        portal = Portal(ServiceRealm(echo), [StoreChecker(store)], throttle=Throttle(base_delay=0))
+        client = ScramClient("alice", PASSWORD)
+        challenge = await portal.begin_scram(client.first())
+        result = await challenge.finish(await client.final_async(challenge.server_first), service="pbecho")
+        client.verify(result.server_final)
+    assert result.avatar == "alice's perspective"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["list"], ["services"], ["passwd", "alice"], ["remove", "alice"], ["grant", "alice", "pbecho"],
+     ["revoke", "alice", "pbecho"], ["remove-service", "pbecho"]],
+)
+def test_a_missing_database_is_reported_with_the_fix(workdir, args):
+    result = pb(workdir, *args, stdin="pw\n")
+    assert result.returncode == 1
+    assert "no account database at pb-data/accounts.sqlite3" in result.stderr
+    assert "pb user add" in result.stderr and "--db" in result.stderr
+    assert not (workdir / "pb-data").exists()
+
+
+def test_duplicate_unknown_and_empty_are_reported_with_the_fix(workdir):
+    assert pb(workdir, "add", "alice", stdin="pw\n").returncode == 0
+    duplicate = pb(workdir, "add", "alice", stdin="pw\n")
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr and "pb user passwd" in duplicate.stderr
+    unknown_user = pb(workdir, "grant", "bob", "pbecho")
+    assert unknown_user.returncode == 1 and "no user named 'bob'" in unknown_user.stderr
+    unknown_service = pb(workdir, "grant", "alice", "pbecho")
+    assert unknown_service.returncode == 1
+    assert "no service named 'pbecho'" in unknown_service.stderr
+    assert "pb user add-service pbecho" in unknown_service.stderr
+    also_unknown = pb(workdir, "add", "carol", "-s", "mail", stdin="pw\n")
+    assert also_unknown.returncode == 1 and "pb user add-service mail" in also_unknown.stderr
+    empty = pb(workdir, "add", "dave", stdin="\n")
+    assert empty.returncode == 2 and "empty password" in empty.stderr
+    no_input = pb(workdir, "passwd", "alice", stdin="")
+    assert no_input.returncode == 2 and "empty password" in no_input.stderr
+    not_granted = pb(workdir, "revoke", "alice", "x:y")
+    assert not_granted.returncode == 1 and "does not hold x:y" in not_granted.stderr
+    with AccountStore(workdir / "pb-data" / "accounts.sqlite3") as store:
+        assert store.users() == ["alice"]
+
+
+def test_a_missing_database_with_a_service_is_not_created_by_a_failed_add(workdir):
+    result = pb(workdir, "add", "alice", "-s", "pbecho", stdin="pw\n")
+    assert result.returncode == 1 and "pb user add-service pbecho" in result.stderr
+    assert not (workdir / "pb-data").exists()
+
+
+def test_bad_names_and_options_are_usage_errors(workdir):
+    assert pb(workdir, "add", "with space", stdin="pw\n").returncode == 2
+    assert pb(workdir, "add-service", "a:b").returncode == 2
+    assert pb(workdir, "add", "alice", "--iterations", "10", stdin="pw\n").returncode == 2
+    assert pb(workdir, "add", "alice", "-s", "svc:", stdin="pw\n").returncode == 2
+    assert not (workdir / "pb-data").exists()
+
+
+def test_passwords_are_never_taken_from_the_command_line(workdir):
+    result = pb(workdir, "add", "alice", PASSWORD, stdin="")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+    assert not (workdir / "pb-data").exists()
+
+
+def test_only_the_first_line_of_standard_input_is_the_password(workdir):
+    assert pb(workdir, "add", "alice", stdin="first line\nsecond line\n").returncode == 0
+    with AccountStore(workdir / "pb-data" / "accounts.sqlite3") as store:
+        assert store.verifier("alice").check_password("first line")
+
+
+class TTY:
+    def isatty(self):
+        return True
+
+
+def test_an_interactive_prompt_asks_twice_and_refuses_a_mismatch(monkeypatch):
+    from clients._cli import user
+
+    answers = iter(["one", "two", "same", "same"])
+    monkeypatch.setattr(user.sys, "stdin", TTY())
+    monkeypatch.setattr(user.getpass, "getpass", lambda prompt="": next(answers))
+    with pytest.raises(user._InputError, match="do not match"):
+        user._read_password()
+    assert user._read_password() == "same"
+
+
+def test_pb_help_lists_the_user_command(workdir):
+    environment = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-m", "clients._cli", "--help"],
+        capture_output=True, text=True, cwd=workdir, env=environment, timeout=30,
+    )
+    assert "user" in out.stdout
