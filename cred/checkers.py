@@ -62,7 +62,7 @@ class InMemoryChecker:
 
     def __init__(
         self,
-        users: Mapping[str, str] = {},  # noqa: B006 - read only
+        users: Mapping[str, str] | None = None,
         *,
         keyring: Mapping[str, Iterable[tuple[str, str | None]]] | None = None,
         iterations: int = scram.DEFAULT_ITERATIONS,
@@ -72,7 +72,7 @@ class InMemoryChecker:
         self._secret = server_secret if server_secret is not None else secrets.token_bytes(32)
         self._verifiers: dict[str, scram.ScramVerifier] = {}
         self._keyrings: dict[str, set[tuple[str, str]]] = {}
-        for name, password in users.items():
+        for name, password in (users or {}).items():
             self.add_user(name, password)
         for name, pairs in (keyring or {}).items():
             if name not in self._verifiers:
