@@ -10,7 +10,7 @@ foreground as ``pb run`` does.  See ``docs/running.md`` and
 
 from ._application import Application
 from ._config import ConfigError, RunConfig, ServiceSpec, load_config, options_from_table
-from ._logging import configure_logging, get_logger
+from ._logging import LOG_LEVELS, configure_logging, get_logger
 from ._plugins import (
     ENTRY_POINT_GROUP,
     EXTRA_PLUGINS_ENV,
@@ -30,7 +30,16 @@ from ._plugins import (
     register_plugin,
     unregister_plugin,
 )
-from ._runner import PidfileError, build_application, run, run_application
+from ._runner import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PidfileError,
+    build_application,
+    run,
+    run_application,
+)
 from ._service import (
     IService,
     MultiService,
@@ -42,7 +51,12 @@ from ._service import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
     "EXTRA_PLUGINS_ENV",
+    "LOG_LEVELS",
     "Application",
     "ConfigError",
     "IService",

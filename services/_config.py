@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._logging import LEVELS
+from ._logging import LOG_LEVELS
 from ._plugins import PluginRegistry, UnknownPluginError, get_plugin, plugin_parser
 from ._service import ServiceError
 
@@ -123,6 +123,10 @@ def _unknown_key(file: str, key: str, name: str, known: list[str], what: str) ->
 
 
 # -- plug-in options from a table ----------------------------------------
+
+
+# argparse has no public way to inspect a parser, so the mapping below reads
+# ``parser._actions`` and tells actions apart by their (stable) classes.
 
 
 def _is_flag(action: argparse.Action) -> bool:
@@ -313,10 +317,10 @@ def _read_application(file: str, table: Any, config: RunConfig) -> None:
         elif key == "data_dir":
             config.data_dir = Path(_string(file, dotted, value))
         elif key == "log_level":
-            if value not in LEVELS:
+            if value not in LOG_LEVELS:
                 raise ConfigError(
                     file, dotted,
-                    f"expected one of {', '.join(LEVELS)}, got {_describe(value)}",
+                    f"expected one of {', '.join(LOG_LEVELS)}, got {_describe(value)}",
                 )
             config.log_level = value
         elif key == "log_file":

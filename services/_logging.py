@@ -26,10 +26,10 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["LEVELS", "StructuredFormatter", "configure_logging", "get_logger"]
+__all__ = ["LOG_LEVELS", "StructuredFormatter", "configure_logging", "get_logger"]
 
 #: The accepted ``--log-level`` / ``log_level`` names, quietest last.
-LEVELS: Mapping[str, int] = {
+LOG_LEVELS: Mapping[str, int] = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
@@ -111,10 +111,10 @@ def configure_logging(
     handlers installed by an earlier call.  Returns the installed handlers.
     """
     try:
-        numeric = LEVELS[level]
+        numeric = LOG_LEVELS[level]
     except KeyError:
         raise ValueError(
-            f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}"
+            f"unknown log level {level!r}; expected one of {', '.join(LOG_LEVELS)}"
         ) from None
     stream = stream if stream is not None else sys.stderr
     formatter = StructuredFormatter()

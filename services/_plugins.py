@@ -384,7 +384,9 @@ async def build_service(
     return result
 
 
-def load_extra_plugins(specs: Iterable[str] = (), *, environ: Mapping[str, str] | None = None) -> list[Any]:
+def load_extra_plugins(
+    specs: Iterable[str] = (), *, environ: Mapping[str, str] | None = None
+) -> list[Any]:
     """Register the plug-ins named in ``$PB_EXTRA_PLUGINS`` and in *specs*.
 
     Each spec is ``module`` or ``module:attr`` (see :func:`load_plugin_spec`);

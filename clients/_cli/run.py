@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from services import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
     EXTRA_PLUGINS_ENV,
+    LOG_LEVELS,
     ConfigError,
     PluginError,
     PluginLoadError,
@@ -30,8 +34,6 @@ from services import (
     plugin_parser,
     run,
 )
-from services._logging import LEVELS
-from services._runner import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 __all__ = ["register"]
 
@@ -75,7 +77,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--name", help="the application's name (default: pb)")
     parser.add_argument("--data-dir", type=Path, metavar="DIR",
                         help="state directory, created with mode 0700 (default: ./pb-data)")
-    parser.add_argument("--log-level", choices=list(LEVELS),
+    parser.add_argument("--log-level", choices=list(LOG_LEVELS),
                         help="log records at this level and above (default: info)")
     parser.add_argument("--log-file", type=Path, metavar="FILE",
                         help="log to this file instead of stderr (errors still go to stderr)")

@@ -5,7 +5,8 @@ import services
 
 def test_the_services_package_exports_exactly_its_public_names():
     assert sorted(services.__all__) == sorted([
-        "ENTRY_POINT_GROUP", "EXTRA_PLUGINS_ENV", "Application", "ConfigError", "IService",
+        "ENTRY_POINT_GROUP", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
+        "EXTRA_PLUGINS_ENV", "LOG_LEVELS", "Application", "ConfigError", "IService",
         "IServicePlugin", "MultiService", "PidfileError", "PluginError", "PluginInfo",
         "PluginLoadError", "PluginRegistry", "RunConfig", "Service", "ServiceBuildError",
         "ServiceError", "ServicePlugin", "ServiceSpec", "ServiceStartError",
