@@ -46,8 +46,8 @@ REPO_ROOT = os.path.dirname(BENCH_DIR)
 class Plan:
     """How long to measure: one warm-up window, then ``windows`` windows."""
 
-    windows: int = 5
-    seconds: float = 0.5
+    windows: int = 7
+    seconds: float = 0.35
     warmup: float = 0.3
 
     @classmethod
@@ -158,13 +158,15 @@ class AsyncDriver:
     """Driver for an asyncio client living in this process; ``ops`` are
     coroutine functions returning units, run on ``runner``'s loop."""
 
-    def __init__(self, name: str, runner: asyncio.Runner, ops: dict[str, Callable[[], Awaitable[int]]]):
+    def __init__(self, name: str, runner: asyncio.Runner, ops: dict[str, Callable[[], Awaitable[int]]],
+                 timeout: float = 60.0):
         self.name = name
         self.runner = runner
         self.ops = ops
+        self.timeout = timeout  # a window that overruns this much has hung
 
     def window(self, op: str, seconds: float) -> tuple[int, float]:
-        return self.runner.run(time_async(self.ops[op], seconds))
+        return self.runner.run(asyncio.wait_for(time_async(self.ops[op], seconds), seconds + self.timeout))
 
 
 class ChildDriver:
@@ -238,7 +240,7 @@ class Child:
     def __init__(self, module: str, args: Sequence[str] = (), *, ready_timeout: float = 20.0, env: dict[str, str] | None = None):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (BENCH_DIR, REPO_ROOT, os.environ.get("PYTHONPATH", "")) if p
+            p for p in (os.environ.get("PYTHONPATH", ""), BENCH_DIR, REPO_ROOT) if p
         )
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         if env:
@@ -251,7 +253,7 @@ class Child:
             stderr=None,  # children's tracebacks show up in the benchmark's stderr
             start_new_session=True,
             env=full_env,
-            cwd=REPO_ROOT,
+            cwd=BENCH_DIR,
         )
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -468,14 +470,20 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 
 
 def selected(args: argparse.Namespace, names: Iterable[str], always: Iterable[str] = ()) -> list[str]:
-    """Systems chosen by ``--only`` (all when empty), keeping ``always``."""
+    """Systems chosen by ``--only`` (all when empty), keeping ``always``;
+    a name also selects its ``-uvloop`` variant (present only with --loop)."""
     names = list(names)
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
-    unknown = wanted - set(names)
+    unknown = {w for w in wanted if not any(n == w or n.startswith(w + "-uvloop") for n in names)}
     if unknown:
         raise SystemExit(f"unknown system(s): {', '.join(sorted(unknown))}; known: {', '.join(names)}")
     keep = set(always)
-    return [n for n in names if not wanted or n in wanted or n in keep]
+
+    def chosen(n: str) -> bool:
+        base = n[: -len("-uvloop")] if n.endswith("-uvloop") else n
+        return not wanted or n in wanted or base in wanted or base in keep
+
+    return [n for n in names if chosen(n)]
 
 
 def fmt_num(x: float) -> str:

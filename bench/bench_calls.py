@@ -86,6 +86,7 @@ def skip_reason(system: System) -> str | None:
     if reason is None:
         return None
     if system.module is pb:
+        log(f"  ({system.name}: {reason})")
         return f"skipped: {system.name} (broker not importable yet)"
     return f"skipped: {system.name} not installed (pip install -e '.[bench]')"
 

@@ -25,7 +25,7 @@ def unavailable() -> str | None:
         return f"broker not importable yet ({type(exc).__name__}: {exc})"
     missing = [n for n in ("serve", "connect", "Root") if not hasattr(broker, n)]
     if missing:
-        return "broker not importable yet"
+        return f"broker has no {', '.join(missing)} yet"
     return None
 
 
