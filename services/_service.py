@@ -125,6 +125,7 @@ class Service:
         self._state = "stopped"
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stop_deadline: float | None = None
 
     # -- identity ------------------------------------------------------
 
@@ -211,11 +212,24 @@ class Service:
             self._state = "stopping"
             loop = asyncio.get_running_loop()
             deadline = None if grace is None else loop.time() + max(grace, 0.0)
+            self._stop_deadline = deadline
             try:
                 await self._stop_hooks(deadline)
             finally:
                 await self._cancel_tasks()
                 self._state = "stopped"
+                self._stop_deadline = None
+
+    def grace_remaining(self) -> float | None:
+        """Seconds left before ``on_stop()`` is cancelled, while stopping.
+
+        None when the stop has no time limit (or the service is not
+        stopping).  Useful to hand the rest of the grace period to something
+        that has its own, such as a server's ``shutdown(grace=...)``.
+        """
+        if self._state != "stopping" or self._stop_deadline is None:
+            return None
+        return max(self._stop_deadline - asyncio.get_running_loop().time(), 0.0)
 
     async def _start_hooks(self) -> None:
         await self.on_start()

@@ -234,6 +234,23 @@ async def test_stop_cancels_on_stop_when_the_grace_period_runs_out(caplog):
     assert "did not stop within the grace period" in caplog.text
 
 
+async def test_on_stop_can_ask_how_much_of_the_grace_period_is_left():
+    seen: list[float | None] = []
+
+    class Polite(Service):
+        async def on_stop(self) -> None:
+            seen.append(self.grace_remaining())
+
+    service = Polite("polite")
+    assert service.grace_remaining() is None
+    await service.start()
+    await service.stop(grace=5)
+    await service.start()
+    await service.stop()
+    assert 4 < seen[0] <= 5 and seen[1] is None
+    assert service.grace_remaining() is None
+
+
 async def test_the_grace_period_is_shared_by_all_children():
     class Slow(Service):
         async def on_stop(self) -> None:
