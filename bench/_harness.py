@@ -46,8 +46,8 @@ REPO_ROOT = os.path.dirname(BENCH_DIR)
 class Plan:
     """How long to measure: one warm-up window, then ``windows`` windows."""
 
-    windows: int = 7
-    seconds: float = 0.35
+    windows: int = 9
+    seconds: float = 0.25
     warmup: float = 0.3
 
     @classmethod
@@ -111,6 +111,14 @@ class Result:
         if not self.ok:
             return {"error": self.error or "no data"}
         return {"median": self.median, "min": self.low, "max": self.high, "rates": self.rates}
+
+
+def best_ratio(result: Result | None, base: Result | None) -> float | None:
+    """best window / base's best window: noise on a shared machine only ever
+    slows a window down, so this is the second opinion on ``ratio``."""
+    if result is None or base is None or not result.ok or not base.ok or base.high == 0:
+        return None
+    return result.high / base.high
 
 
 def ratio(result: Result | None, base: Result | None) -> float | None:
@@ -500,31 +508,34 @@ def fmt_ratio(r: float | None) -> str:
 
 def print_table(title: str, unit: str, results: dict[str, Result], *, base: str | None = "floor",
                 notes: dict[str, str] | None = None, out: Any = None) -> None:
-    """One table: system, median, min–max, ratio to ``base``, note."""
+    """One table: system, median, min–max, median ÷ base's median, best
+    window ÷ base's best window, note.  A failed system shows its error."""
     out = out or sys.stdout
     notes = notes or {}
-    head = ("system", f"median {unit}", "min–max", f"× {base}" if base else "", "note")
+    head = ("system", f"median {unit}", "min–max", f"× {base}" if base else "", "best ×" if base else "", "note")
     rows = []
     for name, res in results.items():
         if res.ok:
+            b = results.get(base) if base else None
             rows.append((name, fmt_num(res.median), f"{fmt_num(res.low)}–{fmt_num(res.high)}",
-                         fmt_ratio(ratio(res, results.get(base))) if base else "", notes.get(name, "")))
+                         fmt_ratio(ratio(res, b)) if base else "",
+                         fmt_ratio(best_ratio(res, b)) if base else "", notes.get(name, "")))
         else:
-            rows.append((name, res.error or "no data", "", "", notes.get(name, "")))
-    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(4)]
-    # an error message may be long; let it spill over instead of widening everything
-    widths[1] = max(len(head[1]), *(len(r[1]) for r in rows if r[2]), 8) if rows else len(head[1])
+            rows.append((name, res.error or "no data", "", "", "", notes.get(name, "")))
+    ok_rows = [r for r in rows if r[2]]
+    widths = [max(len(r[i]) for r in (head, *ok_rows)) for i in range(5)]
+    widths[0] = max(len(r[0]) for r in (head, *rows))
     print(f"\n{title}", file=out)
     print("-" * len(title), file=out)
 
     def line(r: Sequence[str]) -> str:
         cells = [r[0].ljust(widths[0])]
         if r[2] or r is head:
-            cells += [r[1].rjust(widths[1]), r[2].rjust(widths[2]), r[3].rjust(widths[3])]
-        else:
+            cells += [r[i].rjust(widths[i]) for i in range(1, 5)]
+        else:  # an error message spills over instead of widening the columns
             cells += [r[1]]
-        text = "  ".join(cells)
-        return f"{text}  {r[4]}".rstrip() if r[4] else text
+        text = "  ".join(c for c in cells if c)
+        return f"{text}  {r[5]}".rstrip() if r[5] else text
 
     print(line(head), file=out)
     for r in rows:

@@ -21,6 +21,8 @@ per call would add a round trip).
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 
 from _harness import SyncDriver, announce, exit_with_parent
 from peers.common import BURST, DICTS, HALF, HELLO, HOST, MIB, bytes_units, verify, verify_len
@@ -63,8 +65,13 @@ def _serve() -> None:
             return to_brine(from_brine(rows))
 
     server = ThreadedServer(EchoService, hostname=HOST, port=0)
+    # ThreadedServer binds in __init__ but listens only in start(): announce
+    # the port once it accepts connections
+    threading.Thread(target=server.start, name="rpyc-server", daemon=True).start()
+    while not server.active:
+        time.sleep(0.005)
     announce(server.port)
-    server.start()
+    threading.Event().wait()
 
 
 def main(argv: list[str] | None = None) -> None:
