@@ -129,7 +129,7 @@ async def connect(host: str, port: int) -> FloorClient:
 # server process
 
 
-async def _serve(loop_name: str) -> None:
+async def _serve() -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(FloorServer, HOST, 0)
     announce(server.sockets[0].getsockname()[1])
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     args = p.parse_args(argv)
     exit_with_parent()
-    run_loop(lambda: _serve(args.loop), args.loop)
+    run_loop(_serve, args.loop)
 
 
 # --------------------------------------------------------------------------
