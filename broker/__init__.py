@@ -1,1 +1,36 @@
-"""broker package."""
+"""broker: the Perspective Broker protocol over asyncio.
+
+Publish an object with :func:`serve`, reach it with :func:`connect`, call it
+with ``await ref.call_remote("name", ...)``.  See docs/protocol.md for the
+wire protocol and docs/ for guides.
+"""
+
+from ._api import Server, connect, login, login_anonymous, serve
+from ._caching import Cacheable, RemoteCache, RemoteCacheObserver, register_cache, unregister_cache
+from ._errors import (
+    CallTimeout,
+    ConnectionLost,
+    DeadReference,
+    InsecureJelly,
+    LimitExceeded,
+    NoSuchMethod,
+    PBError,
+    ProtocolError,
+    RemoteError,
+    Unauthorized,
+)
+from ._flavors import Perspective, Referenceable, Root, Viewable
+from ._limits import DEFAULT_LIMITS, Limits
+from ._protocol import Connection
+from ._remote import RemoteReference
+from ._streaming import RemoteStream, collect, stream_bytes, stream_file
+
+__all__ = [
+    "serve", "connect", "login", "login_anonymous", "Server", "Connection",
+    "Referenceable", "Root", "Perspective", "Viewable", "RemoteReference",
+    "Cacheable", "RemoteCache", "RemoteCacheObserver", "register_cache", "unregister_cache",
+    "RemoteStream", "stream_bytes", "stream_file", "collect",
+    "Limits", "DEFAULT_LIMITS",
+    "PBError", "ConnectionLost", "DeadReference", "RemoteError", "NoSuchMethod",
+    "CallTimeout", "ProtocolError", "InsecureJelly", "LimitExceeded", "Unauthorized",
+]

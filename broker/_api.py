@@ -1,0 +1,251 @@
+"""serve() and connect(): the entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl as _ssl
+import stat
+from typing import Any
+
+from ._errors import ConnectionLost
+from ._limits import DEFAULT_LIMITS, Limits
+from ._protocol import BrokerProtocol, Connection
+
+__all__ = ["serve", "connect", "login", "login_anonymous", "Server"]
+
+
+class Server:
+    """A listening server.  It owns every connection it accepted: closing the
+    server closes them too (asyncio's own Server.close does not)."""
+
+    def __init__(self, root: Any, limits: Limits, unsafe_tracebacks: bool,
+                 registry: Any) -> None:
+        self.root = root
+        self.limits = limits
+        self.unsafe_tracebacks = unsafe_tracebacks
+        self.registry = registry
+        self._server: asyncio.base_events.Server | None = None
+        self._protocols: set[BrokerProtocol] = set()
+        self._path: str | None = None
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _make_protocol(self) -> BrokerProtocol:
+        return BrokerProtocol(root=self.root, limits=self.limits,
+                              unsafe_tracebacks=self.unsafe_tracebacks, server=self,
+                              registry=self.registry)
+
+    def _connection_made(self, protocol: BrokerProtocol) -> None:
+        if self._closing:
+            protocol.start_goodbye("shutdown", "the server is shutting down")
+            return
+        self._protocols.add(protocol)
+        self._idle.clear()
+
+    def _connection_lost(self, protocol: BrokerProtocol) -> None:
+        self._protocols.discard(protocol)
+        if not self._protocols:
+            self._idle.set()
+
+    # -- addresses ----------------------------------------------------------
+
+    @property
+    def sockets(self) -> tuple:
+        return tuple(self._server.sockets) if self._server else ()
+
+    @property
+    def address(self) -> Any:
+        """The first listening address: ``(host, port)`` for TCP, the path for UNIX."""
+        if self._path is not None:
+            return self._path
+        socks = self.sockets
+        return socks[0].getsockname()[:2] if socks else None
+
+    @property
+    def addresses(self) -> list[Any]:
+        return [s.getsockname() for s in self.sockets]
+
+    @property
+    def port(self) -> int | None:
+        addr = self.address
+        return addr[1] if isinstance(addr, tuple) else None
+
+    @property
+    def path(self) -> str | None:
+        return self._path
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [p.connection for p in self._protocols]
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def close(self, reason: str = "the server is shutting down") -> None:
+        """Stop listening and close every connection now (GOODBYE first)."""
+        self._stop_listening()
+        for protocol in list(self._protocols):
+            protocol.start_goodbye("shutdown", reason)
+
+    async def shutdown(self, grace: float = 10.0,
+                       reason: str = "the server is shutting down") -> None:
+        """Stop accepting, let calls in progress finish (up to ``grace``
+        seconds), then say GOODBYE to every peer and close."""
+        self._stop_listening()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while loop.time() < deadline and any(p.calls_in_progress or p.core.running
+                                             for p in self._protocols):
+            await asyncio.sleep(0.01)
+        self.close(reason)
+        await self.wait_closed()
+
+    def _stop_listening(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        if self._path is not None:
+            try:
+                if stat.S_ISSOCK(os.stat(self._path).st_mode):
+                    os.unlink(self._path)
+            except OSError:
+                pass
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener and every connection are closed."""
+        if self._server is not None:
+            await self._server.wait_closed()
+        await self._idle.wait()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (then close everything)."""
+        try:
+            await asyncio.Future()
+        finally:
+            self.close()
+            await self.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        return f"<broker.Server {self.address!r} connections={len(self._protocols)}>"
+
+
+async def serve(root: Any, host: str | None = None, port: int = 0, *,
+                path: str | os.PathLike[str] | None = None,
+                ssl: _ssl.SSLContext | None = None,
+                limits: Limits | None = None,
+                unsafe_tracebacks: bool = False,
+                registry: Any = None,
+                backlog: int = 128) -> Server:
+    """Publish ``root`` on TCP ``host:port`` (port 0 picks one) or on the UNIX
+    socket ``path``; each connection's ``root()`` reaches it.
+
+    ``root`` may be a ``Root``/``Referenceable``, or a ``cred.Portal`` (then
+    clients log in with ``login()``).
+    """
+    root = _publishable(root)
+    server = Server(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry)
+    loop = asyncio.get_running_loop()
+    if path is not None:
+        if host is not None:
+            raise ValueError("serve() takes a host/port or a path, not both")
+        server._path = os.fspath(path)
+        server._server = await loop.create_unix_server(
+            server._make_protocol, server._path, ssl=ssl, backlog=backlog)
+    else:
+        server._server = await loop.create_server(
+            server._make_protocol, host or "127.0.0.1", port, ssl=ssl, backlog=backlog)
+    return server
+
+
+def _publishable(root: Any) -> Any:
+    try:
+        from cred import Portal
+    except ImportError:  # pragma: no cover - cred is part of the distribution
+        return root
+    if isinstance(root, Portal):
+        from ._login import PortalRoot
+
+        return PortalRoot(root)
+    return root
+
+
+async def connect(host: str | None = None, port: int | None = None, *,
+                  path: str | os.PathLike[str] | None = None,
+                  ssl: _ssl.SSLContext | None = None,
+                  server_hostname: str | None = None,
+                  root: Any = None,
+                  limits: Limits | None = None,
+                  unsafe_tracebacks: bool = False,
+                  registry: Any = None,
+                  local_addr: tuple[str, int] | None = None,
+                  timeout: float | None = 30.0) -> Connection:
+    """Connect to a server; ``root`` optionally publishes an object of ours
+    that the server can reach (connections are symmetric)."""
+    loop = asyncio.get_running_loop()
+    limits = limits or DEFAULT_LIMITS
+
+    def factory() -> BrokerProtocol:
+        return BrokerProtocol(root=_publishable(root) if root is not None else None,
+                              limits=limits, unsafe_tracebacks=unsafe_tracebacks,
+                              registry=registry)
+
+    try:
+        async with asyncio.timeout(timeout):
+            if path is not None:
+                _, protocol = await loop.create_unix_connection(
+                    factory, os.fspath(path), ssl=ssl,
+                    server_hostname=server_hostname if ssl else None)
+            else:
+                if port is None:
+                    raise ValueError("connect() needs a port (or a path for a UNIX socket)")
+                _, protocol = await loop.create_connection(
+                    factory, host or "127.0.0.1", port, ssl=ssl, local_addr=local_addr,
+                    server_hostname=server_hostname if ssl else None)
+    except TimeoutError:
+        raise ConnectionLost(f"could not connect within {timeout} s") from None
+    return protocol.connection
+
+
+async def login(host: str | None = None, port: int | None = None,
+                username: str = "", password: str = "", *,
+                service: str | None = "pbecho", perspective: str | None = None,
+                mind: Any = None, path: str | os.PathLike[str] | None = None,
+                ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
+                limits: Limits | None = None, local_addr: tuple[str, int] | None = None,
+                timeout: float | None = 30.0) -> Any:
+    """Connect and log in; return the perspective's ``RemoteReference``.
+
+    Its connection is ``perspective.connection``; close that when done.
+    """
+    conn = await connect(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
+                         limits=limits, local_addr=local_addr, timeout=timeout)
+    try:
+        return await conn.login(username, password, service=service,
+                                perspective=perspective, mind=mind)
+    except BaseException:
+        await conn.close("login failed")
+        raise
+
+
+async def login_anonymous(host: str | None = None, port: int | None = None, *,
+                          service: str | None = None, perspective: str | None = None,
+                          mind: Any = None, path: str | os.PathLike[str] | None = None,
+                          ssl: _ssl.SSLContext | None = None,
+                          server_hostname: str | None = None,
+                          limits: Limits | None = None, timeout: float | None = 30.0) -> Any:
+    """Connect and log in anonymously, where the service allows it."""
+    conn = await connect(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
+                         limits=limits, timeout=timeout)
+    try:
+        return await conn.login_anonymous(service=service, perspective=perspective, mind=mind)
+    except BaseException:
+        await conn.close("login failed")
+        raise

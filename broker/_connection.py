@@ -1,0 +1,547 @@
+"""The sans-IO broker: one connection's protocol state, without any I/O.
+
+The adapter feeds it frame bodies (``receive_frame``) and takes bytes to send
+(``take_output``).  Calls from the peer come back as :class:`CallEvent`
+objects: the core finds the target and the method, but never runs user code
+itself, so a user method can never re-enter the parser.
+
+State table (incoming opcodes accepted in each state)::
+
+    state          accepts                       on
+    AWAIT_HELLO    HELLO, GOODBYE                HELLO ok -> OPEN
+    OPEN           everything but HELLO          GOODBYE  -> CLOSED
+    CLOSED         nothing                       (any frame is ignored)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any, Callable
+
+import msgpack
+
+import jelly
+
+from ._errors import (
+    CallTimeout,
+    ConnectionLost,
+    DeadReference,
+    InsecureJelly,
+    LimitExceeded,
+    NoSuchMethod,
+    PBError,
+    ProtocolError,
+    RemoteError,
+)
+from ._flavors import ViewPoint, lookup_method
+from ._framing import HEADER
+from ._limits import Limits
+from ._messages import FEATURES, PROTOCOL_NAME, PROTOCOL_VERSION, Op
+from ._references import ReferenceTables
+
+__all__ = ["Broker", "CallEvent", "AnswerEvent", "FailureEvent", "CancelEvent",
+           "HelloEvent", "GoodbyeEvent"]
+
+AWAIT_HELLO, OPEN, CLOSED = "AWAIT_HELLO", "OPEN", "CLOSED"
+
+_ACCEPTS = {
+    AWAIT_HELLO: frozenset({Op.HELLO, Op.GOODBYE}),
+    OPEN: frozenset(range(Op.CALL, Op.GOODBYE + 1)),
+    CLOSED: frozenset(),
+}
+
+_pack_header = HEADER.pack
+_SMALL = 64 * 1024
+
+
+class CallEvent:
+    __slots__ = ("req_id", "method", "func", "args", "kwargs", "answer_wanted", "perspective")
+
+    def __init__(self, req_id, method, func, args, kwargs, answer_wanted, perspective):
+        self.req_id = req_id
+        self.method = method
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.answer_wanted = answer_wanted
+        self.perspective = perspective
+
+
+class AnswerEvent:
+    __slots__ = ("req_id", "value")
+
+    def __init__(self, req_id: int, value: Any) -> None:
+        self.req_id = req_id
+        self.value = value
+
+
+class FailureEvent:
+    __slots__ = ("req_id", "error")
+
+    def __init__(self, req_id: int, error: BaseException) -> None:
+        self.req_id = req_id
+        self.error = error
+
+
+class CancelEvent:
+    __slots__ = ("req_id",)
+
+    def __init__(self, req_id: int) -> None:
+        self.req_id = req_id
+
+
+class HelloEvent:
+    __slots__ = ("features", "max_frame")
+
+    def __init__(self, features: tuple[str, ...], max_frame: int) -> None:
+        self.features = features
+        self.max_frame = max_frame
+
+
+class GoodbyeEvent:
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+def _error_for(code: str, type_name: str, message: str, tb: str | None) -> PBError:
+    if code == "no-such-method":
+        return NoSuchMethod(message)
+    if code == "no-such-object":
+        return DeadReference(message)
+    if code == "insecure-jelly":
+        return InsecureJelly(message)
+    if code == "limit-exceeded":
+        return LimitExceeded(message)
+    if code == "cancelled":
+        return CallTimeout(message)
+    if code == "shutting-down":
+        return ConnectionLost(message)
+    return RemoteError(type_name, message, tb)
+
+
+class Broker:
+    """One connection's PB state machine (no I/O)."""
+
+    def __init__(self, *, owner: Any, make_proxy: Callable[[int], Any],
+                 root: Any = None, limits: Limits,
+                 unsafe_tracebacks: bool = False,
+                 registry: Any = None) -> None:
+        self.limits = limits
+        self.refs = ReferenceTables(owner, make_proxy, limits.max_local_references,
+                                    limits.max_caches)
+        self.refs.on_uncached = self._uncached  # type: ignore[method-assign]
+        self.refs.on_cache_miss = self.process_cache_drops  # type: ignore[method-assign]
+        #: Peer caches whose last local reference died: (cache_id, count, cls, state).
+        #: Appended from any thread; processed on the loop.
+        self.cache_drops: list[tuple[int, int, type, dict]] = []
+        #: (cacheable, perspective, observer) whose stopped_observing is due.
+        self.stopped: list[tuple[Any, Any, Any]] = []
+        if root is not None:
+            self.refs.set_root(root)
+        self.state = AWAIT_HELLO
+        self.unsafe_tracebacks = unsafe_tracebacks
+        self.peer_features: tuple[str, ...] = ()
+        self.peer_max_frame = limits.max_frame
+        self._jelly_limits = limits.jelly_limits()
+        self._registry = registry
+        self._out: list[bytes] = []
+        self._next_req = 1
+        #: Our calls waiting for an answer.
+        self.waiting: set[int] = set()
+        #: The peer's calls running here.
+        self.running: set[int] = set()
+        self.hello_sent = False
+
+    # -- output -----------------------------------------------------------
+
+    def take_output(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
+    def _encode(self, message: list, perspective: Any = None) -> bytes:
+        refs = self.refs
+        refs.begin_encode(perspective)
+        ok = False
+        try:
+            body = jelly.dumps(message, context=refs)
+            limit = min(self.limits.max_frame, self.peer_max_frame)
+            if len(body) > limit:
+                raise LimitExceeded(
+                    f"message of {len(body)} bytes exceeds max_frame={limit}; "
+                    "stream bulk data instead, or raise Limits.max_frame on both sides"
+                )
+            ok = True
+            return body
+        finally:
+            refs.end_encode(ok)
+
+    def _queue(self, body: bytes) -> None:
+        if len(body) < _SMALL:
+            self._out.append(_pack_header(len(body)) + body)
+        else:
+            self._out.append(_pack_header(len(body)))
+            self._out.append(body)
+
+    def _queue_plain(self, message: list) -> None:
+        self._queue(jelly.dumps(message))
+
+    # -- commands from the adapter ---------------------------------------
+
+    def hello(self) -> None:
+        self._queue_plain([Op.HELLO, PROTOCOL_NAME, PROTOCOL_VERSION, list(FEATURES),
+                           self.limits.max_frame])
+        self.hello_sent = True
+
+    def call(self, target_id: int, method: str, args: tuple, kwargs: dict,
+             answer_wanted: bool = True) -> int:
+        if self.state is CLOSED:
+            raise DeadReference("the connection is closed")
+        if answer_wanted and len(self.waiting) >= self.limits.max_outstanding_calls:
+            raise LimitExceeded(
+                f"{len(self.waiting)} calls are already waiting for answers on this connection "
+                f"(max_outstanding_calls={self.limits.max_outstanding_calls}); await some first, "
+                "or raise Limits.max_outstanding_calls"
+            )
+        req_id = self._next_req
+        self._next_req = req_id + 1
+        body = self._encode([Op.CALL, req_id, target_id, method, list(args), kwargs, answer_wanted])
+        self._queue(body)
+        if answer_wanted:
+            self.waiting.add(req_id)
+        return req_id
+
+    def forget_call(self, req_id: int) -> None:
+        """Our caller gave up on ``req_id``; a late answer will be ignored."""
+        self.waiting.discard(req_id)
+
+    def cancel(self, req_id: int) -> None:
+        if self.state is OPEN and req_id in self.waiting:
+            self.waiting.discard(req_id)
+            self._queue_plain([Op.CANCEL, req_id])
+
+    def answer(self, req_id: int, value: Any, perspective: Any = None) -> None:
+        if req_id not in self.running:
+            return
+        self.running.discard(req_id)
+        if self.state is CLOSED:
+            return
+        try:
+            body = self._encode([Op.ANSWER, req_id, value], perspective)
+        except (jelly.JellyError, PBError) as exc:
+            self._queue_error(req_id, "limit-exceeded" if isinstance(exc, jelly.LimitExceeded)
+                              else "remote-error", type(exc), f"could not send the result: {exc}")
+            return
+        self._queue(body)
+
+    def fail(self, req_id: int, exc: BaseException) -> None:
+        if req_id not in self.running:
+            return
+        self.running.discard(req_id)
+        if self.state is CLOSED:
+            return
+        copy = None
+        if isinstance(exc, jelly.Copyable):
+            try:
+                copy = self._encode_copy(exc)
+            except (jelly.JellyError, PBError):
+                copy = None
+        tb = None
+        if self.unsafe_tracebacks:
+            tb = "".join(traceback.format_exception(exc))
+        code = "remote-error"
+        if isinstance(exc, NoSuchMethod):
+            code = "no-such-method"
+        elif isinstance(exc, asyncio.CancelledError):
+            code = "cancelled"
+        self._queue_error(req_id, code, type(exc), str(exc), tb, copy)
+
+    def _encode_copy(self, exc: BaseException) -> bytes:
+        return self._encode(exc)  # type: ignore[arg-type]
+
+    def finished(self, req_id: int) -> None:
+        """A one-way call finished (there is nothing to send)."""
+        self.running.discard(req_id)
+
+    def _queue_error(self, req_id: int, code: str, exc_type: type | str, message: str,
+                     tb: str | None = None, copy: bytes | None = None) -> None:
+        if isinstance(exc_type, type):
+            type_name = exc_type.__qualname__
+            module = exc_type.__module__
+            if module not in ("builtins", "__main__"):
+                type_name = f"{module}.{type_name}"
+        else:
+            type_name = exc_type
+        self._queue_plain([Op.ERROR, req_id, code, type_name, message, tb, copy])
+
+    def decref(self, object_id: int, count: int) -> None:
+        if self.state is OPEN and count > 0:
+            self._queue_plain([Op.DECREF, object_id, count])
+
+    def cache_call(self, cache_id: int, method: str, args: tuple, kwargs: dict) -> None:
+        if self.state is OPEN and cache_id in self.refs.caches_out:
+            self._queue(self._encode([Op.CACHE_CALL, cache_id, method, list(args), kwargs]))
+
+    def process_cache_drops(self) -> None:
+        drops, self.cache_drops = self.cache_drops, []
+        for cache_id, count, cls, state in drops:
+            self.refs.cache_dropped(cache_id, state, cls)
+            if self.state is OPEN:
+                self._queue_plain([Op.DECACHE, cache_id, count])
+
+    def _uncached(self, cache_id: int, entry: Any, peer_knows: bool) -> None:
+        self.stopped.append((entry.obj, entry.perspective, entry.observer))
+        if peer_knows and self.state is OPEN:
+            self._queue_plain([Op.UNCACHE, cache_id])
+
+    def take_stopped(self) -> list[tuple[Any, Any, Any]]:
+        stopped, self.stopped = self.stopped, []
+        return stopped
+
+    def ping(self, token: int) -> None:
+        if self.state is OPEN:
+            self._queue_plain([Op.PING, token])
+
+    def goodbye(self, code: str, reason: str) -> None:
+        if self.state is not CLOSED:
+            self._queue_plain([Op.GOODBYE, code, reason])
+            self.state = CLOSED
+
+    def close(self) -> None:
+        self.state = CLOSED
+
+    # -- input --------------------------------------------------------------
+
+    def receive_frame(self, frame: Any) -> Any:
+        """Handle one frame body; return an event for the adapter or None.
+
+        Raises ProtocolError when the peer broke the protocol; the adapter
+        then sends what is queued (a GOODBYE saying why) and closes.
+        """
+        if self.state is CLOSED:
+            return None
+        try:
+            message = jelly.loads(frame, context=self.refs, limits=self._jelly_limits,
+                                  registry=self._registry)
+        except (jelly.InsecureJelly, jelly.LimitExceeded) as exc:
+            return self._refuse_frame(frame, exc)
+        except jelly.JellyError as exc:
+            raise self._violation(f"undecodable frame: {exc}") from None
+        if type(message) is not list or not message or type(message[0]) is not int:
+            raise self._violation("a message must be an array starting with an opcode")
+        op = message[0]
+        if op not in _ACCEPTS[self.state]:
+            if 0 <= op <= Op.GOODBYE:
+                raise self._violation(f"opcode {op} is not allowed in state {self.state}")
+            raise self._violation(f"unknown opcode {op}")
+        if op == Op.CALL:
+            return self._on_call(message)
+        if op == Op.ANSWER:
+            return self._on_answer(message)
+        if op == Op.ERROR:
+            return self._on_error(message)
+        if op == Op.DECREF:
+            return self._on_decref(message)
+        if op == Op.CANCEL:
+            return self._on_cancel(message)
+        if op == Op.PING:
+            self._arity(message, 2)
+            self._queue_plain([Op.PONG, message[1]])
+            return None
+        if op == Op.PONG:
+            return None
+        if op == Op.CACHE_CALL:
+            return self._on_cache_call(message)
+        if op == Op.DECACHE:
+            self._arity(message, 3)
+            cache_id, count = message[1], message[2]
+            if type(cache_id) is not int or type(count) is not int or count <= 0:
+                raise self._violation("malformed DECACHE")
+            try:
+                self.refs.decache(cache_id, count)
+            except ValueError as exc:
+                raise self._violation(str(exc)) from None
+            return None
+        if op == Op.UNCACHE:
+            self._arity(message, 2)
+            if type(message[1]) is not int:
+                raise self._violation("malformed UNCACHE")
+            try:
+                self.refs.uncache(message[1])
+            except ValueError as exc:
+                raise self._violation(str(exc)) from None
+            return None
+        if op == Op.HELLO:
+            return self._on_hello(message)
+        if op == Op.GOODBYE:
+            self._arity(message, 3)
+            self.state = CLOSED
+            return GoodbyeEvent(str(message[1]), str(message[2]))
+        raise self._violation(f"opcode {op} is not supported by this peer")
+
+    def _violation(self, text: str) -> ProtocolError:
+        self.goodbye("protocol-error", text)
+        return ProtocolError(f"the peer broke the protocol: {text}")
+
+    def _arity(self, message: list, n: int) -> None:
+        if len(message) != n:
+            raise self._violation(f"opcode {message[0]} takes {n - 1} fields, got {len(message) - 1}")
+
+    def _refuse_frame(self, frame: Any, exc: Exception) -> Any:
+        """A frame decoded to something we refuse.  If it was a call, answer
+        that call with an error and keep the connection; otherwise it is a
+        protocol violation."""
+        try:
+            # Only the envelope is needed: ext values stay opaque here.
+            bare = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+        except Exception:
+            bare = None
+        if type(bare) is not list or len(bare) < 3 or type(bare[1]) is not int \
+                or self.state is not OPEN:
+            raise self._violation(f"refused frame: {exc}")
+        op, req_id = bare[0], bare[1]
+        limit = isinstance(exc, jelly.LimitExceeded)
+        if op == Op.CALL and len(bare) == 7:
+            if bare[6]:
+                self._queue_error(req_id, "limit-exceeded" if limit else "insecure-jelly",
+                                  type(exc), str(exc))
+            return None
+        if op in (Op.ANSWER, Op.ERROR) and req_id in self.waiting:
+            # The answer holds something we refuse: that call fails, the
+            # connection stays.
+            self.waiting.discard(req_id)
+            error = LimitExceeded(str(exc)) if limit else InsecureJelly(str(exc))
+            return FailureEvent(req_id, error)
+        raise self._violation(f"refused frame: {exc}")
+
+    def _on_hello(self, message: list) -> HelloEvent:
+        if len(message) < 5 or message[1] != PROTOCOL_NAME or type(message[2]) is not int:
+            raise self._violation("malformed HELLO")
+        if message[2] != PROTOCOL_VERSION:
+            self.goodbye("version", f"this peer speaks {PROTOCOL_NAME} protocol version "
+                         f"{PROTOCOL_VERSION}, the other side version {message[2]}")
+            raise ProtocolError(
+                f"protocol version mismatch: we speak {PROTOCOL_VERSION}, "
+                f"the peer speaks {message[2]}; upgrade one side"
+            )
+        features, max_frame = message[3], message[4]
+        if type(features) is not list or type(max_frame) is not int or max_frame <= 0:
+            raise self._violation("malformed HELLO")
+        self.peer_features = tuple(f for f in features if type(f) is str)
+        self.peer_max_frame = max_frame
+        self.state = OPEN
+        return HelloEvent(self.peer_features, max_frame)
+
+    def _on_call(self, message: list) -> CallEvent | None:
+        self._arity(message, 7)
+        _, req_id, target, method, args, kwargs, answer_wanted = message
+        if (type(req_id) is not int or type(target) is not int or type(method) is not str
+                or type(args) is not list or type(kwargs) is not dict
+                or type(answer_wanted) is not bool):
+            raise self._violation("malformed CALL")
+        if req_id in self.running:
+            raise self._violation(f"CALL reuses request id {req_id}, which is still running")
+        if len(self.running) >= self.limits.max_outstanding_calls:
+            if answer_wanted:
+                self._queue_error(req_id, "limit-exceeded", "broker.LimitExceeded",
+                                  f"{len(self.running)} calls are already running for this "
+                                  f"connection (max_outstanding_calls="
+                                  f"{self.limits.max_outstanding_calls})")
+            return None
+        entry = self.refs.lookup(target)
+        if entry is None:
+            if answer_wanted:
+                self._queue_error(req_id, "no-such-object", "broker.DeadReference",
+                                  f"object id {target} is not held by this connection")
+            return None
+        obj = entry.obj
+        func = lookup_method(obj, method)
+        if func is None:
+            if answer_wanted:
+                self._queue_error(req_id, "no-such-method", "broker.NoSuchMethod",
+                                  f"{_describe(obj)} has no remote method {method!r}")
+            return None
+        self.running.add(req_id)
+        perspective = obj.perspective if type(obj) is ViewPoint else entry.perspective
+        return CallEvent(req_id, method, func, args, kwargs, answer_wanted, perspective)
+
+    def _on_cache_call(self, message: list) -> CallEvent | None:
+        self._arity(message, 5)
+        _, cache_id, method, args, kwargs = message
+        if (type(cache_id) is not int or type(method) is not str or type(args) is not list
+                or type(kwargs) is not dict):
+            raise self._violation("malformed CACHE_CALL")
+        if self.cache_drops:
+            self.process_cache_drops()
+        target = self.refs.cache_target(cache_id)
+        if target is None:
+            return None  # dropped and uncached: updates for it no longer matter
+        func = lookup_method(target, method)
+        if func is None:
+            return None  # one-way: there is nobody to tell
+        return CallEvent(None, method, func, args, kwargs, False, None)
+
+    def _on_answer(self, message: list) -> AnswerEvent | None:
+        self._arity(message, 3)
+        req_id = message[1]
+        if type(req_id) is not int or not 0 < req_id < self._next_req:
+            raise self._violation(f"ANSWER for request id {req_id!r}, which was never sent")
+        if req_id not in self.waiting:
+            return None  # cancelled or timed out: a late answer is dropped
+        self.waiting.discard(req_id)
+        return AnswerEvent(req_id, message[2])
+
+    def _on_error(self, message: list) -> FailureEvent | None:
+        self._arity(message, 7)
+        _, req_id, code, type_name, text, tb, copy = message
+        if type(req_id) is not int or not 0 < req_id < self._next_req:
+            raise self._violation(f"ERROR for request id {req_id!r}, which was never sent")
+        if type(code) is not str or type(type_name) is not str or type(text) is not str:
+            raise self._violation("malformed ERROR")
+        if req_id not in self.waiting:
+            return None
+        self.waiting.discard(req_id)
+        error: BaseException | None = None
+        if type(copy) is bytes:
+            try:
+                error = jelly.loads(copy, context=self.refs, limits=self._jelly_limits,
+                                    registry=self._registry)
+            except jelly.JellyError:
+                error = None
+            if not isinstance(error, BaseException):
+                error = None
+        if error is None:
+            error = _error_for(code, type_name, text, tb if type(tb) is str else None)
+        return FailureEvent(req_id, error)
+
+    def _on_decref(self, message: list) -> None:
+        self._arity(message, 3)
+        object_id, count = message[1], message[2]
+        if type(object_id) is not int or type(count) is not int or count <= 0:
+            raise self._violation("malformed DECREF")
+        try:
+            self.refs.decref(object_id, count)
+        except ValueError as exc:
+            raise self._violation(str(exc)) from None
+        return None
+
+    def _on_cancel(self, message: list) -> CancelEvent | None:
+        self._arity(message, 2)
+        req_id = message[1]
+        if type(req_id) is not int:
+            raise self._violation("malformed CANCEL")
+        return CancelEvent(req_id) if req_id in self.running else None
+
+
+def _describe(obj: Any) -> str:
+    if type(obj) is ViewPoint:
+        obj = obj.viewable
+    return type(obj).__qualname__
+

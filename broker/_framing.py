@@ -1,0 +1,107 @@
+"""Bytes ⇄ frames.
+
+A frame is a 4-byte big-endian length followed by that many bytes of body.
+The reader checks each length against the limit as soon as the header is
+complete, before it makes room for the body, so an absurd header costs
+nothing.  The reader owns one growing buffer that the transport writes into
+directly (``get_buffer``/``buffer_updated``), and hands out memoryview slices
+of it; a slice is only valid until the next call into the reader.
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+
+__all__ = ["FrameReader", "FrameTooLarge", "encode_frame", "HEADER"]
+
+HEADER = Struct(">I")
+_HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
+
+_INITIAL_BUFFER = 256 * 1024
+
+
+class FrameTooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"frame of {size} bytes exceeds max_frame={limit}; "
+            "send bulk data as a stream, or raise Limits.max_frame on both sides"
+        )
+        self.size = size
+        self.limit = limit
+
+
+def encode_frame(body: bytes) -> bytes:
+    return _pack_header(len(body)) + body
+
+
+class FrameReader:
+    """Collects frames from a byte stream without copying bodies."""
+
+    __slots__ = ("_buf", "_view", "_start", "_end", "max_frame")
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray(_INITIAL_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = 0  # first unconsumed byte
+        self._end = 0    # one past the last received byte
+
+    @property
+    def buffered(self) -> int:
+        return self._end - self._start
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Room for the transport to write into (compacting or growing)."""
+        free = len(self._buf) - self._end
+        if free < 4096:
+            self._make_room(max(sizehint, 65536))
+        return self._view[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+
+    def feed(self, data: bytes) -> None:
+        """Copy ``data`` in (for callers without a buffered transport)."""
+        n = len(data)
+        if len(self._buf) - self._end < n:
+            self._make_room(n)
+        self._view[self._end:self._end + n] = data
+        self._end += n
+
+    def _make_room(self, wanted: int) -> None:
+        live = self._end - self._start
+        if len(self._buf) - live >= wanted:
+            if self._start:
+                # Move the unconsumed tail to the front; the buffer is reused.
+                self._buf[:live] = self._view[self._start:self._end]
+                self._start, self._end = 0, live
+            return
+        # A new buffer rather than a resize: frames handed out earlier may
+        # still hold views of the old one.
+        size = max(len(self._buf) * 2, live + wanted)
+        new = bytearray(size)
+        new[:live] = self._view[self._start:self._end]
+        self._buf, self._view = new, memoryview(new)
+        self._start, self._end = 0, live
+
+    def next_frame(self) -> memoryview | None:
+        """The next complete frame body, or None.  Raises FrameTooLarge."""
+        start, end = self._start, self._end
+        if end - start < _HEADER_SIZE:
+            if start == end:
+                self._start = self._end = 0
+            return None
+        (size,) = _unpack_header(self._buf, start)
+        if size > self.max_frame:
+            raise FrameTooLarge(size, self.max_frame)
+        stop = start + _HEADER_SIZE + size
+        if stop > end:
+            needed = stop - start
+            if len(self._buf) < needed:
+                # Grow once, to exactly what this frame needs.
+                self._make_room(needed - (end - start))
+            return None
+        self._start = stop
+        return self._view[start + _HEADER_SIZE:stop]

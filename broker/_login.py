@@ -1,0 +1,208 @@
+"""Login over PB: the portal root (server side) and ``login`` (client side).
+
+The exchange is SCRAM-SHA-256 (RFC 5802/7677 messages) carried as two calls::
+
+    client                                   server
+    root.call_remote("login", client_first)
+                                    ──▶      portal.begin_scram(...)
+        ◀── (challenger, server_first)
+    (client runs the KDF, off the event loop)
+    challenger.call_remote("respond", client_final, service, perspective, mind)
+                                    ──▶      challenge.finish(...)  → avatar
+        ◀── (server_final, perspective reference)
+    client checks server_final (mutual proof), or drops the reference.
+
+The server never runs the KDF during a login: it holds StoredKey/ServerKey
+only.  Every refusal is ``Unauthorized`` with one fixed message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import cred
+
+from ._errors import PBError, RemoteError, Unauthorized
+from ._flavors import Referenceable, Root
+
+__all__ = ["PortalRoot", "login_over", "login_anonymous_over"]
+
+log = logging.getLogger("broker.login")
+
+_UNAUTHORIZED_TYPES = frozenset({"cred.errors.Unauthorized", "broker._errors.Unauthorized"})
+
+
+class _Session:
+    """One successful login on one connection: what to undo when it ends."""
+
+    __slots__ = ("avatar", "mind", "logout", "done")
+
+    def __init__(self, avatar: Any, mind: Any, logout: Any) -> None:
+        self.avatar = avatar
+        self.mind = mind
+        self.logout = logout
+        self.done = False
+
+    def end(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            detached = getattr(self.avatar, "detached", None)
+            if detached is not None:
+                detached(self.mind)
+        except Exception:
+            log.exception("detached() of %r failed", self.avatar)
+        try:
+            self.logout()
+        except Exception:
+            log.exception("logout of %r failed", self.avatar)
+
+
+class PortalRoot(Root):
+    """What ``serve(portal)`` publishes: each connection gets its own
+    :class:`_ConnectionRoot`, so a login knows its connection."""
+
+    def __init__(self, portal: Any) -> None:
+        self.portal = portal
+
+    def root_object(self, connection: Any) -> Referenceable:
+        return _ConnectionRoot(self.portal, connection)
+
+
+class _ConnectionRoot(Referenceable):
+    def __init__(self, portal: Any, connection: Any) -> None:
+        self.portal = portal
+        self.connection = connection
+        self.sessions: list[_Session] = []
+        protocol = connection._protocol
+        protocol.release_hooks.append(self._released)
+
+    def _source(self) -> Any:
+        address = self.connection.peer_address
+        if isinstance(address, tuple) and address:
+            return address[0]
+        return "local"
+
+    async def remote_login(self, client_first: Any) -> tuple[Any, str]:
+        if not isinstance(client_first, str) or len(client_first) > 4096:
+            raise Unauthorized(cred.LOGIN_FAILED)
+        try:
+            challenge = await self.portal.begin_scram(client_first, source=self._source())
+        except cred.Unauthorized:
+            raise Unauthorized(cred.LOGIN_FAILED) from None
+        return _Challenger(self, challenge), challenge.server_first
+
+    async def remote_login_anonymous(self, service: Any = None, perspective: Any = None,
+                                     mind: Any = None) -> Any:
+        try:
+            result = await self.portal.login(cred.Anonymous(), mind, service=service,
+                                             perspective=perspective, source=self._source())
+        except cred.Unauthorized:
+            raise Unauthorized(cred.LOGIN_FAILED) from None
+        return self._attach(result.avatar, mind, result.logout)
+
+    def _attach(self, avatar: Any, mind: Any, logout: Any) -> Any:
+        if not isinstance(avatar, Referenceable):
+            logout()
+            raise PBError(
+                f"the realm returned {type(avatar).__qualname__}, which cannot be sent; "
+                "perspectives served over PB must be broker.Perspective objects"
+            )
+        session = _Session(avatar, mind, logout)
+        self.sessions.append(session)
+        try:
+            avatar.attached(mind)  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+        return avatar
+
+    def _released(self, object_id: int, entry: Any) -> None:
+        """The peer dropped a reference (or the connection closed)."""
+        obj = entry.obj
+        if obj is self:
+            sessions, self.sessions = self.sessions, []
+            for session in sessions:
+                session.end()
+            return
+        remaining = []
+        for session in self.sessions:
+            if session.avatar is obj:
+                session.end()
+            else:
+                remaining.append(session)
+        self.sessions = remaining
+        if not self.connection.is_open:
+            for session in self.sessions:
+                session.end()
+            self.sessions = []
+
+
+class _Challenger(Referenceable):
+    """The short-lived reference that receives the client's proof."""
+
+    def __init__(self, root: _ConnectionRoot, challenge: Any) -> None:
+        self._root = root
+        self._challenge = challenge
+
+    async def remote_respond(self, client_final: Any, service: Any = None,
+                             perspective: Any = None, mind: Any = None) -> tuple[str, Any]:
+        if not isinstance(client_final, str) or len(client_final) > 4096:
+            raise Unauthorized(cred.LOGIN_FAILED)
+        try:
+            result = await self._challenge.finish(client_final, service=service,
+                                                  perspective=perspective, mind=mind)
+        except cred.Unauthorized:
+            raise Unauthorized(cred.LOGIN_FAILED) from None
+        avatar = self._root._attach(result.avatar, mind, result.logout)
+        return result.server_final, avatar
+
+
+def _as_unauthorized(exc: RemoteError) -> Exception:
+    if exc.remote_type in _UNAUTHORIZED_TYPES:
+        return Unauthorized(exc.remote_message)
+    return exc
+
+
+async def login_over(connection: Any, username: str, password: str, *,
+                     service: str | None = "pbecho", perspective: str | None = None,
+                     mind: Any = None) -> Any:
+    """Log in on an open connection; return the perspective's reference."""
+    try:
+        client = cred.ScramClient(username, password)
+    except cred.ScramError as exc:
+        raise Unauthorized(str(exc)) from None
+    root = await connection.root()
+    try:
+        challenger, server_first = await root.call_remote("login", client.first())
+        try:
+            client_final = await asyncio.to_thread(client.final, server_first)
+        except cred.ScramError as exc:
+            raise Unauthorized(f"the server's challenge was refused: {exc}") from None
+        server_final, avatar = await challenger.call_remote(
+            "respond", client_final, service, perspective, mind)
+    except RemoteError as exc:
+        raise _as_unauthorized(exc) from None
+    finally:
+        del root
+    try:
+        client.verify(server_final)
+    except cred.ScramError:
+        await avatar.release()
+        raise Unauthorized(
+            "the server could not prove it knows this account's verifier; "
+            "it may be an impostor — the session was dropped"
+        ) from None
+    await challenger.release()
+    return avatar
+
+
+async def login_anonymous_over(connection: Any, *, service: str | None = None,
+                               perspective: str | None = None, mind: Any = None) -> Any:
+    root = await connection.root()
+    try:
+        return await root.call_remote("login_anonymous", service, perspective, mind)
+    except RemoteError as exc:
+        raise _as_unauthorized(exc) from None

@@ -1,0 +1,46 @@
+"""Opcodes and the shape of each message (docs/protocol.md is normative).
+
+Every message is a msgpack array whose first element is the opcode.  The
+fields after it are listed here once; the core validates incoming messages
+against these arities and types before acting on them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "FEATURES", "Op", "ERROR_CODES", "GOODBYE_CODES"]
+
+PROTOCOL_NAME = "pb"
+PROTOCOL_VERSION = 1
+#: Optional capabilities this implementation offers in HELLO.
+FEATURES: tuple[str, ...] = ("cancel", "ping")
+
+
+class Op:
+    HELLO = 0        # [0, name, version, features, max_frame]
+    CALL = 1         # [1, req_id, target_id, method, args, kwargs, answer_wanted]
+    ANSWER = 2       # [2, req_id, value]
+    ERROR = 3        # [3, req_id, code, type_name, message, traceback|nil, copy|nil]
+    DECREF = 4       # [4, object_id, count]
+    CACHE_CALL = 5   # [5, cache_id, method, args, kwargs]
+    DECACHE = 6      # [6, cache_id, count]
+    UNCACHE = 7      # [7, cache_id]
+    CANCEL = 8       # [8, req_id]
+    PING = 9         # [9, token]
+    PONG = 10        # [10, token]
+    GOODBYE = 11     # [11, code, reason]
+
+
+#: ERROR's ``code`` field: what kind of failure, so the caller can raise the
+#: matching local exception.
+ERROR_CODES = (
+    "remote-error",    # the method raised; type_name/message describe it
+    "no-such-method",  # no reachable method of that name
+    "no-such-object",  # the target id is not (or no longer) held
+    "insecure-jelly",  # the call carried something the receiver refuses
+    "limit-exceeded",  # a limit was hit while handling the call
+    "cancelled",       # the call was cancelled (answer to CANCEL)
+    "shutting-down",   # the receiver is closing and takes no new calls
+)
+
+#: GOODBYE's ``code`` field.
+GOODBYE_CODES = ("normal", "shutdown", "protocol-error", "version", "limit-exceeded", "timeout")

@@ -1,0 +1,615 @@
+"""The asyncio adapter: owns the transport, the frame buffer, the timers, and
+the running of user code (the only place user methods are called).
+
+Writes are coalesced per event-loop turn without delaying a lone message:
+the first message of a turn is written at once, later ones in the same turn
+are joined and written by a callback scheduled for the end of the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import socket
+import threading
+import weakref
+from typing import Any, Callable
+
+from ._connection import (
+    AnswerEvent,
+    Broker,
+    CallEvent,
+    CancelEvent,
+    FailureEvent,
+    GoodbyeEvent,
+    HelloEvent,
+)
+from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
+from ._framing import FrameReader, FrameTooLarge
+from ._limits import Limits
+from ._references import ROOT_ID
+from ._remote import RemoteReference
+from ._streaming import StreamSource, is_async_iterator
+
+__all__ = ["BrokerProtocol"]
+
+log = logging.getLogger("broker")
+
+
+class BrokerProtocol(asyncio.BufferedProtocol):
+    """One connection, either side."""
+
+    def __init__(self, *, root: Any = None, limits: Limits,
+                 unsafe_tracebacks: bool = False, server: Any = None,
+                 registry: Any = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.limits = limits
+        self.server = server
+        self._root_source = root
+        self.core = Broker(owner=self, make_proxy=self._make_proxy, limits=limits,
+                           unsafe_tracebacks=unsafe_tracebacks, registry=registry)
+        self.core.refs.on_released = self._on_released  # type: ignore[method-assign]
+        self.reader = FrameReader(limits.handshake_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.connection = Connection(self)
+        self._futures: dict[int, asyncio.Future] = {}
+        self._tasks: dict[int, asyncio.Task] = {}
+        self._oneway_tasks: set[asyncio.Task] = set()
+        self._ready: asyncio.Future = self.loop.create_future()
+        self._closed: asyncio.Future = self.loop.create_future()
+        self._flush_handle: asyncio.Handle | None = None
+        self._receiving = False
+        self._defer_sync = False
+        self._backlog: collections.deque[CallEvent] = collections.deque()
+        self._dead_proxies: list[tuple[int, int]] = []
+        self._dead_scheduled = False
+        self._watchers: list[Callable[[Any], Any]] = []
+        self._close_reason: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_rx = self.loop.time()
+        self._ping_token = 0
+        self.peer_address: Any = None
+        #: Called with each entry the peer released: (object_id, entry).
+        self.release_hooks: list[Callable[[int, Any], Any]] = []
+
+    # -- plumbing -------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self._closed.done()
+
+    def describe(self) -> str:
+        return f"connection to {self.peer_address}" if self.peer_address else "connection"
+
+    def _make_proxy(self, object_id: int) -> RemoteReference:
+        return RemoteReference(self, object_id)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.peer_address = transport.get_extra_info("peername")
+        root = self._root_source
+        if root is not None:
+            root_object = getattr(root, "root_object", None)
+            self.core.refs.set_root(root_object(self.connection) if root_object else root)
+        self.core.hello()
+        self._write_now()
+        self._last_rx = self.loop.time()
+        self._timer = self.loop.call_later(self.limits.handshake_timeout, self._on_timer)
+        if self.server is not None:
+            self.server._connection_made(self)
+
+    # -- receiving ------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.reader.buffer_updated(nbytes)
+        self._last_rx = self.loop.time()
+        self._receiving = True
+        try:
+            self._process()
+        finally:
+            self._receiving = False
+        if self.core.has_output:
+            self._write_now()
+
+    def data_received(self, data: bytes) -> None:  # for transports without buffers
+        self.reader.feed(data)
+        self.buffer_updated(0)
+
+    def _process(self) -> None:
+        core, reader = self.core, self.reader
+        try:
+            while self.transport is not None:
+                frame = reader.next_frame()
+                if frame is None:
+                    if not self._ready.done() and reader.buffered > self.limits.handshake_bytes:
+                        raise FrameTooLarge(reader.buffered, self.limits.handshake_bytes)
+                    return
+                if core.cache_drops:
+                    core.process_cache_drops()
+                try:
+                    event = core.receive_frame(frame)
+                finally:
+                    frame.release()
+                if core.stopped:
+                    self._run_stopped()
+                if event is None:
+                    continue
+                kind = type(event)
+                if kind is CallEvent:
+                    self._dispatch(event)
+                elif kind is AnswerEvent:
+                    fut = self._futures.pop(event.req_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(event.value)
+                elif kind is FailureEvent:
+                    fut = self._futures.pop(event.req_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_exception(event.error)
+                elif kind is CancelEvent:
+                    task = self._tasks.get(event.req_id)
+                    if task is not None:
+                        task.cancel()
+                elif kind is HelloEvent:
+                    reader.max_frame = self.limits.max_frame
+                    if not self._ready.done():
+                        self._ready.set_result(None)
+                    self._reset_timer()
+                elif kind is GoodbyeEvent:
+                    self._close_reason = f"the peer closed the connection ({event.code}): {event.reason}"
+                    self._abort()
+                    return
+        except FrameTooLarge as exc:
+            self._close_reason = str(exc)
+            core.goodbye("limit-exceeded", str(exc))
+            self._fail_ready(LimitExceeded(str(exc)))
+            self._abort()
+        except ProtocolError as exc:
+            self._close_reason = str(exc)
+            self._fail_ready(exc)
+            self._abort()
+
+    # -- running calls ----------------------------------------------------------
+
+    def _dispatch(self, event: CallEvent) -> None:
+        if self._defer_sync or self._backlog:
+            # An async method started just before is waiting for its first
+            # step; queue this call behind it so calls start in the order sent.
+            self._backlog.append(event)
+        else:
+            self._run_call(event)
+
+    def _drain_backlog(self) -> None:
+        """Runs after the first step of the task that set ``_defer_sync``."""
+        self._defer_sync = False
+        backlog = self._backlog
+        while backlog:
+            self._run_call(backlog.popleft())
+            if self._defer_sync:
+                return  # that call started a task; the next drain follows its first step
+
+    def _run_call(self, event: CallEvent) -> None:
+        core = self.core
+        try:
+            result = event.func(*event.args, **event.kwargs)
+        except Exception as exc:
+            if event.answer_wanted:
+                core.fail(event.req_id, exc)
+            else:
+                core.finished(event.req_id)
+                log.warning("one-way call %s raised %r", event.method, exc)
+            self._flush_soon()
+            return
+        if inspect.isawaitable(result):
+            if not asyncio.iscoroutine(result):
+                result = self._await_result(result)
+            task = self.loop.create_task(result)
+            if event.answer_wanted:
+                self._tasks[event.req_id] = task
+            else:
+                self._oneway_tasks.add(task)
+            task.add_done_callback(lambda t, e=event: self._call_done(t, e))
+            self._defer_sync = True
+            self.loop.call_soon(self._drain_backlog)
+            return
+        if event.answer_wanted:
+            if is_async_iterator(result):
+                result = StreamSource(result)
+            core.answer(event.req_id, result, event.perspective)
+        else:
+            core.finished(event.req_id)
+        self._flush_soon()
+
+    @staticmethod
+    async def _await_result(awaitable: Any) -> Any:
+        return await awaitable
+
+    def _call_done(self, task: asyncio.Task, event: CallEvent) -> None:
+        self._tasks.pop(event.req_id, None)
+        self._oneway_tasks.discard(task)
+        core = self.core
+        if not event.answer_wanted:
+            core.finished(event.req_id)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("one-way call %s raised %r", event.method, task.exception())
+            return
+        if task.cancelled():
+            core.fail(event.req_id, asyncio.CancelledError(f"call {event.method!r} was cancelled"))
+        elif task.exception() is not None:
+            core.fail(event.req_id, task.exception())  # type: ignore[arg-type]
+        else:
+            result = task.result()
+            if is_async_iterator(result):
+                result = StreamSource(result)
+            core.answer(event.req_id, result, event.perspective)
+        self._flush_soon()
+
+    @property
+    def calls_in_progress(self) -> int:
+        return len(self._tasks) + len(self._oneway_tasks)
+
+    # -- sending ------------------------------------------------------------------
+
+    def send_call(self, target: int, method: str, args: tuple, kwargs: dict,
+                  timeout: float | None) -> asyncio.Future:
+        if not self.is_open:
+            raise DeadReference(self._close_reason or "the connection is closed")
+        req_id = self.core.call(target, method, args, kwargs, True)
+        fut = self.loop.create_future()
+        self._futures[req_id] = fut
+        fut.add_done_callback(lambda f, r=req_id: self._call_settled(f, r))
+        if timeout is not None:
+            handle = self.loop.call_later(timeout, self._call_timed_out, req_id, method, timeout)
+            fut.add_done_callback(lambda f, h=handle: h.cancel())
+        self._flush_soon()
+        return fut
+
+    def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict) -> None:
+        if not self.is_open:
+            raise DeadReference(self._close_reason or "the connection is closed")
+        self.core.call(target, method, args, kwargs, False)
+        self._flush_soon()
+
+    def _call_settled(self, fut: asyncio.Future, req_id: int) -> None:
+        if fut.cancelled():
+            self._futures.pop(req_id, None)
+            self.core.cancel(req_id)
+            self._flush_soon()
+
+    def _call_timed_out(self, req_id: int, method: str, timeout: float) -> None:
+        fut = self._futures.pop(req_id, None)
+        if fut is not None and not fut.done():
+            self.core.cancel(req_id)
+            fut.set_exception(CallTimeout(
+                f"call {method!r} got no answer within {timeout} s; it was cancelled remotely"))
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self.core.stopped:
+            self._run_stopped()
+        if self._receiving or self._flush_handle is not None:
+            return  # the end of the receive pass, or the scheduled flush, writes it
+        self._write_now()
+        self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self.core.has_output:
+            self._write_now()
+
+    def _write_now(self) -> None:
+        out = self.core.take_output()
+        transport = self.transport
+        if transport is None or not out:
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)
+
+    # -- references -------------------------------------------------------------
+
+    def proxy_died(self, object_id: int, count: int) -> None:
+        """Called from RemoteReference.__del__, on any thread, at any time."""
+        self._dead_proxies.append((object_id, count))
+        if not self._dead_scheduled and not self._closed.done():
+            self._dead_scheduled = True
+            if threading.get_ident() == self._loop_thread:
+                self.loop.call_soon(self._send_decrefs)
+            else:
+                self.loop.call_soon_threadsafe(self._send_decrefs)
+
+    def proxy_released(self, proxy: RemoteReference) -> None:
+        self.core.refs.forget_proxy(proxy._pb_id)
+        if self.is_open:
+            self.core.decref(proxy._pb_id, proxy._pb_count)
+            self._flush_soon()
+
+    def _send_decrefs(self) -> None:
+        self._dead_scheduled = False
+        dead, self._dead_proxies = self._dead_proxies, []
+        refs = self.core.refs
+        for object_id, count in dead:
+            refs.forget_proxy(object_id)
+            self.core.decref(object_id, count)
+        if self.core.cache_drops:
+            self.core.process_cache_drops()
+        if self.core.stopped:
+            self._run_stopped()
+        if self.is_open:
+            self._flush_soon()
+
+    def send_cache_call(self, cache_id: int, method: str, args: tuple, kwargs: dict) -> None:
+        if self.is_open:
+            self.core.cache_call(cache_id, method, args, kwargs)
+            self._flush_soon()
+
+    def cache_is_held(self, cache_id: int) -> bool:
+        return self.is_open and cache_id in self.core.refs.caches_out
+
+    def cache_died(self, cache: Any) -> None:
+        """Called from RemoteCache.__del__, on any thread, at any time."""
+        state = dict(cache.__dict__)
+        self.core.cache_drops.append((cache._pb_cache_id, cache._pb_count, type(cache), state))
+        if not self._dead_scheduled and not self._closed.done():
+            self._dead_scheduled = True
+            if threading.get_ident() == self._loop_thread:
+                self.loop.call_soon(self._send_decrefs)
+            else:
+                self.loop.call_soon_threadsafe(self._send_decrefs)
+
+    def _run_stopped(self) -> None:
+        for cacheable, perspective, observer in self.core.take_stopped():
+            self.loop.call_soon(self._stopped_observing, cacheable, perspective, observer)
+
+    @staticmethod
+    def _stopped_observing(cacheable: Any, perspective: Any, observer: Any) -> None:
+        try:
+            cacheable.stopped_observing(perspective, observer)
+        except Exception:
+            log.exception("stopped_observing of %r failed", cacheable)
+
+    def _on_released(self, object_id: int, entry: Any) -> None:
+        if type(entry.obj) is StreamSource:
+            closing = entry.obj._pb_on_release()
+            if closing is not None:
+                task = self.loop.create_task(_log_errors(closing))
+                self._oneway_tasks.add(task)
+                task.add_done_callback(self._oneway_tasks.discard)
+        for hook in self.release_hooks:
+            try:
+                hook(object_id, entry)
+            except Exception:
+                log.exception("release hook failed")
+
+    # -- timers -------------------------------------------------------------------
+
+    def _reset_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        interval = self.limits.keepalive_interval
+        idle = self.limits.idle_timeout
+        delays = [d for d in (interval, idle) if d]
+        self._timer = self.loop.call_later(min(delays), self._on_timer) if delays else None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.is_open:
+            return
+        if not self._ready.done():
+            self._close_reason = (f"the peer did not complete the handshake within "
+                                  f"{self.limits.handshake_timeout} s")
+            self.core.goodbye("timeout", self._close_reason)
+            self._write_now()
+            self._fail_ready(ConnectionLost(self._close_reason))
+            self._abort()
+            return
+        silent = self.loop.time() - self._last_rx
+        idle = self.limits.idle_timeout
+        if idle is not None and silent >= idle:
+            self._close_reason = f"the peer was silent for {silent:.1f} s (idle_timeout={idle})"
+            self.core.goodbye("timeout", self._close_reason)
+            self._write_now()
+            self._abort()
+            return
+        interval = self.limits.keepalive_interval
+        if interval is not None and silent >= interval:
+            self._ping_token += 1
+            self.core.ping(self._ping_token)
+            self._write_now()
+        self._reset_timer()
+
+    # -- closing ------------------------------------------------------------------
+
+    def _fail_ready(self, exc: BaseException) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(exc)
+            self._ready.exception()  # mark retrieved: nobody may be waiting
+
+    def _abort(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            self._write_now()
+            transport.close()
+
+    def start_goodbye(self, code: str, reason: str) -> None:
+        self._close_reason = reason
+        if self.transport is not None:
+            self.core.goodbye(code, reason)
+            self._write_now()
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.core.close()
+        self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        reason = self._close_reason or (f"connection lost: {exc}" if exc else "connection closed")
+        self._fail_ready(ConnectionLost(reason))
+        futures, self._futures = self._futures, {}
+        for fut in futures.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost(reason))
+        for task in list(self._tasks.values()) + list(self._oneway_tasks):
+            task.cancel()
+        proxies = self.core.refs.live_proxies()
+        entries, caches = self.core.refs.clear()
+        for entry in entries:
+            self._on_released(0, entry)
+        for cache_entry in caches:
+            self._stopped_observing(cache_entry.obj, cache_entry.perspective, cache_entry.observer)
+        self.core.cache_drops.clear()
+        for proxy in proxies:
+            proxy._pb_released = True
+            watchers, proxy._pb_watchers = proxy._pb_watchers, None
+            for cb in watchers or ():
+                self._run_callback(cb, proxy)
+        watchers, self._watchers = self._watchers, []
+        for cb in watchers:
+            self._run_callback(cb, self.connection)
+        self._dead_proxies.clear()
+        if self.server is not None:
+            self.server._connection_lost(self)
+        if not self._closed.done():
+            self._closed.set_result(reason)
+
+    def _run_callback(self, cb: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            result = cb(arg)
+            if inspect.isawaitable(result):
+                task = self.loop.create_task(_log_errors(result))
+                self._oneway_tasks.add(task)
+                task.add_done_callback(self._oneway_tasks.discard)
+        except Exception:
+            log.exception("disconnect callback %r failed", cb)
+
+
+async def _log_errors(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("disconnect callback failed")
+
+
+class Connection:
+    """A live connection, as users see it (both sides have one)."""
+
+    def __init__(self, protocol: BrokerProtocol) -> None:
+        self._protocol = protocol
+
+    async def root(self) -> RemoteReference:
+        """The peer's root object.
+
+        This does not wait for the peer's HELLO: a first call is pipelined
+        behind ours, so connect-and-call costs one round trip.  A failed
+        handshake fails the call (or raises here, if already known).
+        """
+        proto = self._protocol
+        if proto._ready.done() and proto._ready.exception() is not None:
+            raise proto._ready.exception()  # type: ignore[misc]
+        if not proto.is_open:
+            raise DeadReference(proto._close_reason or "the connection is closed")
+        refs = proto.core.refs
+        ref = refs.remote.get(ROOT_ID)
+        proxy = ref() if ref is not None else None
+        if proxy is None or proxy._pb_released:
+            proxy = proto._make_proxy(ROOT_ID)
+            refs.remote[ROOT_ID] = weakref.ref(proxy)
+        proxy._pb_count += 1
+        return proxy
+
+    async def wait_ready(self) -> None:
+        await asyncio.shield(self._protocol._ready)
+
+    @property
+    def is_open(self) -> bool:
+        return self._protocol.is_open
+
+    @property
+    def peer_address(self) -> Any:
+        return self._protocol.peer_address
+
+    @property
+    def local_object_count(self) -> int:
+        """How many of our objects the peer currently holds (root excluded)."""
+        return sum(1 for e in self._protocol.core.refs.local.values() if not e.permanent)
+
+    @property
+    def remote_reference_count(self) -> int:
+        """How many live proxies we hold for the peer's objects."""
+        return len(self._protocol.core.refs.live_proxies())
+
+    @property
+    def calls_in_progress(self) -> int:
+        return self._protocol.calls_in_progress
+
+    def notify_on_disconnect(self, callback: Callable[[Connection], Any]) -> None:
+        """Run ``callback(connection)`` once when the connection closes."""
+        if self._protocol._closed.done():
+            raise DeadReference("the connection is already closed")
+        self._protocol._watchers.append(callback)
+
+    on_disconnect = notify_on_disconnect
+
+    def dont_notify_on_disconnect(self, callback: Callable[[Connection], Any]) -> None:
+        if callback in self._protocol._watchers:
+            self._protocol._watchers.remove(callback)
+
+    async def login(self, username: str, password: str, *, service: str | None = "pbecho",
+                    perspective: str | None = None, mind: Any = None) -> RemoteReference:
+        """Log in through the peer's portal; return the perspective reference.
+
+        Raises ``Unauthorized`` (one message for every cause).  One connection
+        may hold several logins.
+        """
+        from ._login import login_over
+
+        return await login_over(self, username, password, service=service,
+                                perspective=perspective, mind=mind)
+
+    async def login_anonymous(self, *, service: str | None = None,
+                              perspective: str | None = None,
+                              mind: Any = None) -> RemoteReference:
+        """Log in without credentials, where the service allows it."""
+        from ._login import login_anonymous_over
+
+        return await login_anonymous_over(self, service=service, perspective=perspective,
+                                          mind=mind)
+
+    async def close(self, reason: str = "closed by the application") -> None:
+        """Say GOODBYE and close; pending calls on both sides fail with ``reason``."""
+        proto = self._protocol
+        proto.start_goodbye("normal", reason)
+        await self.wait_closed()
+
+    async def wait_closed(self) -> str:
+        """Wait until the connection is closed; return why."""
+        return await asyncio.shield(self._protocol._closed)
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"<Connection {state} peer={self.peer_address}>"

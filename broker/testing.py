@@ -1,0 +1,113 @@
+"""Two brokers joined in memory, for tests (ours and users').
+
+``connected_pair()`` returns the server-side and client-side ``Connection``
+objects, talking through an in-memory transport instead of a socket.  With
+``chunk_size=1`` every byte is delivered separately, which exercises the
+frame reader's handling of partial frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ._limits import DEFAULT_LIMITS, Limits
+from ._protocol import BrokerProtocol, Connection
+
+__all__ = ["connected_pair", "MemoryTransport"]
+
+
+class MemoryTransport(asyncio.Transport):
+    """Delivers writes to the peer protocol on the next loop turns."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, chunk_size: int | None) -> None:
+        super().__init__()
+        self._loop = loop
+        self._name = name
+        self._chunk = chunk_size
+        self.peer: MemoryTransport | None = None
+        self.protocol: BrokerProtocol | None = None
+        self._closing = False
+        self._lost = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return ("memory", self.peer._name if self.peer else None)
+        if name == "sockname":
+            return ("memory", self._name)
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self.peer is None:
+            return
+        data = bytes(data)
+        step = self._chunk or len(data) or 1
+        for i in range(0, len(data), step):
+            self._loop.call_soon(self.peer._deliver, data[i:i + step])
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(bytes(c) for c in chunks))
+
+    def _deliver(self, data: bytes) -> None:
+        protocol = self.protocol
+        if self._lost or protocol is None:
+            return
+        view = data
+        while view:
+            buf = protocol.get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            del buf
+            protocol.buffer_updated(n)
+            view = view[n:]
+            if self._lost:
+                return
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.call_soon(self._lose, None)
+        if self.peer is not None and not self.peer._closing:
+            self.peer._closing = True
+            self._loop.call_soon(self.peer._lose, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if not self._lost:
+            self._lost = True
+            if self.protocol is not None:
+                self.protocol.connection_lost(exc)
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def connected_pair(server_root: Any = None, client_root: Any = None, *,
+                         limits: Limits | None = None, chunk_size: int | None = None,
+                         unsafe_tracebacks: bool = False) -> tuple[Connection, Connection]:
+    """Return ``(server_connection, client_connection)`` joined in memory."""
+    loop = asyncio.get_running_loop()
+    limits = limits or DEFAULT_LIMITS
+    from ._api import _publishable
+
+    server = BrokerProtocol(root=_publishable(server_root) if server_root is not None else None,
+                            limits=limits, unsafe_tracebacks=unsafe_tracebacks)
+    client = BrokerProtocol(root=_publishable(client_root) if client_root is not None else None,
+                            limits=limits, unsafe_tracebacks=unsafe_tracebacks)
+    st = MemoryTransport(loop, "server", chunk_size)
+    ct = MemoryTransport(loop, "client", chunk_size)
+    st.peer, ct.peer = ct, st
+    st.protocol, ct.protocol = server, client
+    server.connection_made(st)
+    client.connection_made(ct)
+    await asyncio.gather(server._ready, client._ready)
+    return server.connection, client.connection
