@@ -111,16 +111,6 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         raise
 
 
-def submit(func: Callable[[], Any]) -> None:
-    """Run a plain callable on the loop thread, if the loop is running."""
-    loop = _loop
-    if loop is not None and not loop.is_closed():
-        try:
-            loop.call_soon_threadsafe(func)
-        except RuntimeError:  # closed in between
-            pass
-
-
 def register_closer(key: int, closer: Callable[[], Coroutine[Any, Any, Any]]) -> None:
     _closers[key] = closer
 
