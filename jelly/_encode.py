@@ -1,0 +1,309 @@
+"""value -> msgpack bytes: the encoder.
+
+Plain data (None, bool, exact int within 64 bits, float, str, bytes, list,
+dict) is written by msgpack's C packer in one ``Packer.pack`` call with
+``strict_types=True``; everything else reaches :meth:`_Encoder.default`,
+which returns an ``ExtType`` whose payload it packs with a nested packer.
+Encoders (each with its packers) are pooled, so a call allocates nothing
+but its output.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Callable
+
+from msgpack import ExtType, Packer
+from msgpack.fallback import Packer as PythonPacker
+
+from . import _codes, _payloads
+from ._context import MAX_REFERENCE_KIND, Flavored, JellyContext
+from ._copyable import Copyable, state_for
+from ._errors import EncodeError, JellyError
+
+__all__ = ["dumps"]
+
+# Ext values nested inside each other (tuples in tuples, copies in copies,
+# ...).  Each level packs its payload with a packer of its own.  msgpack's C
+# packer recurses in C up to 1024 levels, so C packers nested without end
+# could overflow the C stack; past C_PACKER_LEVELS levels the pure-Python
+# packer (same bytes, slower) takes over, whose recursion Python bounds
+# with RecursionError.  Real values rarely nest ext values that deep.
+MAX_EXT_NESTING = 200
+C_PACKER_LEVELS = 8
+_POOL_SIZE = 8
+_POOL_MAX_OUTPUT = 1 << 20  # do not keep a packer whose buffer grew past this
+
+_BUILTINS = (
+    bool, int, float, complex, str, bytes, bytearray, memoryview, list, tuple,
+    dict, set, frozenset, Decimal, datetime, date, time, timedelta,
+)
+
+
+class _Nesting(Exception):
+    """Internal: MAX_EXT_NESTING reached; dumps() explains why."""
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _refuse(obj: object) -> EncodeError:
+    cls = type(obj)
+    for base in _BUILTINS:
+        if isinstance(obj, base):
+            return EncodeError(
+                f"cannot send {_name(cls)}: it is a subclass of {base.__name__} and "
+                f"would arrive as a plain {base.__name__}, losing its class; send "
+                f"{base.__name__}(value) instead, or make {cls.__qualname__} a "
+                "Copyable and register it on the receiving side"
+            )
+    return EncodeError(
+        f"cannot send {_name(cls)}: jelly sends plain data, registered Copyable "
+        "objects and (on a broker connection) Flavored objects; make it a "
+        "Copyable, or send its data"
+    )
+
+
+def _uint(value: int) -> bytes:
+    """msgpack encoding of a non-negative int."""
+    if value < 0x80:
+        return bytes((value,))
+    if value <= 0xFFFF:
+        return b"\xcd" + value.to_bytes(2, "big")
+    return b"\xce" + value.to_bytes(4, "big")
+
+
+def _str(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) < 32:
+        return bytes((0xA0 | len(data),)) + data
+    if len(data) <= 0xFF:
+        return b"\xd9" + bytes((len(data),)) + data
+    return b"\xda" + len(data).to_bytes(2, "big") + data
+
+
+_tag_headers: dict[str, bytes] = {}
+_tuple_new = tuple.__new__
+
+
+def _ext(code: int, data: bytes) -> ExtType:
+    """``ExtType(code, data)`` without its Python-level argument checks."""
+    return _tuple_new(ExtType, (code, data))
+
+
+def _new_packer(default: Callable[[Any], Any], level: int = 0) -> Packer:
+    cls = Packer if level < C_PACKER_LEVELS else PythonPacker
+    return cls(default=default, strict_types=True, use_bin_type=True, datetime=False)
+
+
+class _Encoder:
+    """The state of one ``dumps`` call, and its packers (one per ext level)."""
+
+    __slots__ = ("context", "packers", "level", "copies", "keep")
+
+    def __init__(self) -> None:
+        self.context: JellyContext | None = None
+        self.packers = [_new_packer(self.default)]
+        self.level = 0
+        self.copies: dict[int, int] | None = None
+        self.keep: list | None = None
+
+    def nested(self, value: Any) -> bytes:
+        """Pack ``value`` as an ext payload, with this encoder's hook."""
+        level = self.level + 1
+        if level > MAX_EXT_NESTING:
+            raise _Nesting
+        packers = self.packers
+        if level == len(packers):
+            packers.append(_new_packer(self.default, level))
+        self.level = level
+        try:
+            return packers[level].pack(value)
+        finally:
+            self.level = level - 1
+
+    def default(self, obj: Any) -> ExtType:
+        handler = _HANDLERS.get(type(obj))
+        if handler is not None:
+            return handler(self, obj)
+        if isinstance(obj, Copyable):
+            return self.copy(obj)
+        if isinstance(obj, Flavored):
+            return self.flavor(obj)
+        raise _refuse(obj)
+
+    def copy(self, obj: Copyable) -> ExtType:
+        copies = self.copies
+        if copies is None:
+            copies = self.copies = {}
+            self.keep = []
+        index = copies.get(id(obj))
+        if index is not None:
+            return _ext(_codes.BACKREF, _uint(index))
+        index = copies[id(obj)] = len(copies)
+        self.keep.append(obj)  # type: ignore[union-attr]  # ids stay unique
+        context = self.context
+        state = state_for(obj, None if context is None else context.perspective)
+        tag = type(obj).copy_tag
+        header = _tag_headers.get(tag)
+        if header is None:
+            header = _tag_headers[tag] = _str(tag)
+        return _ext(_codes.COPY, _uint(index) + header + self.nested(state))
+
+    def flavor(self, obj: Flavored) -> ExtType:
+        context = self.context
+        if context is None:
+            raise EncodeError(
+                f"cannot send {_name(type(obj))}: it is Flavored (sent by reference) "
+                "and can only be sent over a broker connection, not with a bare "
+                "jelly.dumps()"
+            )
+        try:
+            kind, args = context.flavor_out(obj)
+        except JellyError:
+            raise
+        except Exception as exc:
+            raise EncodeError(
+                f"the connection could not send {_name(type(obj))} by reference: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if type(kind) is not int or not 0 <= kind <= MAX_REFERENCE_KIND:
+            raise EncodeError(
+                f"context.flavor_out() returned reference kind {kind!r}; it must be "
+                f"an int from 0 to {MAX_REFERENCE_KIND}"
+            )
+        if type(args) is not tuple:
+            raise EncodeError(
+                f"context.flavor_out() returned {type(args).__name__} arguments; "
+                "they must be a tuple"
+            )
+        return _ext(_codes.REFERENCE + kind, self.nested(list(args)))
+
+
+def _tuple(enc: _Encoder, obj: tuple) -> ExtType:
+    return _ext(_codes.TUPLE, enc.nested(list(obj)))
+
+
+def _set(enc: _Encoder, obj: set) -> ExtType:
+    return _ext(_codes.SET, enc.nested(list(obj)))
+
+
+def _frozenset(enc: _Encoder, obj: frozenset) -> ExtType:
+    return _ext(_codes.FROZENSET, enc.nested(list(obj)))
+
+
+def _int(enc: _Encoder, obj: int) -> ExtType:
+    # Only ints outside msgpack's 64-bit range get here.
+    return _ext(_codes.BIGINT, _payloads.bigint_to_bytes(obj))
+
+
+_HANDLERS: dict[type, Callable[[_Encoder, Any], ExtType]] = {
+    tuple: _tuple,
+    set: _set,
+    frozenset: _frozenset,
+    int: _int,
+    complex: lambda enc, obj: _ext(_codes.COMPLEX, _payloads.complex_to_bytes(obj)),
+    Decimal: lambda enc, obj: _ext(_codes.DECIMAL, _payloads.decimal_to_bytes(obj)),
+    datetime: lambda enc, obj: _ext(_codes.DATETIME, _payloads.datetime_to_bytes(obj)),
+    date: lambda enc, obj: _ext(_codes.DATE, _payloads.date_to_bytes(obj)),
+    time: lambda enc, obj: _ext(_codes.TIME, _payloads.time_to_bytes(obj)),
+    timedelta: lambda enc, obj: _ext(_codes.TIMEDELTA, _payloads.timedelta_to_bytes(obj)),
+}
+
+
+def _find_cycle(root: Any) -> list[str] | None:
+    """Type names along a cycle through plain containers in ``root``, if any.
+
+    Copies are not entered: their identity is kept on the wire, so a cycle
+    through a copy is fine.
+    """
+    on_path: set[int] = set()
+    finished: set[int] = set()
+    path: list[Any] = []
+    stack: list[Any] = [iter((root,))]
+    while stack:
+        for item in stack[-1]:
+            kind = type(item)
+            if kind is dict:
+                children = [*item.keys(), *item.values()]
+            elif kind in (list, tuple, set, frozenset):
+                children = list(item)
+            else:
+                continue
+            key = id(item)
+            if key in on_path:
+                start = next(i for i, node in enumerate(path) if node is item)
+                return [type(node).__name__ for node in path[start:]] + [kind.__name__]
+            if key in finished:
+                continue
+            on_path.add(key)
+            path.append(item)
+            stack.append(iter(children))
+            break
+        else:
+            stack.pop()
+            if path:
+                done = path.pop()
+                on_path.discard(id(done))
+                finished.add(id(done))
+    return None
+
+
+def _too_deep(value: Any, exc: BaseException) -> EncodeError:
+    cycle = _find_cycle(value)
+    if cycle is not None:
+        return EncodeError(
+            "cannot send a value that contains a reference cycle through plain "
+            f"containers ({' -> '.join(cycle)}): jelly keeps identity only for "
+            "Copyable objects, so break the cycle or put a Copyable on it"
+        )
+    return EncodeError(
+        "cannot send a value nested this deeply: msgpack allows about a thousand "
+        "levels of lists and dicts, and jelly fewer once tuples, sets and copies "
+        f"nest (at most {MAX_EXT_NESTING} of those)"
+    )
+
+
+def _translate(value: Any, exc: Exception) -> EncodeError:
+    if isinstance(exc, (_Nesting, RecursionError)) or (
+        isinstance(exc, ValueError) and "recursion limit" in str(exc)
+    ):
+        return _too_deep(value, exc)
+    if isinstance(exc, UnicodeEncodeError):
+        return EncodeError(
+            f"cannot send a str that is not valid Unicode ({exc.reason}): it holds "
+            "a lone surrogate, which UTF-8 cannot encode"
+        )
+    return EncodeError(f"cannot encode value: {type(exc).__name__}: {exc}")
+
+
+_pool: list[_Encoder] = []
+
+
+def dumps(value: Any, *, context: JellyContext | None = None) -> bytes:
+    """Encode ``value`` as one jelly message.
+
+    ``context`` is the connection: it turns ``Flavored`` objects into
+    references and gives copies the perspective they are sent to.  Raises
+    :class:`EncodeError` for anything that cannot be sent.
+    """
+    try:
+        encoder = _pool.pop()
+    except IndexError:
+        encoder = _Encoder()
+    encoder.context = context
+    try:
+        data = encoder.packers[0].pack(value)
+    except JellyError:
+        raise
+    except Exception as exc:
+        raise _translate(value, exc) from exc
+    # Only reached on success: an encoder that failed is dropped, not reused.
+    if encoder.copies is not None:
+        encoder.copies = encoder.keep = None
+    encoder.context = None
+    if len(data) <= _POOL_MAX_OUTPUT and len(_pool) < _POOL_SIZE:
+        _pool.append(encoder)
+    return data
