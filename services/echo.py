@@ -1,0 +1,358 @@
+"""The ``echo`` plug-in: the PB echo service of Twisted's seeds, over cred.
+
+``pb run echo`` publishes the login portal of the application on
+127.0.0.1:8787 (``--port``, ``--host``) or on a UNIX socket (``--socket``).
+The cred service is called ``pbecho``; an account whose keyring holds
+``pbecho:NAME`` logs in as the perspective NAME::
+
+    perspective = await broker.login("127.0.0.1", 8787, "alice", pw, service="pbecho")
+    await perspective.call_remote("echo", "hi")      # "hi"
+    await perspective.call_remote("whoami")          # "alice"
+    await perspective.call_remote("stats")           # {"echoes": 1, "sessions": 1, ...}
+
+Accounts live in ``<data_dir>/accounts.sqlite3`` (created if missing), the
+store ``pb user`` manages; the portal over it is shared with every other
+service of the application through ``application.use_portal``.
+``--user NAME:PASSWORD`` (repeatable) creates or updates an account and
+grants it ``pbecho:NAME`` at start: a convenience for demos, since it puts
+the password on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import broker
+import cred
+from services import Application, Service, ServicePlugin, get_logger
+
+__all__ = [
+    "DEFAULT_PORT",
+    "SERVICE_NAME",
+    "EchoPerspective",
+    "EchoPlugin",
+    "EchoService",
+    "account_portal",
+    "account_store",
+    "ensure_account",
+    "ensure_service_name",
+    "plugin",
+]
+
+#: The cred service name clients ask for (``service="pbecho"``).
+SERVICE_NAME = "pbecho"
+DEFAULT_PORT = 8787
+ACCOUNTS_FILE = "accounts.sqlite3"
+
+_log = get_logger("pb.echo")
+
+
+# -- the shared portal over the application's account store -----------------
+
+
+def account_portal(application: Application) -> Any:
+    """The application's portal, created on first use over the account store
+    ``<data_dir>/accounts.sqlite3`` (a ``cred.ServiceRealm`` and a
+    ``cred.StoreChecker``)."""
+
+    def make() -> cred.Portal:
+        store = cred.AccountStore(Path(application.data_dir) / ACCOUNTS_FILE, create=True)
+        return cred.Portal(cred.ServiceRealm(), [cred.StoreChecker(store)])
+
+    portal = application.use_portal(make)
+    account_store(portal)  # fail at build time if someone else's portal is odd
+    return portal
+
+
+def account_store(portal: Any) -> cred.AccountStore:
+    """The account store behind *portal*'s ``StoreChecker``; TypeError if
+    the portal was not made for services that add themselves to a
+    ``ServiceRealm`` over an account store."""
+    if not isinstance(getattr(portal, "realm", None), cred.ServiceRealm):
+        raise TypeError(
+            f"the application's portal ({portal!r}) has no cred.ServiceRealm; the services "
+            f"that share it must agree on one (see services.echo.account_portal)"
+        )
+    for checker in getattr(portal, "checkers", ()):
+        if isinstance(checker, cred.StoreChecker):
+            return checker.store
+    raise TypeError(
+        f"the application's portal ({portal!r}) has no cred.StoreChecker; the services "
+        f"that share it must agree on one (see services.echo.account_portal)"
+    )
+
+
+def _ensure_service_name(store: cred.AccountStore, name: str) -> None:
+    if name not in store.services():
+        try:
+            store.add_service(name)
+        except cred.DuplicateService:
+            pass  # registered meanwhile (another process, another service)
+
+
+async def ensure_service_name(store: cred.AccountStore, name: str) -> None:
+    """Register the cred service *name* in *store* unless it is there."""
+    await asyncio.to_thread(_ensure_service_name, store, name)
+
+
+def _ensure_account(
+    store: cred.AccountStore, name: str, password: str, grants: list[tuple[str, str | None]]
+) -> bool:
+    try:
+        store.set_password(name, password)
+        created = False
+    except cred.UnknownUser:
+        try:
+            store.add_user(name, password)
+            created = True
+        except cred.DuplicateUser:  # added meanwhile
+            store.set_password(name, password)
+            created = False
+    for service, perspective in grants:
+        _ensure_service_name(store, service)
+        store.grant(name, service, perspective)
+    return created
+
+
+async def ensure_account(
+    store: cred.AccountStore,
+    name: str,
+    password: str,
+    grants: list[tuple[str, str | None]] = (),  # type: ignore[assignment]
+) -> bool:
+    """Create the account *name* or reset its password, then grant it each
+    ``(service, perspective)`` (registering the service if needed).
+    True if the account was created.  Runs in a worker thread (the KDF)."""
+    return await asyncio.to_thread(_ensure_account, store, name, password, list(grants))
+
+
+# -- perspectives -------------------------------------------------------------------
+
+
+class EchoPerspective(broker.Perspective):
+    """What an account logged in to ``pbecho`` holds."""
+
+    def __init__(self, name: str, owner: EchoService) -> None:
+        self.name = name
+        self.owner = owner
+
+    def perspective_echo(self, text: Any) -> Any:
+        """Return *text* unchanged."""
+        self.owner.echoes += 1
+        return text
+
+    def perspective_whoami(self) -> str:
+        """The perspective's name (the account name for a ``pbecho:NAME`` grant)."""
+        return self.name
+
+    def perspective_stats(self) -> dict[str, Any]:
+        """The service's counters: echoes answered, logins so far, sessions
+        open now, seconds since it started."""
+        return self.owner.stats()
+
+    def attached(self, mind: Any) -> None:
+        self.owner.logins += 1
+        self.owner.sessions += 1
+        _log.info("login", perspective=self.name, sessions=self.owner.sessions)
+
+    def detached(self, mind: Any) -> None:
+        self.owner.sessions -= 1
+        _log.info("logout", perspective=self.name, sessions=self.owner.sessions)
+
+    def __repr__(self) -> str:
+        return f"<EchoPerspective {self.name!r}>"
+
+
+class _EchoRealmService(cred.Service):
+    """The cred service ``pbecho``: one perspective per name, made on demand
+    (the portal has already checked the keyring)."""
+
+    def __init__(self, name: str, owner: EchoService) -> None:
+        super().__init__(name)
+        self.owner = owner
+
+    def create_perspective(self, name: str) -> EchoPerspective:
+        return EchoPerspective(name, self.owner)
+
+
+# -- the service ------------------------------------------------------------------------
+
+
+def _tcp_url(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"pb://{shown}:{port}"
+
+
+class EchoService(Service):
+    """Serves the portal with the ``pbecho`` cred service in its realm.
+
+    The counters (``echoes``, ``logins``, ``sessions``) are plain attributes,
+    readable and settable from a manhole.
+    """
+
+    def __init__(
+        self,
+        name: str | None = "echo",
+        *,
+        portal: Any,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        path: str | None = None,
+        users: list[tuple[str, str]] | None = None,
+        grace: float = 10.0,
+        service_name: str = SERVICE_NAME,
+        show_banner: bool = True,
+    ) -> None:
+        super().__init__(name)
+        self.portal = portal
+        self.store = account_store(portal)
+        self.host = host
+        self.port = port
+        self.socket_path = path
+        self.users = list(users or [])
+        self.grace = grace
+        self.service_name = service_name
+        self.show_banner = show_banner
+        self.realm_service = _EchoRealmService(service_name, self)
+        self.server: broker.Server | None = None
+        self.echoes = 0
+        self.logins = 0
+        self.sessions = 0
+        self.started_at: float | None = None
+
+    def stats(self) -> dict[str, Any]:
+        uptime = 0.0 if self.started_at is None else time.monotonic() - self.started_at
+        return {"echoes": self.echoes, "logins": self.logins, "sessions": self.sessions,
+                "uptime": round(uptime, 3)}
+
+    @property
+    def address(self) -> str:
+        """Where it listens: ``pb://host:port`` or ``pb+unix:///path``."""
+        if self.socket_path is not None:
+            return f"pb+unix://{self.socket_path}"
+        return _tcp_url(self.host, self.port)
+
+    async def on_start(self) -> None:
+        realm = self.portal.realm
+        if self.service_name in realm.services:
+            raise RuntimeError(
+                f"the application's realm already has a cred service {self.service_name!r}; "
+                f"run one echo service per application"
+            )
+        await ensure_service_name(self.store, self.service_name)
+        for user, password in self.users:
+            created = await ensure_account(self.store, user, password, [(self.service_name, None)])
+            _log.info("account created" if created else "account password reset",
+                      user=user, grant=f"{self.service_name}:{user}")
+        realm.add_service(self.realm_service)
+        try:
+            if self.socket_path is not None:
+                self.server = await broker.serve(self.portal, path=self.socket_path)
+            else:
+                self.server = await broker.serve(self.portal, self.host, self.port)
+                self.port = self.server.port or self.port
+        except BaseException:
+            realm.services.pop(self.service_name, None)
+            raise
+        self.started_at = time.monotonic()
+        _log.info("listening", address=self.address, service=self.service_name)
+
+    async def on_stop(self) -> None:
+        server = self.server
+        try:
+            if server is not None:
+                remaining = self.grace_remaining()
+                grace = self.grace if remaining is None else min(self.grace, remaining)
+                await server.shutdown(grace=grace)
+        finally:
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+            self.server = None
+            if self.portal.realm.services.get(self.service_name) is self.realm_service:
+                del self.portal.realm.services[self.service_name]
+            await asyncio.to_thread(self.store.close)  # reopened on next use
+
+    def banner(self) -> str | None:
+        if not self.show_banner:
+            return None
+        return f"{self.service_name}: {self.address}"
+
+
+# -- the plug-in ----------------------------------------------------------------------------
+
+
+def _user_password(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME:PASSWORD, got {text.split(':')[0]!r}... "
+            f"(both parts non-empty)"
+        )
+    try:
+        cred.store.check_name("user", name)
+    except cred.InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name, password
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+class EchoPlugin(ServicePlugin):
+    name = "echo"
+    description = 'the PB echo service ("pbecho"): perspective_echo returns what it gets'
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--host", default=None,
+                            help="address to listen on (default: 127.0.0.1)")
+        parser.add_argument("--port", type=_port, default=None,
+                            help=f"TCP port (default: {DEFAULT_PORT}; 0: any free port)")
+        parser.add_argument("--socket", metavar="PATH", default=None,
+                            help="listen on this UNIX socket instead of TCP")
+        parser.add_argument("--user", metavar="NAME:PASSWORD", type=_user_password,
+                            action="append", default=[],
+                            help="create or update this account and grant it pbecho:NAME "
+                                 "(repeatable; the password shows in the process list: "
+                                 "for demos — use `pb user add` otherwise)")
+        parser.add_argument("--grace", type=_seconds, default=10.0, metavar="SECONDS",
+                            help="when stopping, how long calls in progress may take "
+                                 "(default: 10, within pb run's own --grace)")
+
+    def build(self, options: argparse.Namespace, application: Application) -> EchoService:
+        if options.socket is not None and (options.host is not None or options.port is not None):
+            raise ValueError("give either --socket PATH or --host/--port, not both")
+        portal = account_portal(application)
+        return EchoService(
+            "echo",
+            portal=portal,
+            host=options.host or "127.0.0.1",
+            port=DEFAULT_PORT if options.port is None else options.port,
+            path=options.socket,
+            users=options.user,
+            grace=options.grace,
+        )
+
+
+plugin = EchoPlugin()
