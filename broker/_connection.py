@@ -184,6 +184,8 @@ class Broker:
             refs.end_encode(ok)
 
     def _queue(self, body: bytes) -> None:
+        # Small frames are joined with their header; a large body stays a
+        # separate buffer so that it is never copied again on its way out.
         if len(body) < _SMALL:
             self._out.append(_pack_header(len(body)) + body)
         else:
@@ -223,9 +225,10 @@ class Broker:
         self.waiting.discard(req_id)
 
     def cancel(self, req_id: int) -> None:
-        if self.state is OPEN and req_id in self.waiting:
+        if req_id in self.waiting:
             self.waiting.discard(req_id)
-            self._queue_plain([Op.CANCEL, req_id])
+            if self.state is not CLOSED:
+                self._queue_plain([Op.CANCEL, req_id])
 
     def answer(self, req_id: int, value: Any, perspective: Any = None) -> None:
         if req_id not in self.running:
@@ -282,18 +285,18 @@ class Broker:
         self._queue_plain([Op.ERROR, req_id, code, type_name, message, tb, copy])
 
     def decref(self, object_id: int, count: int) -> None:
-        if self.state is OPEN and count > 0:
+        if self.state is not CLOSED and count > 0:
             self._queue_plain([Op.DECREF, object_id, count])
 
     def cache_call(self, cache_id: int, method: str, args: tuple, kwargs: dict) -> None:
-        if self.state is OPEN and cache_id in self.refs.caches_out:
+        if self.state is not CLOSED and cache_id in self.refs.caches_out:
             self._queue(self._encode([Op.CACHE_CALL, cache_id, method, list(args), kwargs]))
 
     def process_cache_drops(self) -> None:
         drops, self.cache_drops = self.cache_drops, []
         for cache_id, count, cls, state in drops:
             self.refs.cache_dropped(cache_id, state, cls)
-            if self.state is OPEN:
+            if self.state is not CLOSED:
                 self._queue_plain([Op.DECACHE, cache_id, count])
 
     def _uncached(self, cache_id: int, entry: Any, peer_knows: bool) -> None:
