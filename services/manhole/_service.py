@@ -1,0 +1,314 @@
+"""The manhole service and its plug-in: a PB server, separate from the
+application's other servers, whose only cred service is ``manhole``.
+
+Where it listens is the first line of its security: 127.0.0.1:8788 by
+default, or a UNIX socket created with mode 0600 (``--socket PATH``).  Any
+other address is refused unless the operator says ``--allow-remote`` *and*
+gives a certificate (``--tls-cert``/``--tls-key``), so that neither the
+password exchange's transcript nor the session travels in clear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+import broker
+import cred
+from services import Application, Service, ServicePlugin, get_logger
+
+from ._capture import DEFAULT_OUTPUT_LIMIT
+from ._evaluator import Evaluator, default_namespace
+from ._perspective import ManholePerspective, ManholeRealmService
+
+__all__ = [
+    "DEFAULT_PORT",
+    "SERVICE_NAME",
+    "ManholePlugin",
+    "ManholeService",
+    "check_bind_options",
+    "is_loopback",
+    "plugin",
+    "server_tls_context",
+]
+
+#: The cred service name (``pb user grant NAME manhole``).
+SERVICE_NAME = "manhole"
+DEFAULT_PORT = 8788
+ACCOUNTS_FILE = "accounts.sqlite3"
+
+_log = get_logger("pb.manhole")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost: it may resolve anywhere
+
+
+def _account_portal(application: Application) -> Any:
+    """The application's shared portal, made on first use as every
+    account-store service makes it (a ``ServiceRealm`` and a
+    ``StoreChecker`` over ``<data_dir>/accounts.sqlite3``)."""
+
+    def make() -> cred.Portal:
+        store = cred.AccountStore(Path(application.data_dir) / ACCOUNTS_FILE, create=True)
+        return cred.Portal(cred.ServiceRealm(), [cred.StoreChecker(store)])
+
+    portal = application.use_portal(make)
+    _account_store(portal)
+    return portal
+
+
+def _account_store(portal: Any) -> cred.AccountStore:
+    if isinstance(getattr(portal, "realm", None), cred.ServiceRealm):
+        for checker in getattr(portal, "checkers", ()):
+            if isinstance(checker, cred.StoreChecker):
+                return checker.store
+    raise TypeError(
+        f"the application's portal ({portal!r}) is not a cred.ServiceRealm over an account "
+        f"store (cred.StoreChecker); the manhole needs one to check the admins' keyrings"
+    )
+
+
+def _register_service_name(store: cred.AccountStore, name: str) -> None:
+    if name not in store.services():
+        try:
+            store.add_service(name)
+        except cred.DuplicateService:
+            pass
+
+
+class ManholeService(Service):
+    """Serves the application's portal, with the ``manhole`` cred service
+    in its realm, on its own address.
+
+    Each admin login gets a namespace holding ``application``, ``services``
+    (``application.services``), ``portal`` and ``asyncio``.
+    """
+
+    def __init__(
+        self,
+        name: str | None = "manhole",
+        *,
+        application: Application,
+        portal: Any,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        path: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        service_name: str = SERVICE_NAME,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        grace: float = 5.0,
+        show_banner: bool = True,
+    ) -> None:
+        super().__init__(name)
+        self.application = application
+        self.portal = portal
+        self.store = _account_store(portal)
+        self.host = host
+        self.port = port
+        self.socket_path = path
+        self.ssl_context = ssl_context
+        self.service_name = service_name
+        self.output_limit = output_limit
+        self.grace = grace
+        self.show_banner = show_banner
+        self.realm_service = ManholeRealmService(service_name, self._new_session)
+        self.sessions: set[ManholePerspective] = set()
+        self.server: broker.Server | None = None
+
+    # -- sessions -----------------------------------------------------------
+
+    def namespace(self) -> dict[str, Any]:
+        """A fresh namespace for one session."""
+        application = self.application
+        return default_namespace(
+            application=application, services=application.services, portal=self.portal
+        )
+
+    def _new_session(self, perspective_name: str) -> ManholePerspective:
+        if not self.running:
+            raise KeyError("the manhole is not running")
+        evaluator = Evaluator(self.namespace(), label=self.service_name,
+                              output_limit=self.output_limit)
+        session = ManholePerspective(perspective_name, evaluator, on_close=self.sessions.discard)
+        self.sessions.add(session)
+        return session
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """Where it listens: ``pb://host:port``, ``pbs://`` with TLS, or
+        ``pb+unix:///path``."""
+        if self.socket_path is not None:
+            return f"pb+unix://{self.socket_path}"
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "pbs" if self.ssl_context is not None else "pb"
+        return f"{scheme}://{shown}:{self.port}"
+
+    async def on_start(self) -> None:
+        realm = self.portal.realm
+        if self.service_name in realm.services:
+            raise RuntimeError(
+                f"the application's realm already has a cred service {self.service_name!r}; "
+                f"run one manhole per application"
+            )
+        await asyncio.to_thread(_register_service_name, self.store, self.service_name)
+        realm.add_service(self.realm_service)
+        try:
+            if self.socket_path is not None:
+                self.server = await self._serve_unix(self.socket_path)
+            else:
+                self.server = await broker.serve(self.portal, self.host, self.port,
+                                                 ssl=self.ssl_context)
+                self.port = self.server.port or self.port
+        except BaseException:
+            realm.services.pop(self.service_name, None)
+            raise
+        _log.info("listening", address=self.address, service=self.service_name,
+                  tls=self.ssl_context is not None)
+
+    async def _serve_unix(self, path: str) -> broker.Server:
+        # The socket is born 0600 (umask while binding), then chmod'ed in
+        # case the umask was ignored: only our user may connect.
+        old_umask = os.umask(0o177)
+        try:
+            server = await broker.serve(self.portal, path=path, ssl=self.ssl_context)
+        finally:
+            os.umask(old_umask)
+        try:
+            os.chmod(path, 0o600)
+        except BaseException:
+            server.close()
+            await server.wait_closed()
+            raise
+        return server
+
+    async def on_stop(self) -> None:
+        # Evaluations are an admin's, not a client's: interrupt them rather
+        # than wait for them.
+        for session in list(self.sessions):
+            session.evaluator.interrupt()
+        server = self.server
+        try:
+            if server is not None:
+                remaining = self.grace_remaining()
+                grace = self.grace if remaining is None else min(self.grace, remaining)
+                await server.shutdown(grace=grace)
+        finally:
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+            self.server = None
+            for session in list(self.sessions):
+                session.close()
+            if self.portal.realm.services.get(self.service_name) is self.realm_service:
+                del self.portal.realm.services[self.service_name]
+            await asyncio.to_thread(self.store.close)  # reopened on next use
+
+    def banner(self) -> str | None:
+        if not self.show_banner:
+            return None
+        if self.socket_path is not None:
+            hint = f"pb manhole --socket {self.socket_path} --user NAME"
+        else:
+            shown = f"[{self.host}]" if ":" in self.host else self.host
+            hint = f"pb manhole {shown}:{self.port} --user NAME"
+            if self.ssl_context is not None:
+                hint += " --tls-ca CA.pem"
+        return f"{self.service_name}: {self.address}   (admins only: {hint})"
+
+
+# -- the plug-in ---------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {value}")
+    return value
+
+
+def check_bind_options(options: argparse.Namespace) -> None:
+    """Refuse an address the manhole should not listen on (ValueError
+    naming the fix)."""
+    if options.socket is not None:
+        if options.host is not None or options.port is not None:
+            raise ValueError("give either --socket PATH or --host/--port, not both")
+        if options.allow_remote:
+            raise ValueError("--allow-remote is for TCP; a UNIX socket is local already")
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together: give both files")
+    host = options.host or "127.0.0.1"
+    if options.socket is None and not is_loopback(host):
+        if not options.allow_remote or options.tls_cert is None:
+            raise ValueError(
+                f"refusing to open the manhole on {host}: it runs Python inside the server, "
+                f"so by default it listens only on 127.0.0.1 or a UNIX socket (--socket PATH). "
+                f"To reach it from other machines pass --allow-remote together with "
+                f"--tls-cert FILE --tls-key FILE"
+            )
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A TLS server context for *cert*/*key* (PEM files)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load --tls-cert {cert} / --tls-key {key}: {exc}") from None
+    return context
+
+
+class ManholePlugin(ServicePlugin):
+    name = "manhole"
+    description = "a Python console inside the running server, for admins (loopback only by default)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--host", default=None,
+                            help="address to listen on (default: 127.0.0.1; anything but "
+                                 "loopback needs --allow-remote and TLS)")
+        parser.add_argument("--port", type=_port, default=None,
+                            help=f"TCP port (default: {DEFAULT_PORT}; 0: any free port)")
+        parser.add_argument("--socket", metavar="PATH", default=None,
+                            help="listen on this UNIX socket (created with mode 0600) instead")
+        parser.add_argument("--allow-remote", action="store_true",
+                            help="allow a non-loopback --host (requires --tls-cert and --tls-key)")
+        parser.add_argument("--tls-cert", metavar="FILE", default=None,
+                            help="serve TLS with this certificate chain (PEM)")
+        parser.add_argument("--tls-key", metavar="FILE", default=None,
+                            help="the certificate's private key (PEM)")
+
+    def build(self, options: argparse.Namespace, application: Application) -> ManholeService:
+        check_bind_options(options)
+        context = None
+        if options.tls_cert is not None:
+            context = server_tls_context(options.tls_cert, options.tls_key)
+        portal = _account_portal(application)
+        return ManholeService(
+            "manhole",
+            application=application,
+            portal=portal,
+            host=options.host or "127.0.0.1",
+            port=DEFAULT_PORT if options.port is None else options.port,
+            path=options.socket,
+            ssl_context=context,
+        )
+
+
+plugin = ManholePlugin()
