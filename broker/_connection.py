@@ -278,6 +278,8 @@ class Broker:
         if isinstance(exc_type, type):
             type_name = exc_type.__qualname__
             module = exc_type.__module__
+            if module.startswith("broker._"):
+                module = "broker"  # the public name, not the private module
             if module not in ("builtins", "__main__"):
                 type_name = f"{module}.{type_name}"
         else:

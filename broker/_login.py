@@ -31,7 +31,7 @@ __all__ = ["PortalRoot", "login_over", "login_anonymous_over"]
 
 log = logging.getLogger("broker.login")
 
-_UNAUTHORIZED_TYPES = frozenset({"cred.errors.Unauthorized", "broker._errors.Unauthorized"})
+_UNAUTHORIZED_TYPES = frozenset({"cred.errors.Unauthorized", "broker.Unauthorized"})
 
 
 class _Session:
