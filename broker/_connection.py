@@ -445,7 +445,8 @@ class Broker:
         return HelloEvent(self.peer_features, max_frame)
 
     def _on_call(self, message: list) -> CallEvent | None:
-        self._arity(message, 7)
+        if len(message) != 7:
+            self._arity(message, 7)
         _, req_id, target, method, args, kwargs, answer_wanted = message
         if (type(req_id) is not int or type(target) is not int or type(method) is not str
                 or type(args) is not list or type(kwargs) is not dict
@@ -460,7 +461,7 @@ class Broker:
                                   f"connection (max_outstanding_calls="
                                   f"{self.limits.max_outstanding_calls})")
             return None
-        entry = self.refs.lookup(target)
+        entry = self.refs.local.get(target)
         if entry is None:
             if answer_wanted:
                 self._queue_error(req_id, "no-such-object", "broker.DeadReference",
@@ -494,7 +495,8 @@ class Broker:
         return CallEvent(None, method, func, args, kwargs, False, None)
 
     def _on_answer(self, message: list) -> AnswerEvent | None:
-        self._arity(message, 3)
+        if len(message) != 3:
+            self._arity(message, 3)
         req_id = message[1]
         if type(req_id) is not int or not 0 < req_id < self._next_req:
             raise self._violation(f"ANSWER for request id {req_id!r}, which was never sent")

@@ -39,6 +39,13 @@ __all__ = ["BrokerProtocol"]
 log = logging.getLogger("broker")
 
 _LARGE = 64 * 1024
+
+
+def _is_awaitable(value: Any) -> bool:
+    # inspect.isawaitable consults the Awaitable ABC, which is slow for the
+    # plain values most methods return.
+    return asyncio.iscoroutine(value) or hasattr(type(value), "__await__")
+
 _CHUNK = 512 * 1024
 
 
@@ -214,7 +221,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 log.warning("one-way call %s raised %r", event.method, exc)
             self._flush_soon()
             return
-        if inspect.isawaitable(result):
+        if _is_awaitable(result):
             if not asyncio.iscoroutine(result):
                 result = self._await_result(result)
             task = self.loop.create_task(result)

@@ -82,7 +82,9 @@ class ReferenceTables:
         #: Handed to Copyable.get_state_to_copy_for, and recorded for objects
         #: first sent while it is set.
         self.perspective: Any = None
-        #: Object ids counted during the current encode, undone if it fails.
+        #: Object ids counted during the current encode, undone if it fails
+        #: (made on the first count: most messages carry no reference).
+        self._encoding = False
         self._counted: list[int] | None = None
 
     # -- ours -------------------------------------------------------------
@@ -93,9 +95,10 @@ class ReferenceTables:
 
     def begin_encode(self, perspective: Any) -> None:
         self.perspective = perspective
-        self._counted = []
+        self._encoding = True
 
     def end_encode(self, ok: bool) -> None:
+        self._encoding = False
         counted, self._counted = self._counted, None
         if not ok and counted:
             for object_id in counted:
@@ -123,9 +126,15 @@ class ReferenceTables:
         entry = self.local[object_id]
         if not entry.permanent:
             entry.count += 1
-            if self._counted is not None:
-                self._counted.append(object_id)
+            self._note_count(object_id)
         return object_id
+
+    def _note_count(self, key: int) -> None:
+        if self._encoding:
+            if self._counted is None:
+                self._counted = [key]
+            else:
+                self._counted.append(key)
 
     def decref(self, object_id: int, count: int) -> None:
         """The peer dropped ``count`` sends of ``object_id``.  Raises
@@ -235,8 +244,7 @@ class ReferenceTables:
         if cache_id is not None:
             entry = self.caches_out[cache_id]
             entry.count += 1
-            if self._counted is not None:
-                self._counted.append(-cache_id)
+            self._note_count(-cache_id)
             return CACHED, (cache_id,)
         if len(self.caches_out) >= self.max_caches:
             raise LimitExceeded(
@@ -251,8 +259,7 @@ class ReferenceTables:
         entry.count = 1
         self.caches_out[cache_id] = entry
         self._cache_ids[id(obj)] = cache_id
-        if self._counted is not None:
-            self._counted.append(-cache_id)
+        self._note_count(-cache_id)
         return CACHE, (cache_id, obj.cache_tag, state)
 
     def _cache_in(self, args: tuple[Any, ...]) -> Any:
