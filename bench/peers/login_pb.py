@@ -1,0 +1,200 @@
+"""Ours, logging in: a ``cred.Portal`` served by ``broker.serve``.
+
+Server::
+
+    service = EchoService("pbecho")     # cred.Service; create_perspective -> EchoPerspective
+    checker = cred.InMemoryChecker({"alice": "pw"}, keyring={"alice": [("pbecho", "alice")]})
+    portal = cred.Portal(cred.ServiceRealm(service), [checker],
+                         throttle=cred.Throttle(base_delay=0))
+    await broker.serve(portal, "127.0.0.1", 0)
+
+Client (in the benchmark process), one login::
+
+    p = await broker.login("127.0.0.1", port, "alice", "pw", service="pbecho")
+    await p.call_remote("echo", "hi")
+    await p.connection.close()
+
+The login is SCRAM-SHA-256: two calls, and the client runs PBKDF2 (4096
+iterations, the default) in a worker thread between them.
+
+    python -m peers.login_pb serve [--loop asyncio|uvloop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+from typing import Any, Callable
+
+from _harness import AsyncDriver, announce, run_loop
+from peers.login_common import CONCURRENCY, HI, HOST, PASSWORD, SERVICE, USER, serve_usage_requests
+
+
+def unavailable() -> str | None:
+    try:
+        import broker
+        import cred
+    except Exception as exc:  # pragma: no cover - depends on the tree
+        return f"broker/cred not importable ({type(exc).__name__}: {exc})"
+    missing = [n for n in ("serve", "login", "Perspective") if not hasattr(broker, n)]
+    missing += [n for n in ("Portal", "ServiceRealm", "Service", "InMemoryChecker", "Throttle")
+                if not hasattr(cred, n)]
+    return f"no {', '.join(missing)} yet" if missing else None
+
+
+# --------------------------------------------------------------------------
+# server process
+
+
+async def _serve() -> None:
+    import broker
+    import cred
+
+    class EchoPerspective(broker.Perspective):
+        def perspective_echo(self, x):
+            return x
+
+    class EchoService(cred.Service):
+        def create_perspective(self, name):
+            return EchoPerspective()
+
+    checker = cred.InMemoryChecker({USER: PASSWORD}, keyring={USER: [(SERVICE, USER)]})
+    portal = cred.Portal(cred.ServiceRealm(EchoService(SERVICE)), [checker],
+                         throttle=cred.Throttle(base_delay=0))
+    server = await broker.serve(portal, HOST, 0)
+    announce(server.port)
+    await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="peers.login_pb")
+    p.add_argument("mode", choices=["serve"])
+    p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    args = p.parse_args(argv)
+    serve_usage_requests()
+    run_loop(_serve, args.loop)
+
+
+# --------------------------------------------------------------------------
+# benchmark side
+
+
+def login_ops(port: int) -> dict[str, Callable[[], Any]]:
+    import broker
+
+    async def login_once(password: str = PASSWORD) -> Any:
+        p = await broker.login(HOST, port, USER, password, service=SERVICE)
+        try:
+            return await p.call_remote("echo", HI)
+        finally:
+            await p.connection.close()
+
+    async def check() -> int:
+        got = await login_once()
+        if got != HI:
+            raise AssertionError(f"wrong echo after login: {got!r}")
+        try:
+            await login_once("not the password")
+        except broker.Unauthorized:
+            pass
+        else:
+            raise AssertionError("a wrong password was accepted")
+        await asyncio.gather(*[login_once() for _ in range(CONCURRENCY)])
+        return 1
+
+    async def login() -> int:
+        await login_once()
+        return 1
+
+    async def login8() -> int:
+        await asyncio.gather(*[login_once() for _ in range(CONCURRENCY)])
+        return CONCURRENCY
+
+    return {"check": check, "login": login, "login8": login8}
+
+
+def driver(name: str, children, runners, loop: str = "asyncio", kdf_cache: bool = False) -> AsyncDriver:
+    """``kdf_cache=True`` is a what-if, not the shipped client: during this
+    driver's windows ``cred.scram.salted_password`` is memoised per
+    (password, salt, iterations), as RFC 5802 allows a client to do, so only
+    the first login pays PBKDF2 (the worker-thread hop stays)."""
+    server = children.start("peers.login_pb", "serve", "--loop", loop)
+    drv = AsyncDriver(name, runners.get(loop), login_ops(server.port))
+    drv.server = server  # type: ignore[attr-defined]  # for usage requests
+    if kdf_cache:
+        return _KdfCached(drv)
+    return drv
+
+
+class _KdfCached:
+    """Wraps a driver: memoised SaltedPassword while its windows run."""
+
+    def __init__(self, inner: AsyncDriver) -> None:
+        import cred.scram
+
+        self.inner = inner
+        self.name = inner.name
+        self.server = inner.server  # type: ignore[attr-defined]
+        self._module = cred.scram
+        self._cached = functools.lru_cache(maxsize=64)(cred.scram.salted_password)
+
+    def window(self, op: str, seconds: float) -> tuple[int, float]:
+        original = self._module.salted_password
+        self._module.salted_password = self._cached
+        try:
+            return self.inner.window(op, seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                self._module.salted_password = original
+
+
+
+async def phases(port: int, logins: int) -> dict[str, float]:
+    """Where a sequential login's wall time goes, step by step (mean ms).
+
+    The same steps as ``broker.login`` + echo + close, spelled out with the
+    documented pieces (``cred.ScramClient``; ``root.call_remote("login",
+    client_first)``; ``challenger.call_remote("respond", ...)``): connect
+    (TCP + HELLO), root, the login call (server: ``begin_scram``), the
+    client's KDF in a worker thread, the respond call (server: proof check,
+    realm, attach), the echo, the close.
+    """
+    import time
+
+    import broker
+    import cred
+
+    clock = time.perf_counter
+    steps = ("connect", "root()", "login call", "KDF (thread)", "respond call", "verify+release", "echo", "close")
+    totals = dict.fromkeys(steps, 0.0)
+    for _ in range(logins):
+        marks = [clock()]
+        conn = await broker.connect(HOST, port)
+        marks.append(clock())
+        client = cred.ScramClient(USER, PASSWORD)
+        root = await conn.root()
+        marks.append(clock())
+        challenger, server_first = await root.call_remote("login", client.first())
+        marks.append(clock())
+        client_final = await asyncio.to_thread(client.final, server_first)
+        marks.append(clock())
+        server_final, avatar = await challenger.call_remote("respond", client_final, SERVICE, None, None)
+        marks.append(clock())
+        client.verify(server_final)
+        await challenger.release()
+        marks.append(clock())
+        if await avatar.call_remote("echo", HI) != HI:
+            raise AssertionError("wrong echo")
+        marks.append(clock())
+        del root, challenger, avatar
+        await conn.close()
+        marks.append(clock())
+        for step, t0, t1 in zip(steps, marks, marks[1:]):
+            totals[step] += t1 - t0
+    return {step: 1e3 * t / logins for step, t in totals.items()}
+
+
+if __name__ == "__main__":
+    main()
