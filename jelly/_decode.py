@@ -29,7 +29,7 @@ from msgpack import ExtraData, FormatError, StackError
 from . import _codes, _payloads
 from ._context import JellyContext
 from ._copyable import blank_instance, restore
-from ._depth import measure
+from ._depth import SCALARS, measure
 from ._errors import DecodeError, InsecureJelly, JellyError, limit_exceeded
 from ._limits import DEFAULT_LIMITS, Limits
 from ._registry import Registry, default_registry
@@ -63,8 +63,6 @@ _LIMIT_OF = {
     "ext": ("max_size", "an ext value of {} bytes"),
 }
 _UINT_SIZES = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
-# Types msgpack decodes without nesting: a container of only these is flat.
-_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
 
 # How many hashable composite values of one message, or keys of one map or
 # set, may share a single hash value.  Distinct values with equal 64-bit
@@ -74,6 +72,7 @@ _SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
 # 0.4 s), while 64 groups of 64 cost a few milliseconds.
 MAX_SAME_HASH = 64
 _EMPTY: dict[int, int] = {}  # shared, never mutated
+_is_flat = SCALARS.issuperset  # of an iterable of types
 
 
 class _Unsafe(BaseException):
@@ -292,25 +291,24 @@ class _Decoder:
             raise _Unsafe
         hashes[code] = same
 
-    def record(self, value: object, depth: int) -> None:
-        """Remember the depth of an ext-made container for the outer measure."""
+    def record(self, value: object, contents: Any, minimum: int = 0) -> None:
+        """Measure ``contents``, what ext value ``value`` was built from (a
+        list or a dict), and remember it as the depth of ``value`` for the
+        measures of the values around it."""
+        kind = type(contents)
+        if kind is list and _is_flat(map(type, contents)):
+            depth = 1
+        elif kind is dict and _is_flat(map(type, contents.values())) and _is_flat(
+            map(type, contents)
+        ):
+            depth = 1
+        else:
+            depth = measure(contents, self.limits.max_depth, self.recorded, True)
         if self.keep is None:
             self.recorded = {}
             self.keep = []
-        self.recorded[id(value)] = depth
-        self.keep.append(value)
-
-    def measure(self, value: Any) -> int:
-        """Exact depth of an ext payload's decoded ``value`` (a list or a dict)."""
-        if type(value) is list:
-            if _SCALARS.issuperset(map(type, value)):
-                return 1
-        elif type(value) is dict:
-            if _SCALARS.issuperset(map(type, value.values())) and _SCALARS.issuperset(
-                map(type, value)
-            ):
-                return 1
-        return measure(value, self.limits.max_depth, self.recorded, True)
+        self.recorded[id(value)] = depth if depth > minimum else minimum
+        self.keep.append(value)  # so that no other object can take its id
 
     def items(self, code: int, data: bytes) -> list:
         items = self.unpack(data)
@@ -341,7 +339,7 @@ def _tuple(dec: _Decoder, code: int, data: bytes) -> tuple:
         raise DecodeError("tuple payload must be a msgpack array")
     value = tuple(items)
     if dec.track:
-        dec.record(value, dec.measure(items))
+        dec.record(value, items)
     dec.composite(value)
     return value
 
@@ -352,7 +350,7 @@ def _set(dec: _Decoder, code: int, data: bytes) -> set | frozenset:
         dec.check_keys(items, _codes.NAMES[code])
     value = set(items) if code == _codes.SET else frozenset(items)
     if dec.track:
-        dec.record(value, dec.measure(items))
+        dec.record(value, items)
     if code == _codes.FROZENSET:
         dec.composite(value)
     return value
@@ -413,7 +411,7 @@ def _copy(dec: _Decoder, code: int, data: bytes) -> Any:
         restore(obj, state, tag)
         dec.done.add(index)
     if dec.track:
-        dec.record(obj, max(1, dec.measure(state)))
+        dec.record(obj, state, 1)
     dec.composite(obj)
     return obj
 
@@ -426,9 +424,9 @@ def _backref(dec: _Decoder, code: int, data: bytes) -> Any:
         raise DecodeError(
             f"back-reference to copy {index}, which this message has not sent yet"
         )
-    obj = dec.copies[index]  # type: ignore[index]
-    dec.composite(obj)
-    return obj
+    # Not counted as composite: it is an object already counted, and the
+    # same object as a key again costs an identity check, not a collision.
+    return dec.copies[index]  # type: ignore[index]
 
 
 def _reference(dec: _Decoder, code: int, data: bytes) -> Any:
@@ -459,7 +457,7 @@ def _reference(dec: _Decoder, code: int, data: bytes) -> Any:
         refs.append(obj)
     dec.next_ref += 1
     if dec.track:
-        dec.record(obj, dec.measure(items))
+        dec.record(obj, items)
     dec.composite(obj)
     return obj
 
@@ -510,15 +508,7 @@ def loads(
     """
     if limits is None:
         limits = DEFAULT_LIMITS
-    if type(data) is not bytes:
-        if isinstance(data, memoryview):
-            data = data.tobytes()
-        elif not isinstance(data, bytearray):
-            raise TypeError(
-                f"loads() needs bytes, bytearray or memoryview, not {type(data).__name__}"
-            )
-    n = len(data)
-    if n <= limits._tiny and 0xFF not in data:
+    if type(data) is bytes and len(data) <= limits._tiny and 0xFF not in data:
         # Too short to be too deep or too big, and no timestamp ext: try it
         # as plain data, with no decoder state at all.  Anything else (an
         # ext value, an int map key, an error) is left to the full path.
@@ -526,7 +516,15 @@ def loads(
             return _unpackb(data, ext_hook=_tiny_ext_hook)
         except (Exception, _HasExt):
             pass
-    elif n > limits.max_size:
+    elif type(data) is not bytes:
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        elif not isinstance(data, bytearray):
+            raise TypeError(
+                f"loads() needs bytes, bytearray or memoryview, not {type(data).__name__}"
+            )
+    n = len(data)
+    if n > limits.max_size:
         raise limit_exceeded("max_size", f"a message of {n} bytes", n, limits.max_size)
     track = _may_be_deep(data, limits.max_depth)
     decoder = _Decoder(

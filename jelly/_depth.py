@@ -26,6 +26,8 @@ every container's contents.
 
 from __future__ import annotations
 
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from functools import partial
 from gc import is_tracked
 from itertools import chain, compress, repeat
@@ -62,33 +64,42 @@ def _children(lists, dicts):
     return _chain(parts)
 
 
-_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+# Types with no nesting that msgpack or a scalar ext value produces.
+SCALARS = frozenset(
+    {str, int, float, bool, bytes, type(None), datetime, date, time, timedelta, Decimal, complex}
+)
 
 
 def _measure_small(root: object, limit: int, recorded: dict[int, int], budget: int) -> int | None:
-    """Exact depth of a list or dict by visiting its items one by one.
+    """Exact depth of a list or dict by looking at its items one by one.
 
     Faster than the level walk for the small values ext payloads usually
-    hold (a copy's state, a tuple's items); gives up (``None``) after
-    ``budget`` items so that big payloads go to the C-iterator walk.
+    hold (a copy's state, a tuple's items); gives up (``None``) past
+    ``budget`` items so that big payloads go to the level walk.
     """
-    stack = [(root, 1)]
+    todo = [(root, 1)]
     deepest = 1
-    for value, depth in _drain(stack):
-        items = chain(value, value.values()) if type(value) is dict else value
+    scalars = SCALARS
+    while todo:
+        value, depth = todo.pop()
+        if type(value) is dict:
+            budget -= 2 * len(value)
+            items = [*value.values(), *value]
+        else:
+            budget -= len(value)  # type: ignore[arg-type]
+            items = value
+        if budget < 0:
+            return None
         for item in items:
-            budget -= 1
-            if budget < 0:
-                return None
             kind = type(item)
-            if kind in _SCALARS:
+            if kind in scalars:
                 continue
             if kind is list or kind is dict:
                 if depth >= deepest:
                     deepest = depth + 1
                     if deepest > limit:
                         raise _too_deep(deepest, limit)
-                stack.append((item, depth + 1))
+                todo.append((item, depth + 1))
             elif kind is Timestamp:
                 raise _timestamp_refused()
             elif recorded:
@@ -98,11 +109,6 @@ def _measure_small(root: object, limit: int, recorded: dict[int, int], budget: i
                     if deepest > limit:
                         raise _too_deep(deepest, limit)
     return deepest
-
-
-def _drain(stack: list):
-    while stack:
-        yield stack.pop()
 
 
 def measure(root: object, limit: int, recorded: dict[int, int], exact: bool) -> int:
