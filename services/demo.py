@@ -1,0 +1,139 @@
+"""The ``demo`` plug-in: echo and a manhole, with an admin, in one command.
+
+``pb run demo`` builds the ``echo`` and ``manhole`` services through their
+own plug-ins (as ``pb run echo --port P`` and ``pb run manhole --port M``
+would), both on 127.0.0.1 and sharing the application's portal and account
+store, and puts them under one service named ``demo``.  At each start it
+creates the account ``admin`` (or resets its password) with a fresh random
+password, grants it ``pbecho:admin`` and ``manhole:admin``, and prints once
+what a newcomer needs to try it.
+
+From the manhole the two services are ``services['demo']['echo']`` and
+``services['demo']['manhole']``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+from pathlib import Path
+from typing import Any
+
+from services import Application, MultiService, Service, ServicePlugin, get_logger, plugin_parser
+from services.echo import DEFAULT_PORT as ECHO_PORT
+from services.echo import EchoService, account_store, ensure_account
+from services.echo import plugin as echo_plugin
+from services.manhole import DEFAULT_PORT as MANHOLE_PORT
+from services.manhole import ManholeService
+from services.manhole import plugin as manhole_plugin
+
+__all__ = ["ADMIN", "DemoPlugin", "DemoService", "plugin"]
+
+#: The account the demo creates (or whose password it resets) at each start.
+ADMIN = "admin"
+
+_log = get_logger("pb.demo")
+
+
+class DemoService(MultiService):
+    """``echo`` and ``manhole`` as children, and the admin account.
+
+    ``password`` is the admin's password of this run (None until started).
+    ``demo["echo"]`` is ``demo.get("echo")``.
+    """
+
+    def __init__(self, name: str | None = "demo", *, echo: EchoService,
+                 manhole: ManholeService, admin: str = ADMIN) -> None:
+        super().__init__(name)
+        self.admin = admin
+        self.password: str | None = None
+        self.store = account_store(echo.portal)
+        # One banner for the whole demo: the children stay quiet.
+        echo.show_banner = False
+        manhole.show_banner = False
+        self.add(echo)
+        self.add(manhole)
+
+    def __getitem__(self, name: str) -> Service:
+        return self.get(name)
+
+    @property
+    def echo(self) -> EchoService:
+        return self.get("echo")  # type: ignore[return-value]
+
+    @property
+    def manhole(self) -> ManholeService:
+        return self.get("manhole")  # type: ignore[return-value]
+
+    async def on_start(self) -> None:
+        # Runs before the children start, so the account exists when they
+        # accept logins.
+        password = secrets.token_urlsafe(12)
+        grants: list[tuple[str, str | None]] = [
+            (self.echo.service_name, None),
+            (self.manhole.service_name, None),
+        ]
+        created = await ensure_account(self.store, self.admin, password, grants)
+        self.password = password
+        _log.info("admin account created" if created else "admin password reset",
+                  user=self.admin, store=str(self.store.path))
+
+    def banner(self) -> str | None:
+        echo, manhole = self.echo, self.manhole
+        echo_at = f"{echo.host}:{echo.port}"
+        manhole_at = f"{manhole.host}:{manhole.port}"
+        return "\n".join([
+            "Perspective Broker demo is running.",
+            f'  PB echo service:  {echo_at}   (service "{echo.service_name}")',
+            f"  Manhole:          {manhole_at}",
+            f"  Admin user:       {self.admin}",
+            f"  Admin password:   {self.password}",
+            f"Try:  pb manhole {manhole_at} --user {self.admin}",
+            f"      pb call {echo_at} --user {self.admin} --service {echo.service_name} "
+            f"echo '\"hello\"'",
+            "Press Ctrl-C to stop.",
+        ])
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {value}")
+    return value
+
+
+class DemoPlugin(ServicePlugin):
+    name = "demo"
+    description = "echo + manhole on 127.0.0.1 with a generated admin password: try PB in a minute"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--port", type=_port, default=ECHO_PORT,
+                            help=f"the echo service's TCP port (default: {ECHO_PORT}; 0: any)")
+        parser.add_argument("--manhole-port", type=_port, default=MANHOLE_PORT,
+                            help=f"the manhole's TCP port (default: {MANHOLE_PORT}; 0: any)")
+        parser.add_argument("--data-dir", type=Path, metavar="DIR", default=None,
+                            help="state directory (the account store); default: pb run's "
+                                 "--data-dir, ./pb-data")
+
+    def build(self, options: argparse.Namespace, application: Application) -> DemoService:
+        if options.data_dir is not None:
+            if application.portal is not None and Path(application.data_dir) != options.data_dir:
+                raise ValueError(
+                    f"another service already opened the accounts in {application.data_dir}; "
+                    f"give the data directory to pb run (pb run --data-dir DIR ...) instead"
+                )
+            application.data_dir = options.data_dir
+        echo = self._build(echo_plugin, ["--port", str(options.port)], application)
+        manhole = self._build(manhole_plugin, ["--port", str(options.manhole_port)], application)
+        return DemoService("demo", echo=echo, manhole=manhole)
+
+    @staticmethod
+    def _build(plugin: Any, argv: list[str], application: Application) -> Any:
+        options = plugin_parser(plugin).parse_args(argv)
+        return plugin.build(options, application)
+
+
+plugin = DemoPlugin()
