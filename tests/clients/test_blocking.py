@@ -491,3 +491,40 @@ def test_a_script_that_closes_nothing_is_cleaned_up_at_exit(server):
         assert marker not in result.stderr, result.stderr
     wait_until(lambda: server.connection_count() == 0)
     assert server.root.stream_closed.wait(5)
+
+
+def test_ctrl_c_while_waiting_cancels_the_remote_call(server):
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        with clients.connect("127.0.0.1", server.port) as conn:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                conn.root().call_remote("slow", 30)
+            assert server.root.cancelled.wait(5)
+            assert conn.root().call_remote("echo", "after") == "after"
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_wait_closed_gives_up_after_its_timeout(server):
+    with clients.connect("127.0.0.1", server.port) as conn:
+        with pytest.raises(TimeoutError):
+            conn.wait_closed(timeout=0.1)
+        assert conn.is_open
+
+
+def test_the_public_names_are_pinned():
+    assert sorted(clients.__all__) == sorted([
+        "connect", "login", "login_anonymous", "shutdown", "Connection", "RemoteReference",
+        "RemoteStream", "DEFAULT_TIMEOUT", "USE_CONNECTION_TIMEOUT"])
+    for name in clients.__all__:
+        assert getattr(clients, name) is not None
+    with pytest.raises(AttributeError):
+        clients.no_such_name
