@@ -508,7 +508,14 @@ def loads(
     """
     if limits is None:
         limits = DEFAULT_LIMITS
-    if type(data) is bytes and len(data) <= limits._tiny and 0xFF not in data:
+    if type(data) is not bytes:
+        if isinstance(data, memoryview):
+            data = data.tobytes()  # the checks below need bytes methods
+        elif not isinstance(data, bytearray):
+            raise TypeError(
+                f"loads() needs bytes, bytearray or memoryview, not {type(data).__name__}"
+            )
+    if len(data) <= limits._tiny and 0xFF not in data:
         # Too short to be too deep or too big, and no timestamp ext: try it
         # as plain data, with no decoder state at all.  Anything else (an
         # ext value, an int map key, an error) is left to the full path.
@@ -516,13 +523,6 @@ def loads(
             return _unpackb(data, ext_hook=_tiny_ext_hook)
         except (Exception, _HasExt):
             pass
-    elif type(data) is not bytes:
-        if isinstance(data, memoryview):
-            data = data.tobytes()
-        elif not isinstance(data, bytearray):
-            raise TypeError(
-                f"loads() needs bytes, bytearray or memoryview, not {type(data).__name__}"
-            )
     n = len(data)
     if n > limits.max_size:
         raise limit_exceeded("max_size", f"a message of {n} bytes", n, limits.max_size)

@@ -121,6 +121,13 @@ def test_loads_accepts_bytes_bytearray_and_memoryview():
         assert jelly.loads(buffer) == [1, (2,)]
 
 
+def test_loads_accepts_a_memoryview_slice_of_a_bigger_buffer():
+    frames = bytearray(b"\x00\x00" + jelly.dumps([1, (2,), "x" * 300]) + b"\xff\xff")
+    assert jelly.loads(memoryview(frames)[2:-2]) == [1, (2,), "x" * 300]
+    with pytest.raises(jelly.DecodeError, match="truncated"):
+        jelly.loads(memoryview(frames)[2:5])
+
+
 def test_loads_rejects_a_non_buffer_argument_with_type_error():
     with pytest.raises(TypeError):
         jelly.loads("not bytes")  # type: ignore[arg-type]
