@@ -89,10 +89,16 @@ def _is_safe_key(key: object) -> bool:
 def _translate(exc: Exception, limits: Limits) -> JellyError:
     """Turn an exception from msgpack (or a hook's Python code) into a JellyError."""
     if isinstance(exc, StackError):
-        return limit_exceeded(
-            "max_depth", "nesting deeper than msgpack's own cap of 1024",
+        err = limit_exceeded(
+            "max_depth", "a nesting depth past msgpack's own cap of 1024",
             None, limits.max_depth,
         )
+        if limits.max_depth >= 1024:
+            err.args = (
+                "a nesting depth past msgpack's own cap of 1024 levels per message "
+                "or ext payload; max_depth cannot raise it",
+            )
+        return err
     if isinstance(exc, ExtraData):
         return DecodeError("malformed message: bytes left over after the value")
     if isinstance(exc, FormatError):

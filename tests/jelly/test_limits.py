@@ -167,7 +167,9 @@ def test_deep_ext_nesting_is_refused_before_it_recurses():
 
 def test_nesting_past_msgpacks_own_cap_is_limit_exceeded():
     data = b"\x91" * 1100 + b"\x01"
-    assert_limit(data, jelly.Limits(max_depth=5000), "max_depth")
+    assert_limit(data, jelly.DEFAULT_LIMITS, "max_depth")
+    with pytest.raises(jelly.LimitExceeded, match="msgpack's own cap.*cannot raise it"):
+        jelly.loads(data, limits=jelly.Limits(max_depth=5000))
 
 
 # --- max_items ---------------------------------------------------------------------------

@@ -64,3 +64,17 @@ def test_every_code_has_a_name_and_codes_do_not_overlap():
              _codes.COPY, _codes.BACKREF, *range(_codes.REFERENCE, _codes.REFERENCE_LAST + 1)]
     assert len(set(codes)) == len(codes) == len(_codes.NAMES)
     assert all(0 <= code <= 127 for code in codes)
+
+
+def test_python_packer_used_for_deep_ext_levels_writes_the_same_bytes():
+    from jelly import _encode
+
+    encoder = _encode._Encoder()
+    c_packer = _encode._new_packer(encoder.default, 0)
+    python_packer = _encode._new_packer(encoder.default, _encode.C_PACKER_LEVELS)
+    assert type(c_packer) is not type(python_packer)
+    values = [None, True, -1, -33, 127, 128, 65536, 2**63, -(2**63), 2**64 - 1, 2**64, 1.5,
+              "", "x" * 31, "x" * 32, "x" * 70_000, b"", b"y" * 300, [1] * 16, {}, dict.fromkeys(range(16)),
+              (1, (2,)), {1, 2}, Decimal("1.5"), datetime(2020, 1, 1, tzinfo=timezone.utc), 1 + 2j]
+    for value in values:
+        assert c_packer.pack(value) == python_packer.pack(value), value
