@@ -29,6 +29,7 @@ from msgpack import ExtraData, FormatError, StackError
 from . import _codes, _payloads
 from ._context import JellyContext
 from ._copyable import blank_instance, restore
+from ._references import check_context, reference_in
 from ._depth import SCALARS, measure
 from ._errors import DecodeError, InsecureJelly, JellyError, limit_exceeded
 from ._limits import DEFAULT_LIMITS, Limits
@@ -437,29 +438,15 @@ def _backref(dec: _Decoder, code: int, data: bytes) -> Any:
 
 def _reference(dec: _Decoder, code: int, data: bytes) -> Any:
     kind = code - _codes.REFERENCE
-    context: JellyContext | None = dec.context
-    if context is None:
-        raise InsecureJelly(
-            f"refusing a reference (kind {kind}): references only make sense on a "
-            "broker connection, and loads() was called without a context"
-        )
+    context = check_context(dec.context, kind)
     items = dec.items(code, data)
-    args = tuple(items)
     if dec.refs is None:
         dec.refs = []
     refs = dec.refs
     if dec.next_ref < len(refs):  # decoding again in safe mode: replay
         obj = refs[dec.next_ref]
     else:
-        try:
-            obj = context.flavor_in(kind, args)
-        except JellyError:
-            raise
-        except Exception as exc:
-            raise DecodeError(
-                f"the context could not resolve reference kind {kind} "
-                f"{args!r:.80}: {type(exc).__name__}: {exc}"
-            ) from exc
+        obj = reference_in(context, kind, tuple(items))
         refs.append(obj)
     dec.next_ref += 1
     if dec.track:

@@ -18,9 +18,10 @@ from msgpack import ExtType, Packer
 from msgpack.fallback import Packer as PythonPacker
 
 from . import _codes, _payloads
-from ._context import MAX_REFERENCE_KIND, Flavored, JellyContext
+from ._context import Flavored, JellyContext
 from ._copyable import Copyable, state_for
 from ._errors import EncodeError, JellyError
+from ._references import reference_out
 
 __all__ = ["dumps"]
 
@@ -153,32 +154,7 @@ class _Encoder:
         return _ext(_codes.COPY, _uint(index) + header + self.nested(state))
 
     def flavor(self, obj: Flavored) -> ExtType:
-        context = self.context
-        if context is None:
-            raise EncodeError(
-                f"cannot send {_name(type(obj))}: it is Flavored (sent by reference) "
-                "and can only be sent over a broker connection, not with a bare "
-                "jelly.dumps()"
-            )
-        try:
-            kind, args = context.flavor_out(obj)
-        except JellyError:
-            raise
-        except Exception as exc:
-            raise EncodeError(
-                f"the connection could not send {_name(type(obj))} by reference: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        if type(kind) is not int or not 0 <= kind <= MAX_REFERENCE_KIND:
-            raise EncodeError(
-                f"context.flavor_out() returned reference kind {kind!r}; it must be "
-                f"an int from 0 to {MAX_REFERENCE_KIND}"
-            )
-        if type(args) is not tuple:
-            raise EncodeError(
-                f"context.flavor_out() returned {type(args).__name__} arguments; "
-                "they must be a tuple"
-            )
+        kind, args = reference_out(self.context, obj)
         return _ext(_codes.REFERENCE + kind, self.nested(list(args)))
 
 
