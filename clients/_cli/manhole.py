@@ -111,6 +111,10 @@ def _read_password(args: argparse.Namespace, target: console.Target) -> str:
     password = os.environ.get(PASSWORD_ENV)
     if password:
         return password
+    if not _have_terminal():
+        # getpass would fall back to standard input: the script's first line.
+        raise _UsageError(f"no terminal to ask for the password on: use --password-stdin "
+                          f"or ${PASSWORD_ENV}")
     try:
         password = getpass.getpass(f"Password for {args.user} at {target}: ")
     except (EOFError, OSError):
@@ -119,6 +123,15 @@ def _read_password(args: argparse.Namespace, target: console.Target) -> str:
         raise _UsageError(f"no password: type it at the prompt, or use --password-stdin "
                           f"or ${PASSWORD_ENV}")
     return password
+
+
+def _have_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdin.isatty()
+    os.close(fd)
+    return True
 
 
 def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:

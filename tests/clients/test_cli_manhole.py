@@ -210,6 +210,16 @@ def test_usage_errors_exit_2(tmp_path, args, message):
     assert message in result.stderr
 
 
+def test_without_a_terminal_the_password_must_be_given(tmp_path):
+    # No controlling terminal (a new session), no --password-stdin, no
+    # $PB_PASSWORD: the script's first line must not be taken for it.
+    result = subprocess.run(pb_command("manhole", "--user", "a"), cwd=tmp_path, env=pb_env(),
+                            input="secret_looking_line\n", capture_output=True, text=True,
+                            timeout=30, start_new_session=True)
+    assert result.returncode == 2
+    assert "no terminal to ask for the password on" in result.stderr
+
+
 def test_an_empty_password_line_is_a_usage_error(tmp_path):
     result = pb("manhole", "--user", "a", "--password-stdin", "-c", "1", cwd=tmp_path,
                 input="\n")
