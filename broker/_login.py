@@ -111,12 +111,14 @@ class _ConnectionRoot(Referenceable):
                 f"the realm returned {type(avatar).__qualname__}, which cannot be sent; "
                 "perspectives served over PB must be broker.Perspective objects"
             )
-        session = _Session(avatar, mind, logout)
-        self.sessions.append(session)
-        try:
-            avatar.attached(mind)  # type: ignore[attr-defined]
-        except AttributeError:
-            pass
+        attached = getattr(avatar, "attached", None)
+        if attached is not None:
+            try:
+                attached(mind)
+            except Exception:
+                logout()
+                raise
+        self.sessions.append(_Session(avatar, mind, logout))
         return avatar
 
     def _released(self, object_id: int, entry: Any) -> None:

@@ -261,3 +261,27 @@ async def test_detached_exactly_once_when_the_client_process_is_killed():
             proc.kill()
             proc.wait()
             proc.stdout.close()
+
+
+async def test_an_error_in_attached_fails_the_login_and_logs_out():
+    class Fussy(Perspective):
+        def attached(self, mind):
+            raise AttributeError("no mind for this")
+
+    logouts = []
+
+    class FussyService(cred.Service):
+        def create_perspective(self, name):
+            return Fussy()
+
+        def logout(self, perspective_name, avatar, mind):
+            logouts.append(perspective_name)
+
+    checker = cred.InMemoryChecker({"carol": "pw"}, keyring={"carol": [("fussy", "carol")]})
+    portal = cred.Portal(cred.ServiceRealm(FussyService("fussy")), [checker],
+                         throttle=cred.Throttle(base_delay=0))
+    server_conn, conn = await broker.testing.connected_pair(portal)
+    with pytest.raises(broker.RemoteError, match="no mind for this"):
+        await conn.login("carol", "pw", service="fussy")
+    assert logouts == ["carol"]
+    await conn.close()
