@@ -187,6 +187,7 @@ class _Decoder:
     next_ref = 0
     hashes: dict[int, int] | None = None  # hash -> how many composite values had it
     recorded: dict[int, int] = _EMPTY  # id -> depth of ext-made containers
+    hidden = 0  # the greatest depth recorded for a tuple (see _depth._walk)
     keep: list | None = None  # keeps recorded objects alive (ids stay unique)
 
     def __init__(self, context: Any, registry: Registry, limits: Limits, track: bool) -> None:
@@ -314,8 +315,12 @@ class _Decoder:
         if self.keep is None:
             self.recorded = {}
             self.keep = []
-        self.recorded[id(value)] = depth if depth > minimum else minimum
+        if depth < minimum:
+            depth = minimum
+        self.recorded[id(value)] = depth
         self.keep.append(value)  # so that no other object can take its id
+        if type(value) is tuple and depth > self.hidden:
+            self.hidden = depth
 
     def items(self, code: int, data: bytes) -> list:
         items = self.unpack(data)
@@ -529,5 +534,5 @@ def loads(
         decoder.restart_safe()
         value = decoder.unpack(data)
     if track:
-        measure(value, limits.max_depth, decoder.recorded, False)
+        measure(value, limits.max_depth, decoder.recorded, False, decoder.hidden)
     return value

@@ -31,7 +31,7 @@ from decimal import Decimal
 from functools import partial
 from gc import is_tracked
 from itertools import chain, compress, repeat
-from operator import is_
+from operator import is_, not_
 
 from msgpack import Timestamp
 
@@ -68,6 +68,7 @@ def _children(lists, dicts):
 SCALARS = frozenset(
     {str, int, float, bool, bytes, type(None), datetime, date, time, timedelta, Decimal, complex}
 )
+_is_scalar = SCALARS.__contains__
 
 
 def _measure_small(root: object, limit: int, recorded: dict[int, int], budget: int) -> int | None:
@@ -111,11 +112,14 @@ def _measure_small(root: object, limit: int, recorded: dict[int, int], budget: i
     return deepest
 
 
-def measure(root: object, limit: int, recorded: dict[int, int], exact: bool) -> int:
+def measure(
+    root: object, limit: int, recorded: dict[int, int], exact: bool, hidden: int = 0
+) -> int:
     """Return the depth of ``root``; raise ``LimitExceeded`` past ``limit``.
 
-    With ``exact`` false the result is only guaranteed to be ``<= limit``
-    (the last level of dicts is not looked into when it cannot matter).
+    ``recorded`` maps ``id()`` of ext-made values to their depth; ``hidden``
+    is the greatest depth recorded for a tuple (see :func:`_walk`).  With
+    ``exact`` false the result is only guaranteed to be ``<= limit``.
     """
     kind = type(root)
     if kind is list:
@@ -130,17 +134,45 @@ def measure(root: object, limit: int, recorded: dict[int, int], exact: bool) -> 
         small = _measure_small(root, limit, recorded, 64)
         if small is not None:
             return small
-    use_gc = not recorded
+        if recorded:
+            return _walk(lists, dicts, limit, recorded, False, True)[0]
+        return _walk(lists, dicts, limit, recorded, True, True)[0]
+    deepest, reach = _walk(lists, dicts, limit, recorded, True, False)
+    if reach + hidden <= limit:
+        return deepest
+    # Tuples the GC may have untracked could sit below `reach`: look at all.
+    return _walk(lists, dicts, limit, recorded, False, False)[0]
+
+
+def _walk(
+    lists: list, dicts: list, limit: int, recorded: dict[int, int], use_gc: bool, exact: bool
+) -> tuple[int, int]:
+    """Level walk from the containers ``lists`` and ``dicts`` at depth 1.
+
+    Returns ``(deepest, reach)``: the deepest depth seen (exact in type mode,
+    and a true lower bound in GC mode) and the deepest level a container may
+    sit at.  In GC mode (``use_gc``) only GC-tracked children are looked at.
+    That sees every list, dict and ext-made object except tuples that a
+    garbage collection untracked because they hold only scalars (and the
+    dicts holding only such tuples and scalars): those can only hide below
+    ``reach``, at most as deep as the deepest tuple recorded, so the caller
+    checks ``reach + hidden`` and walks again in type mode if that is too
+    deep.
+    """
     depth = deepest = 1
     while True:
         # `lists` and `dicts` hold the containers at `depth`.
         if use_gc and dicts:
             dicts = list(filter(is_tracked, dicts))
         if not lists and not dicts:
-            return deepest
+            return deepest, depth
         here = (lists, dicts)
         kids = _children(lists, dicts)
-        candidates = list(filter(is_tracked, kids)) if use_gc else list(kids)
+        if use_gc:
+            candidates = list(filter(is_tracked, kids))
+        else:
+            kids = list(kids)
+            candidates = list(compress(kids, map(not_, map(_is_scalar, map(type, kids)))))
         lists = dicts = ()
         if candidates:
             types = set(map(type, candidates))
@@ -169,12 +201,15 @@ def measure(root: object, limit: int, recorded: dict[int, int], exact: bool) -> 
             if depth > deepest:
                 deepest = depth
             continue
-        # Last level.  In GC mode the dicts of scalars one level down were
-        # filtered out unseen; look for them only when they could change
-        # the answer.
-        if use_gc and (exact or depth >= limit):
+        if not use_gc:
+            return deepest, depth
+        # Last level in GC mode: dicts of scalars one level down were filtered
+        # out unseen.  Look for them only when they could change the answer.
+        if exact or depth >= limit:
             if dict in set(map(type, _children(*here))):
                 if depth + 1 > limit:
                     raise _too_deep(depth + 1, limit)
                 deepest = max(deepest, depth + 1)
-        return deepest
+                return deepest, depth + 1
+            return deepest, depth
+        return deepest, depth + 1

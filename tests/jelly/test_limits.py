@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from decimal import Decimal
 
 import msgpack
@@ -9,7 +10,7 @@ import pytest
 
 import jelly
 
-from ._support import same
+from ._support import FakeContext, Remote, same
 
 
 class Box(jelly.Copyable, jelly.RemoteCopy):
@@ -288,3 +289,49 @@ def test_limit_exceeded_is_plain_and_its_attributes_default_to_none():
     err = jelly.LimitExceeded("custom")
     assert (err.limit, err.value, err.maximum) == (None, None, None)
     assert str(err) == "custom"
+
+
+class CollectingContext(FakeContext):
+    """Runs garbage collections while the message is being decoded, which
+    untrack the tuples of scalars (one nesting level per collection) and
+    then the dicts holding only those, decoded so far."""
+
+    def flavor_in(self, kind, args):
+        for _ in range(20):
+            gc.collect()
+        return super().flavor_in(kind, args)
+
+
+@pytest.mark.parametrize("where", ["dict value", "dict key", "list item"])
+def test_depth_is_exact_when_the_gc_untracked_decoded_tuples(where):
+    def build(depth):
+        deep = nested_tuples(depth - 2)  # inside [PAD, container, ...]
+        holder = {"dict value": {"k": deep}, "dict key": {deep: 1}, "list item": [deep]}[where]
+        return [PAD, holder, Remote("r")]
+
+    context = CollectingContext()
+    limits = jelly.Limits(max_depth=12)
+    at_edge = jelly.loads(jelly.dumps(build(12), context=context), context=context, limits=limits)
+    deep = at_edge[1]["k"] if where == "dict value" else next(iter(at_edge[1]))
+    assert not gc.is_tracked(deep)  # the situation under test
+    assert_limit(jelly.dumps(build(13), context=context), limits, "max_depth", context=context)
+
+
+def test_measure_finds_untracked_tuples_hidden_in_untracked_dicts():
+    from jelly._depth import measure
+
+    inner = nested_tuples(5)
+    value = [[{"k": inner}]]
+    for _ in range(10):
+        gc.collect()
+    assert not gc.is_tracked(inner) and not gc.is_tracked(value[0][0])
+    recorded = {id(t): 5 - i for i, t in enumerate(_tuples_of(inner))}
+    assert measure(value, 8, recorded, False, hidden=5) <= 8  # the real depth is 8
+    with pytest.raises(jelly.LimitExceeded):
+        measure(value, 7, recorded, False, hidden=5)
+
+
+def _tuples_of(value):
+    while type(value) is tuple:
+        yield value
+        value = value[0]
