@@ -243,10 +243,27 @@ def _read_password(args: argparse.Namespace) -> str:
     password = os.environ.get(PASSWORD_ENV)
     if password:
         return password
+    if not _have_terminal():
+        # getpass would fall back to reading standard input, echoing.
+        raise UsageError(f"no terminal to ask for the password on: use --password-stdin "
+                         f"or ${PASSWORD_ENV}")
     try:
-        return getpass.getpass(f"Password for {args.user}: ")
-    except EOFError:
-        raise UsageError(f"no password: use --password-stdin or set {PASSWORD_ENV}") from None
+        password = getpass.getpass(f"Password for {args.user}: ")
+    except (EOFError, OSError):
+        password = ""
+    if not password:
+        raise UsageError(f"no password: type it at the prompt, or use --password-stdin "
+                         f"or ${PASSWORD_ENV}")
+    return password
+
+
+def _have_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdin is not None and sys.stdin.isatty()
+    os.close(fd)
+    return True
 
 
 def _parse(args: argparse.Namespace) -> argparse.Namespace:

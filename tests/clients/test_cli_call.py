@@ -212,6 +212,16 @@ def test_usage_errors_exit_2(server):
                    "--password-stdin", stdin="").returncode == 2   # no password line
 
 
+def test_without_a_terminal_there_is_no_prompt(server):
+    result = subprocess.run(
+        [sys.executable, "-m", "clients._cli", "call", address(server, "portal_port"),
+         "--user", "alice", "whoami"],
+        input="wonderland\n", capture_output=True, text=True, timeout=30, cwd=REPO,
+        env=child_env(), start_new_session=True)      # no controlling terminal
+    assert result.returncode == 2
+    assert "--password-stdin" in result.stderr and "PB_PASSWORD" in result.stderr
+
+
 def test_an_unreachable_server_exits_1_naming_host_and_port():
     result = pb_call("127.0.0.1:1", "echo", '"hi"')
     assert result.returncode == 1
