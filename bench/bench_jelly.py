@@ -199,6 +199,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     medians: dict[tuple[str, str], tuple[float, float]] = {}
+    bests: dict[tuple[str, str], tuple[float, float]] = {}
     for message, entries in libraries.items():
         cases = {}
         for lib, value, codec in entries:
@@ -209,15 +210,20 @@ def main() -> None:
         for lib, _, _ in entries:
             enc, dec = samples[(lib, "enc")], samples[(lib, "dec")]
             medians[(message, lib)] = (statistics.median(enc), statistics.median(dec))
+            bests[(message, lib)] = (min(enc), min(dec))
             total = statistics.median(enc) + statistics.median(dec)
             print(f"{message:8} {lib:8} {fmt_ops(enc):>36} {fmt_ops(dec):>36} {fmt_time(total):>11}")
     print()
-    print("ratios (time; lower is better for jelly):")
+    print("ratios of medians (time; lower is better for jelly); [best window ratio]:")
     for message in ("dicts", "call"):
         je, jd = medians[(message, "jelly")]
         me, md = medians[(message, "msgpack")]
-        print(f"  {message:6} jelly/msgpack  encode {je / me:5.2f}x   decode {jd / md:5.2f}x   "
-              f"enc+dec {(je + jd) / (me + md):5.2f}x   (target <= 1.30x)")
+        be, bd = bests[(message, "jelly")]
+        ce, cd = bests[(message, "msgpack")]
+        print(f"  {message:6} jelly/msgpack  encode {je / me:5.2f}x [{be / ce:4.2f}]   "
+              f"decode {jd / md:5.2f}x [{bd / cd:4.2f}]   "
+              f"enc+dec {(je + jd) / (me + md):5.2f}x [{(be + bd) / (ce + cd):4.2f}]   "
+              "(target <= 1.30x)")
     if t_jelly is not None:
         for message in libraries:
             je, jd = medians[(message, "jelly")]
