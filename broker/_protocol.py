@@ -41,6 +41,23 @@ log = logging.getLogger("broker")
 _LARGE = 64 * 1024
 
 
+class _Batch(threading.local):
+    """Per thread (so per event loop): how deep we are in receive passes,
+    and which connections have output waiting for the outermost to end."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: set[BrokerProtocol] = set()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, set()
+        for protocol in pending:
+            protocol._write_now()
+
+
+_batch = _Batch()
+
+
 def _is_awaitable(value: Any) -> bool:
     # inspect.isawaitable consults the Awaitable ABC, which is slow for the
     # plain values most methods return.
@@ -125,13 +142,19 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.reader.buffer_updated(nbytes)
         self._last_rx = self.loop.time()
+        batch = _batch
+        outer = batch.depth == 0
+        batch.depth += 1
         self._receiving = True
         try:
             self._process()
         finally:
             self._receiving = False
+            batch.depth -= 1
         if self.core.has_output:
             self._write_now()
+        if outer and batch.pending:
+            batch.flush()
 
     def data_received(self, data: bytes) -> None:  # for transports without buffers
         self.reader.feed(data)
@@ -308,6 +331,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._run_stopped()
         if self._receiving:
             return  # the end of the receive pass writes everything at once
+        if _batch.depth:
+            # Another connection's receive pass is running user code (a
+            # fan-out to many observers, say): write when that pass ends.
+            _batch.pending.add(self)
+            return
         # A message sent outside a receive pass goes out now: a lone call is
         # never delayed, and a burst costs one small write per call, which
         # measured cheaper than scheduling a flush per loop turn.

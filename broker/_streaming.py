@@ -143,10 +143,14 @@ class RemoteStream:
 
 async def stream_bytes(data: bytes | bytearray | memoryview,
                        chunk_size: int = DEFAULT_CHUNK) -> AsyncIterator[bytes]:
-    """Yield ``data`` in chunks (return this from a remote method to stream it)."""
+    """Yield ``data`` in chunks (return this from a remote method to stream it).
+
+    Chunks are memoryview slices (no copies); they arrive as ``bytes``.
+    ``data`` must not change while the stream runs.
+    """
     view = memoryview(data)
     for start in range(0, len(view), chunk_size):
-        yield bytes(view[start:start + chunk_size])
+        yield view[start:start + chunk_size]
 
 
 async def stream_file(file: str | os.PathLike[str] | BinaryIO,

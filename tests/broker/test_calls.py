@@ -75,7 +75,7 @@ class Oops(jelly.Copyable, jelly.RemoteCopy, Exception):
 
 VALUES = [
     None, True, False, 0, -1, 2**64 + 5, -(2**70), 1.5, float("inf"), "text", "ünïcode",
-    b"\x00\xff", bytearray(b"ba"), [1, [2, [3]]], (1, (2, "x")), {"a": {"b": [1]}},
+    b"\x00\xff", [1, [2, [3]]], (1, (2, "x")), {"a": {"b": [1]}},
     {(1, 2): "tuple key", 3: "int key"}, {1, 2, 3}, frozenset({"f"}),
     datetime.datetime(2026, 11, 23, 14, 0, tzinfo=datetime.timezone.utc),
     datetime.datetime(2026, 1, 1, 12, 30), datetime.date(2026, 1, 2), datetime.time(1, 2, 3),
@@ -89,6 +89,15 @@ async def test_every_jelly_type_round_trips_through_a_real_call(pair):
         for value in VALUES:
             got = await root.call_remote("echo", value)
             assert got == value and type(got) is type(value), value
+
+
+async def test_a_bytearray_arrives_as_bytes():
+    # msgpack's C packer writes bytearray as bin before jelly sees it; keeping
+    # the type would cost a Python walk of every message (docs/jelly.md).
+    server, client = await broker.testing.connected_pair(Echo())
+    root = await client.root()
+    assert await root.call_remote("echo", bytearray(b"ba")) == b"ba"
+    await client.close()
 
 
 async def test_sync_and_async_methods_answer(pair):
