@@ -16,6 +16,7 @@ State table (incoming opcodes accepted in each state)::
 from __future__ import annotations
 
 import asyncio
+import collections
 import traceback
 from typing import Any, Callable
 
@@ -137,7 +138,7 @@ class Broker:
         self.refs.on_cache_miss = self.process_cache_drops  # type: ignore[method-assign]
         #: Peer caches whose last local reference died: (cache_id, count, cls, state).
         #: Appended from any thread; processed on the loop.
-        self.cache_drops: list[tuple[int, int, type, dict]] = []
+        self.cache_drops: collections.deque[tuple[int, int, type, dict]] = collections.deque()
         #: (cacheable, perspective, observer) whose stopped_observing is due.
         self.stopped: list[tuple[Any, Any, Any]] = []
         if root is not None:
@@ -295,8 +296,9 @@ class Broker:
             self._queue(self._encode([Op.CACHE_CALL, cache_id, method, list(args), kwargs]))
 
     def process_cache_drops(self) -> None:
-        drops, self.cache_drops = self.cache_drops, []
-        for cache_id, count, cls, state in drops:
+        drops = self.cache_drops
+        while drops:
+            cache_id, count, cls, state = drops.popleft()
             self.refs.cache_dropped(cache_id, state, cls)
             if self.state is not CLOSED:
                 self._queue_plain([Op.DECACHE, cache_id, count])

@@ -91,7 +91,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._receiving = False
         self._defer_sync = False
         self._backlog: collections.deque[CallEvent] = collections.deque()
-        self._dead_proxies: list[tuple[int, int]] = []
+        # Appended on any thread (from __del__), drained on the loop: a deque,
+        # so an append racing the drain is never lost.
+        self._dead_proxies: collections.deque[tuple[int, int]] = collections.deque()
         self._dead_scheduled = False
         self._watchers: list[Callable[[Any], Any]] = []
         self._close_reason: str | None = None
@@ -388,9 +390,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def _send_decrefs(self) -> None:
         self._dead_scheduled = False
-        dead, self._dead_proxies = self._dead_proxies, []
+        dead = self._dead_proxies
         refs = self.core.refs
-        for object_id, count in dead:
+        while dead:
+            object_id, count = dead.popleft()
             refs.forget_proxy(object_id)
             self.core.decref(object_id, count)
         if self.core.cache_drops:

@@ -96,7 +96,11 @@ class RemoteStream:
 
     def _fill(self) -> None:
         while not self._done and len(self._pending) < self.window:
-            self._pending.append(self._ref.call_remote("pull"))
+            fut = self._ref.call_remote("pull")
+            # Pulls past an error or a lost connection are never awaited;
+            # reading their outcome keeps asyncio from reporting them.
+            fut.add_done_callback(_retrieve)
+            self._pending.append(fut)
 
     async def __anext__(self) -> Any:
         if self._done and not self._pending:
@@ -139,6 +143,11 @@ class RemoteStream:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.aclose()
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def stream_bytes(data: bytes | bytearray | memoryview,

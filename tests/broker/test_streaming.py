@@ -121,3 +121,42 @@ async def test_a_producer_error_reaches_the_consumer(pair):
         assert await stream.__anext__() == 1
         with pytest.raises(broker.RemoteError, match="producer failed"):
             await stream.__anext__()
+
+
+async def test_a_stream_cut_off_by_a_closed_connection_leaves_no_unretrieved_errors(caplog):
+    producer = Producer()
+    server, client = await broker.testing.connected_pair(producer)
+    root = await client.root()
+    stream = await root.call_remote("count", 100)
+    assert await stream.__anext__() == 0
+    await client.close()
+    del stream
+    gc.collect()
+    await asyncio.sleep(0.01)
+    assert "never retrieved" not in caplog.text
+
+
+async def test_references_dropped_on_other_threads_are_all_released():
+    class Maker(Root):
+        def remote_make(self, n):
+            return [broker.Referenceable() for _ in range(n)]
+
+    server, client = await broker.testing.connected_pair(Maker())
+    root = await client.root()
+    refs = await root.call_remote("make", 200)
+    assert server.local_object_count == 200
+
+    def drop(chunk):
+        chunk.clear()
+        gc.collect()
+
+    chunks = [refs[i::4] for i in range(4)]
+    del refs
+    await asyncio.gather(*(asyncio.to_thread(drop, c) for c in chunks))
+    del chunks
+    for _ in range(200):
+        if server.local_object_count == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert server.local_object_count == 0
+    await client.close()
