@@ -408,11 +408,6 @@ class RemoteReference:
 _END = object()
 
 
-def _retrieve(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 async def _next_item(stream: broker.RemoteStream, timeout: float | None) -> Any:
     try:
         async with asyncio.timeout(timeout):
@@ -421,12 +416,6 @@ async def _next_item(stream: broker.RemoteStream, timeout: float | None) -> Any:
         return _END
     except TimeoutError:
         raise broker.CallTimeout(f"no stream item within {timeout} s") from None
-    finally:
-        # Work around broker.RemoteStream leaving the pulls it sent ahead
-        # unretrieved when the connection dies before they are consumed
-        # (asyncio would log "Future exception was never retrieved").
-        for future in getattr(stream, "_pending", ()):
-            future.add_done_callback(_retrieve)
 
 
 class RemoteStream:
