@@ -18,7 +18,6 @@ only.  Every refusal is ``Unauthorized`` with one fixed message.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -180,7 +179,7 @@ async def login_over(connection: Any, username: str, password: str, *,
     try:
         challenger, server_first = await root.call_remote("login", client.first())
         try:
-            client_final = await asyncio.to_thread(client.final, server_first)
+            client_final = await client.final_async(server_first)
         except cred.ScramError as exc:
             raise Unauthorized(f"the server's challenge was refused: {exc}") from None
         server_final, avatar = await challenger.call_remote(

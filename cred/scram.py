@@ -36,16 +36,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
 import secrets
 import stringprep
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 
 from .errors import ScramError
 
 __all__ = [
+    "clear_client_key_cache",
     "MECHANISM",
     "MIN_ITERATIONS",
     "DEFAULT_ITERATIONS",
@@ -341,6 +344,51 @@ def _b64(data: bytes) -> str:
 
 # --- client ------------------------------------------------------------------------
 
+class _ClientKeyCache:
+    """SaltedPassword values this process derived, so that logging in again
+    to the same account does not repeat the KDF.  RFC 5802 (section 5.1)
+    lets clients cache these.  In memory only, bounded, keyed by an HMAC of
+    the password under the salt and iteration count (no plaintext kept)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._entries: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(password: str, salt: bytes, iterations: int) -> bytes:
+        return hmac.new(salt + iterations.to_bytes(4, "big"),
+                        password.encode("utf-8", "surrogatepass"), "sha256").digest()
+
+    def get(self, password: str, salt: bytes, iterations: int) -> bytes | None:
+        key = self._key(password, salt, iterations)
+        with self._lock:
+            salted = self._entries.get(key)
+            if salted is not None:
+                self._entries.move_to_end(key)
+            return salted
+
+    def put(self, password: str, salt: bytes, iterations: int, salted: bytes) -> None:
+        key = self._key(password, salt, iterations)
+        with self._lock:
+            self._entries[key] = salted
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_CLIENT_KEYS = _ClientKeyCache()
+
+
+def clear_client_key_cache() -> None:
+    """Forget every key this process's SCRAM clients derived."""
+    _CLIENT_KEYS.clear()
+
+
 class ScramClient:
     """The client side, one exchange per object::
 
@@ -428,20 +476,28 @@ class ScramClient:
         return f"{without_proof},p={_b64(proof)}"
 
     def final(self, server_first: str) -> str:
-        """Answer the server-first message (blocking: runs the KDF)."""
+        """Answer the server-first message (blocking: runs the KDF, unless
+        this process derived the same key before)."""
         salt, iterations = self._parse_server_first(server_first)
         try:
-            salted = salted_password(self._password, salt, iterations)
+            salted = _CLIENT_KEYS.get(self._password, salt, iterations)
+            if salted is None:
+                salted = salted_password(self._password, salt, iterations)
+                _CLIENT_KEYS.put(self._password, salt, iterations, salted)
         except BaseException:
             self._state = "failed"
             raise
         return self._complete(salted)
 
     async def final_async(self, server_first: str) -> str:
-        """:meth:`final` with the KDF in a worker thread."""
+        """:meth:`final` with the KDF in a worker thread (no thread when the
+        key is already cached)."""
         salt, iterations = self._parse_server_first(server_first)
         try:
-            salted = await salted_password_async(self._password, salt, iterations)
+            salted = _CLIENT_KEYS.get(self._password, salt, iterations)
+            if salted is None:
+                salted = await salted_password_async(self._password, salt, iterations)
+                _CLIENT_KEYS.put(self._password, salt, iterations, salted)
         except BaseException:
             self._state = "failed"
             raise
