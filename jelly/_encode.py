@@ -34,7 +34,12 @@ __all__ = ["dumps"]
 MAX_EXT_NESTING = 200
 C_PACKER_LEVELS = 8
 _POOL_SIZE = 8
-_POOL_MAX_OUTPUT = 1 << 20  # do not keep a packer whose buffer grew past this
+_POOL_MAX_OUTPUT = 1 << 20  # a packer whose buffer grew past this is "large"
+#: Large packers kept for reuse: making one costs a fresh multi-MiB buffer
+#: (page faults, and a realloc copy while packing), which dominated the cost
+#: of sending 1 MiB values.  Bounded so idle memory stays small.
+_LARGE_POOL_SIZE = 2
+_LARGE_POOL_MAX_OUTPUT = 16 << 20
 
 _BUILTINS = (
     bool, int, float, complex, str, bytes, bytearray, memoryview, list, tuple,
@@ -102,10 +107,13 @@ def _new_packer(default: Callable[[Any], Any], level: int = 0) -> Packer:
 class _Encoder:
     """The state of one ``dumps`` call, and its packers (one per ext level)."""
 
-    __slots__ = ("context", "packers", "level", "copies", "keep")
+    __slots__ = ("context", "packers", "level", "copies", "keep", "grown")
 
     def __init__(self) -> None:
         self.context: JellyContext | None = None
+        #: Set once this encoder packed a large message: msgpack never
+        #: shrinks a packer's buffer, so it stays large.
+        self.grown = False
         self.packers = [_new_packer(self.default)]
         self.level = 0
         self.copies: dict[int, int] | None = None
@@ -256,6 +264,7 @@ def _translate(value: Any, exc: Exception) -> EncodeError:
 
 
 _pool: list[_Encoder] = []
+_large_pool: list[_Encoder] = []
 
 
 def dumps(value: Any, *, context: JellyContext | None = None) -> bytes:
@@ -265,9 +274,13 @@ def dumps(value: Any, *, context: JellyContext | None = None) -> bytes:
     references and gives copies the perspective they are sent to.  Raises
     :class:`EncodeError` for anything that cannot be sent.
     """
-    try:
+    # A grown encoder first: it packs small messages as well as any, and a
+    # large message packed by a small one would grow it (a realloc copy).
+    if _large_pool:
+        encoder = _large_pool.pop()
+    elif _pool:
         encoder = _pool.pop()
-    except IndexError:
+    else:
         encoder = _Encoder()
     encoder.context = context
     try:
@@ -280,6 +293,12 @@ def dumps(value: Any, *, context: JellyContext | None = None) -> bytes:
     if encoder.copies is not None:
         encoder.copies = encoder.keep = None
     encoder.context = None
-    if len(data) <= _POOL_MAX_OUTPUT and len(_pool) < _POOL_SIZE:
-        _pool.append(encoder)
+    size = len(data)
+    if size > _POOL_MAX_OUTPUT:
+        encoder.grown = True
+    if not encoder.grown:
+        if len(_pool) < _POOL_SIZE:
+            _pool.append(encoder)
+    elif size <= _LARGE_POOL_MAX_OUTPUT and len(_large_pool) < _LARGE_POOL_SIZE:
+        _large_pool.append(encoder)
     return data
