@@ -4,10 +4,12 @@
 process starts and stops; plug-ins (``ServicePlugin``, found through the
 ``perspective_broker.services`` entry points or :func:`register_plugin`)
 build services from options; :func:`run` runs a :class:`RunConfig` in the
-foreground as ``pb run`` does.  See ``docs/running.md`` and
-``docs/plugins.md``.
+foreground as ``pb run`` does; :func:`account_portal` and its helpers give
+the services that log accounts in one portal over the application's account
+store.  See ``docs/running.md`` and ``docs/plugins.md``.
 """
 
+from ._accounts import account_portal, account_store, ensure_account, ensure_service_name
 from ._application import Application
 from ._config import ConfigError, RunConfig, ServiceSpec, load_config, options_from_table
 from ._logging import LOG_LEVELS, configure_logging, get_logger
@@ -76,9 +78,13 @@ __all__ = [
     "ServiceStartError",
     "ServiceStopError",
     "UnknownPluginError",
+    "account_portal",
+    "account_store",
     "available_plugins",
     "build_application",
     "configure_logging",
+    "ensure_account",
+    "ensure_service_name",
     "get_logger",
     "get_plugin",
     "load_config",

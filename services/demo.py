@@ -19,9 +19,18 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from services import Application, MultiService, Service, ServicePlugin, get_logger, plugin_parser
+from services import (
+    Application,
+    MultiService,
+    Service,
+    ServicePlugin,
+    account_store,
+    ensure_account,
+    get_logger,
+    plugin_parser,
+)
 from services.echo import DEFAULT_PORT as ECHO_PORT
-from services.echo import EchoService, account_store, ensure_account
+from services.echo import EchoService
 from services.echo import plugin as echo_plugin
 from services.manhole import DEFAULT_PORT as MANHOLE_PORT
 from services.manhole import ManholeService

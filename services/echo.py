@@ -12,7 +12,7 @@ The cred service is called ``pbecho``; an account whose keyring holds
 
 Accounts live in ``<data_dir>/accounts.sqlite3`` (created if missing), the
 store ``pb user`` manages; the portal over it is shared with every other
-service of the application through ``application.use_portal``.
+service of the application (``services.account_portal``).
 ``--user NAME:PASSWORD`` (repeatable) creates or updates an account and
 grants it ``pbecho:NAME`` at start: a convenience for demos, since it puts
 the password on the command line.
@@ -23,12 +23,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import broker
 import cred
-from services import Application, Service, ServicePlugin, get_logger
+from services import (
+    Application,
+    Service,
+    ServicePlugin,
+    account_portal,
+    account_store,
+    ensure_account,
+    ensure_service_name,
+    get_logger,
+)
 
 __all__ = [
     "DEFAULT_PORT",
@@ -36,6 +44,7 @@ __all__ = [
     "EchoPerspective",
     "EchoPlugin",
     "EchoService",
+    # The shared portal's helpers live in services; still importable from here.
     "account_portal",
     "account_store",
     "ensure_account",
@@ -46,88 +55,8 @@ __all__ = [
 #: The cred service name clients ask for (``service="pbecho"``).
 SERVICE_NAME = "pbecho"
 DEFAULT_PORT = 8787
-ACCOUNTS_FILE = "accounts.sqlite3"
 
 _log = get_logger("pb.echo")
-
-
-# -- the shared portal over the application's account store -----------------
-
-
-def account_portal(application: Application) -> Any:
-    """The application's portal, created on first use over the account store
-    ``<data_dir>/accounts.sqlite3`` (a ``cred.ServiceRealm`` and a
-    ``cred.StoreChecker``)."""
-
-    def make() -> cred.Portal:
-        store = cred.AccountStore(Path(application.data_dir) / ACCOUNTS_FILE, create=True)
-        return cred.Portal(cred.ServiceRealm(), [cred.StoreChecker(store)])
-
-    portal = application.use_portal(make)
-    account_store(portal)  # fail at build time if someone else's portal is odd
-    return portal
-
-
-def account_store(portal: Any) -> cred.AccountStore:
-    """The account store behind *portal*'s ``StoreChecker``; TypeError if
-    the portal was not made for services that add themselves to a
-    ``ServiceRealm`` over an account store."""
-    if not isinstance(getattr(portal, "realm", None), cred.ServiceRealm):
-        raise TypeError(
-            f"the application's portal ({portal!r}) has no cred.ServiceRealm; the services "
-            f"that share it must agree on one (see services.echo.account_portal)"
-        )
-    for checker in getattr(portal, "checkers", ()):
-        if isinstance(checker, cred.StoreChecker):
-            return checker.store
-    raise TypeError(
-        f"the application's portal ({portal!r}) has no cred.StoreChecker; the services "
-        f"that share it must agree on one (see services.echo.account_portal)"
-    )
-
-
-def _ensure_service_name(store: cred.AccountStore, name: str) -> None:
-    if name not in store.services():
-        try:
-            store.add_service(name)
-        except cred.DuplicateService:
-            pass  # registered meanwhile (another process, another service)
-
-
-async def ensure_service_name(store: cred.AccountStore, name: str) -> None:
-    """Register the cred service *name* in *store* unless it is there."""
-    await asyncio.to_thread(_ensure_service_name, store, name)
-
-
-def _ensure_account(
-    store: cred.AccountStore, name: str, password: str, grants: list[tuple[str, str | None]]
-) -> bool:
-    try:
-        store.set_password(name, password)
-        created = False
-    except cred.UnknownUser:
-        try:
-            store.add_user(name, password)
-            created = True
-        except cred.DuplicateUser:  # added meanwhile
-            store.set_password(name, password)
-            created = False
-    for service, perspective in grants:
-        _ensure_service_name(store, service)
-        store.grant(name, service, perspective)
-    return created
-
-
-async def ensure_account(
-    store: cred.AccountStore,
-    name: str,
-    password: str,
-    grants: list[tuple[str, str | None]] = (),  # type: ignore[assignment]
-) -> bool:
-    """Create the account *name* or reset its password, then grant it each
-    ``(service, perspective)`` (registering the service if needed).
-    True if the account was created.  Runs in a worker thread (the KDF)."""
-    return await asyncio.to_thread(_ensure_account, store, name, password, list(grants))
 
 
 # -- perspectives -------------------------------------------------------------------

@@ -15,12 +15,18 @@ import asyncio
 import ipaddress
 import os
 import ssl
-from pathlib import Path
 from typing import Any
 
 import broker
-import cred
-from services import Application, Service, ServicePlugin, get_logger
+from services import (
+    Application,
+    Service,
+    ServicePlugin,
+    account_portal,
+    account_store,
+    ensure_service_name,
+    get_logger,
+)
 
 from ._capture import DEFAULT_OUTPUT_LIMIT
 from ._evaluator import Evaluator, default_namespace
@@ -40,7 +46,6 @@ __all__ = [
 #: The cred service name (``pb user grant NAME manhole``).
 SERVICE_NAME = "manhole"
 DEFAULT_PORT = 8788
-ACCOUNTS_FILE = "accounts.sqlite3"
 
 _log = get_logger("pb.manhole")
 
@@ -53,39 +58,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a name other than localhost: it may resolve anywhere
-
-
-def _account_portal(application: Application) -> Any:
-    """The application's shared portal, made on first use as every
-    account-store service makes it (a ``ServiceRealm`` and a
-    ``StoreChecker`` over ``<data_dir>/accounts.sqlite3``)."""
-
-    def make() -> cred.Portal:
-        store = cred.AccountStore(Path(application.data_dir) / ACCOUNTS_FILE, create=True)
-        return cred.Portal(cred.ServiceRealm(), [cred.StoreChecker(store)])
-
-    portal = application.use_portal(make)
-    _account_store(portal)
-    return portal
-
-
-def _account_store(portal: Any) -> cred.AccountStore:
-    if isinstance(getattr(portal, "realm", None), cred.ServiceRealm):
-        for checker in getattr(portal, "checkers", ()):
-            if isinstance(checker, cred.StoreChecker):
-                return checker.store
-    raise TypeError(
-        f"the application's portal ({portal!r}) is not a cred.ServiceRealm over an account "
-        f"store (cred.StoreChecker); the manhole needs one to check the admins' keyrings"
-    )
-
-
-def _register_service_name(store: cred.AccountStore, name: str) -> None:
-    if name not in store.services():
-        try:
-            store.add_service(name)
-        except cred.DuplicateService:
-            pass
 
 
 class ManholeService(Service):
@@ -114,7 +86,7 @@ class ManholeService(Service):
         super().__init__(name)
         self.application = application
         self.portal = portal
-        self.store = _account_store(portal)
+        self.store = account_store(portal)
         self.host = host
         self.port = port
         self.socket_path = path
@@ -164,7 +136,7 @@ class ManholeService(Service):
                 f"the application's realm already has a cred service {self.service_name!r}; "
                 f"run one manhole per application"
             )
-        await asyncio.to_thread(_register_service_name, self.store, self.service_name)
+        await ensure_service_name(self.store, self.service_name)
         realm.add_service(self.realm_service)
         try:
             if self.socket_path is not None:
@@ -299,7 +271,7 @@ class ManholePlugin(ServicePlugin):
         context = None
         if options.tls_cert is not None:
             context = server_tls_context(options.tls_cert, options.tls_key)
-        portal = _account_portal(application)
+        portal = account_portal(application)
         return ManholeService(
             "manhole",
             application=application,
