@@ -13,6 +13,7 @@ from ._accounts import account_portal, account_store, ensure_account, ensure_ser
 from ._application import Application
 from ._config import ConfigError, RunConfig, ServiceSpec, load_config, options_from_table
 from ._logging import LOG_LEVELS, configure_logging, get_logger
+from ._options import port_number
 from ._plugins import (
     ENTRY_POINT_GROUP,
     EXTRA_PLUGINS_ENV,
@@ -92,6 +93,7 @@ __all__ = [
     "load_plugin_spec",
     "options_from_table",
     "plugin_parser",
+    "port_number",
     "register_plugin",
     "run",
     "run_application",

@@ -28,6 +28,7 @@ from services import (
     ensure_account,
     get_logger,
     plugin_parser,
+    port_number,
 )
 from services.echo import DEFAULT_PORT as ECHO_PORT
 from services.echo import EchoService
@@ -104,24 +105,14 @@ class DemoService(MultiService):
         ])
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {value}")
-    return value
-
-
 class DemoPlugin(ServicePlugin):
     name = "demo"
     description = "echo + manhole on 127.0.0.1 with a generated admin password: try PB in a minute"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--port", type=_port, default=ECHO_PORT,
+        parser.add_argument("--port", type=port_number, default=ECHO_PORT,
                             help=f"the echo service's TCP port (default: {ECHO_PORT}; 0: any)")
-        parser.add_argument("--manhole-port", type=_port, default=MANHOLE_PORT,
+        parser.add_argument("--manhole-port", type=port_number, default=MANHOLE_PORT,
                             help=f"the manhole's TCP port (default: {MANHOLE_PORT}; 0: any)")
         parser.add_argument("--data-dir", type=Path, metavar="DIR", default=None,
                             help="state directory (the account store); default: pb run's "

@@ -36,6 +36,7 @@ from services import (
     ensure_account,
     ensure_service_name,
     get_logger,
+    port_number,
 )
 
 __all__ = [
@@ -229,16 +230,6 @@ def _user_password(text: str) -> tuple[str, str]:
     return name, password
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -256,7 +247,7 @@ class EchoPlugin(ServicePlugin):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--host", default=None,
                             help="address to listen on (default: 127.0.0.1)")
-        parser.add_argument("--port", type=_port, default=None,
+        parser.add_argument("--port", type=port_number, default=None,
                             help=f"TCP port (default: {DEFAULT_PORT}; 0: any free port)")
         parser.add_argument("--socket", metavar="PATH", default=None,
                             help="listen on this UNIX socket instead of TCP")

@@ -26,6 +26,7 @@ from services import (
     account_store,
     ensure_service_name,
     get_logger,
+    port_number,
 )
 
 from ._capture import DEFAULT_OUTPUT_LIMIT
@@ -205,16 +206,6 @@ class ManholeService(Service):
 # -- the plug-in ---------------------------------------------------------------
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {value}")
-    return value
-
-
 def check_bind_options(options: argparse.Namespace) -> None:
     """Refuse an address the manhole should not listen on (ValueError
     naming the fix)."""
@@ -255,7 +246,7 @@ class ManholePlugin(ServicePlugin):
         parser.add_argument("--host", default=None,
                             help="address to listen on (default: 127.0.0.1; anything but "
                                  "loopback needs --allow-remote and TLS)")
-        parser.add_argument("--port", type=_port, default=None,
+        parser.add_argument("--port", type=port_number, default=None,
                             help=f"TCP port (default: {DEFAULT_PORT}; 0: any free port)")
         parser.add_argument("--socket", metavar="PATH", default=None,
                             help="listen on this UNIX socket (created with mode 0600) instead")
