@@ -147,6 +147,8 @@ class Broker:
         self.unsafe_tracebacks = unsafe_tracebacks
         self.peer_features: tuple[str, ...] = ()
         self.peer_max_frame = limits.max_frame
+        #: What we may send: the smaller of our limit and the peer's.
+        self._send_limit = limits.max_frame
         self._jelly_limits = limits.jelly_limits()
         self._registry = registry
         self._out: list[bytes] = []
@@ -169,20 +171,23 @@ class Broker:
 
     def _encode(self, message: list, perspective: Any = None) -> bytes:
         refs = self.refs
-        refs.begin_encode(perspective)
-        ok = False
+        refs.perspective = perspective
+        refs._encoding = True
         try:
             body = jelly.dumps(message, context=refs)
-            limit = min(self.limits.max_frame, self.peer_max_frame)
-            if len(body) > limit:
-                raise LimitExceeded(
-                    f"message of {len(body)} bytes exceeds max_frame={limit}; "
-                    "stream bulk data instead, or raise Limits.max_frame on both sides"
-                )
-            ok = True
-            return body
-        finally:
-            refs.end_encode(ok)
+        except BaseException:
+            refs.end_encode(False)
+            raise
+        if len(body) > self._send_limit:
+            refs.end_encode(False)
+            raise LimitExceeded(
+                f"message of {len(body)} bytes exceeds max_frame={self._send_limit}; "
+                "stream bulk data instead, or raise Limits.max_frame on both sides"
+            )
+        refs._encoding = False
+        if refs._counted is not None:
+            refs._counted = None
+        return body
 
     def _queue(self, body: bytes) -> None:
         # Small frames are joined with their header; a large body stays a
@@ -443,6 +448,7 @@ class Broker:
             raise self._violation("malformed HELLO")
         self.peer_features = tuple(f for f in features if type(f) is str)
         self.peer_max_frame = max_frame
+        self._send_limit = min(self.limits.max_frame, max_frame)
         self.state = OPEN
         return HelloEvent(self.peer_features, max_frame)
 

@@ -93,10 +93,6 @@ class ReferenceTables:
         self.local[ROOT_ID] = _Entry(obj, None, permanent=True)
         self._ids[id(obj)] = ROOT_ID
 
-    def begin_encode(self, perspective: Any) -> None:
-        self.perspective = perspective
-        self._encoding = True
-
     def end_encode(self, ok: bool) -> None:
         self._encoding = False
         counted, self._counted = self._counted, None
