@@ -338,3 +338,23 @@ async def test_graceful_shutdown_lets_calls_in_progress_finish():
     assert await pending == "done"
     reason = await conn.wait_closed()
     assert "shutting down" in reason
+
+
+async def test_one_way_calls_produce_no_answer_frames():
+    async with await broker.serve(Echo(), "127.0.0.1", 0) as server:
+        reader, writer = await raw_client(server.port)
+        writer.write(frame(HELLO)
+                     + frame([1, 1, 0, "echo", ["one-way"], {}, False])
+                     + frame([1, 2, 0, "missing", [], {}, False])   # error: also silent
+                     + frame([9, "after"]))                         # PING
+        await writer.drain()
+        unpacker = msgpack.Unpacker()
+        frames = []
+        while len(frames) < 2:
+            header = await asyncio.wait_for(reader.readexactly(4), 5)
+            body = await asyncio.wait_for(reader.readexactly(struct.unpack(">I", header)[0]), 5)
+            frames.append(msgpack.unpackb(body))
+        assert frames[0][0] == 0                 # the server's HELLO
+        assert frames[1] == [10, "after"]        # then the PONG: no ANSWER, no ERROR
+        writer.close()
+        await writer.wait_closed()
