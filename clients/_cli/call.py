@@ -20,16 +20,16 @@ import argparse
 import base64
 import datetime
 import decimal
-import getpass
 import json
 import os
 import ssl
 import sys
 from typing import Any
 
+from ._common import PASSWORD_ENV, UsageError, non_negative_seconds, read_password
+
 __all__ = ["register", "to_json", "from_json", "parse_address"]
 
-PASSWORD_ENV = "PB_PASSWORD"
 DEFAULT_TIMEOUT = 30.0
 
 EXIT_OK = 0
@@ -59,10 +59,6 @@ Exit codes: 0 success, 1 the call, connection or login failed,
 
 _USAGE = ("pb call (HOST:PORT | --socket PATH) [options] METHOD [JSON_ARG ...] "
           "[--kw NAME=JSON ...]")
-
-
-class UsageError(Exception):
-    """Bad input from the user (exit code 2)."""
 
 
 # -- addresses and TLS ------------------------------------------------------------
@@ -163,16 +159,6 @@ def to_json(value: Any) -> Any:
 
 # -- the command --------------------------------------------------------------------
 
-def _positive_or_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
-
-
 def _add_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     def default(value: Any) -> Any:
         return value if defaults else argparse.SUPPRESS
@@ -180,7 +166,7 @@ def _add_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     where = parser.add_argument_group("where")
     where.add_argument("--socket", metavar="PATH", default=default(None),
                        help="connect to this UNIX socket instead of HOST:PORT")
-    where.add_argument("--timeout", type=_positive_or_zero, metavar="S",
+    where.add_argument("--timeout", type=non_negative_seconds, metavar="S",
                        default=default(DEFAULT_TIMEOUT),
                        help="seconds allowed for connecting, logging in and the call "
                             f"(default {DEFAULT_TIMEOUT:g}; 0 waits for ever)")
@@ -233,39 +219,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_main, _call_parser=parser)
 
 
-def _read_password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        line = sys.stdin.readline()
-        password = line.rstrip("\r\n") if line else ""
-        if not password:
-            raise UsageError("--password-stdin: standard input had no password line")
-        return password
-    password = os.environ.get(PASSWORD_ENV)
-    if password:
-        return password
-    if not _have_terminal():
-        # getpass would fall back to reading standard input, echoing.
-        raise UsageError(f"no terminal to ask for the password on: use --password-stdin "
-                         f"or ${PASSWORD_ENV}")
-    try:
-        password = getpass.getpass(f"Password for {args.user}: ")
-    except (EOFError, OSError):
-        password = ""
-    if not password:
-        raise UsageError(f"no password: type it at the prompt, or use --password-stdin "
-                         f"or ${PASSWORD_ENV}")
-    return password
-
-
-def _have_terminal() -> bool:
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        return sys.stdin is not None and sys.stdin.isatty()
-    os.close(fd)
-    return True
-
-
 def _parse(args: argparse.Namespace) -> argparse.Namespace:
     """Re-parse the words after the first positional, options intermixed."""
     head = args.words[:args.words.index("--")] if "--" in args.words else args.words
@@ -316,7 +269,8 @@ def _main(args: argparse.Namespace) -> int:
     try:
         args = _parse(args)
         context = _tls_context(args)
-        password = _read_password(args) if args.user else None
+        password = (read_password(args.password_stdin, f"Password for {args.user}: ")
+                    if args.user else None)
     except UsageError as exc:
         print(f"pb call: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import os
 import socket
 import ssl
@@ -22,10 +21,10 @@ from typing import Any
 import broker
 
 from .. import _manhole_console as console
+from ._common import PASSWORD_ENV, UsageError, non_negative_seconds, read_password
 
 __all__ = ["register"]
 
-PASSWORD_ENV = "PB_PASSWORD"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 _EPILOG = f"""\
@@ -46,25 +45,11 @@ be reached; 2 usage.
 """
 
 
-class _UsageError(Exception):
-    pass
-
-
 class _RefusePassword(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
         parser.error(f"passwords are not taken from the command line (other users can see "
                      f"it); use --password-stdin, ${PASSWORD_ENV} or the prompt")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -88,7 +73,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--password", nargs="?", action=_RefusePassword, help=argparse.SUPPRESS)
     parser.add_argument("-c", dest="code", metavar="CODE",
                         help="run CODE, print its output, exit (1 if it raised)")
-    parser.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+    parser.add_argument("--timeout", type=non_negative_seconds, default=30.0, metavar="S",
                         help="seconds to wait for the login and for each evaluation "
                              "(default: 30; 0: no limit for evaluations)")
     parser.add_argument("--tls", action="store_true",
@@ -101,45 +86,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=main)
 
 
-def _read_password(args: argparse.Namespace, target: console.Target) -> str:
-    if args.password_stdin:
-        line = sys.stdin.readline()
-        password = line.rstrip("\n").rstrip("\r")
-        if not password:
-            raise _UsageError("--password-stdin: the first line of standard input is empty")
-        return password
-    password = os.environ.get(PASSWORD_ENV)
-    if password:
-        return password
-    if not _have_terminal():
-        # getpass would fall back to standard input: the script's first line.
-        raise _UsageError(f"no terminal to ask for the password on: use --password-stdin "
-                          f"or ${PASSWORD_ENV}")
-    try:
-        password = getpass.getpass(f"Password for {args.user} at {target}: ")
-    except (EOFError, OSError):
-        password = ""
-    if not password:
-        raise _UsageError(f"no password: type it at the prompt, or use --password-stdin "
-                          f"or ${PASSWORD_ENV}")
-    return password
-
-
-def _have_terminal() -> bool:
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        return sys.stdin.isatty()
-    os.close(fd)
-    return True
-
-
 def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.tls_ca:
         try:
             return ssl.create_default_context(cafile=args.tls_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise _UsageError(f"cannot load --tls-ca {args.tls_ca}: {exc}") from None
+            raise UsageError(f"cannot load --tls-ca {args.tls_ca}: {exc}") from None
     if args.tls:
         return ssl.create_default_context()
     return None
@@ -153,17 +105,18 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> int:
 def main(args: argparse.Namespace) -> int:
     try:
         if args.socket is not None and args.address is not None:
-            raise _UsageError("give HOST:PORT or --socket PATH, not both")
+            raise UsageError("give HOST:PORT or --socket PATH, not both")
         try:
             target = (console.Target(None, None, args.socket) if args.socket is not None
                       else console.parse_address(args.address))
         except ValueError as exc:
-            raise _UsageError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         tls = _client_tls(args)
         if args.tls_server_name is not None and tls is None:
-            raise _UsageError("--tls-server-name needs --tls or --tls-ca")
-        password = _read_password(args, target)
-    except _UsageError as exc:
+            raise UsageError("--tls-server-name needs --tls or --tls-ca")
+        password = read_password(args.password_stdin,
+                                 f"Password for {args.user} at {target}: ")
+    except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     timeout = args.timeout or None
     login_timeout = args.timeout or 30.0

@@ -35,6 +35,8 @@ from services import (
     run,
 )
 
+from ._common import non_negative_seconds
+
 __all__ = ["register"]
 
 _EPILOG = f"""\
@@ -50,16 +52,6 @@ seconds and exits 0; a second SIGINT exits at once with 130.
 Exit codes: 0 stopped cleanly, 1 failed (start, build, plugin, pidfile),
 2 usage or configuration error.  See docs/running.md.
 """
-
-
-def _non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -84,7 +76,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--pidfile", type=Path, metavar="FILE",
                         help="write the process id here once started; refuse to "
                              "start if it names a running process")
-    parser.add_argument("--grace", type=_non_negative_seconds, metavar="SECONDS",
+    parser.add_argument("--grace", type=non_negative_seconds, metavar="SECONDS",
                         help="how long services may take to stop (default: 10)")
     parser.add_argument("--plugin-module", action="append", default=[],
                         metavar="MODULE[:ATTR]",

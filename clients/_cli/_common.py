@@ -1,0 +1,72 @@
+"""What the ``pb`` subcommands that log in share: the usage error, the
+seconds option type and reading the password.
+
+The leading underscore keeps this module out of the subcommand list
+(see :func:`clients._cli.build_parser`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+__all__ = ["PASSWORD_ENV", "UsageError", "have_terminal", "non_negative_seconds", "read_password"]
+
+#: The environment variable a password may come from.
+PASSWORD_ENV = "PB_PASSWORD"
+
+
+class UsageError(Exception):
+    """Bad input from the user (exit code 2)."""
+
+
+def non_negative_seconds(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def read_password(password_stdin: bool, prompt: str) -> str:
+    """The password, from the first line of standard input if
+    *password_stdin*, else ``$PB_PASSWORD``, else asked for with *prompt*
+    on the terminal; UsageError if there is none, or no terminal to ask on.
+    """
+    if password_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+        if not password:
+            raise UsageError("--password-stdin: the first line of standard input is empty")
+        return password
+    password = os.environ.get(PASSWORD_ENV)
+    if password:
+        return password
+    if not have_terminal():
+        # getpass would fall back to reading standard input, echoing (and
+        # taking the first line of a script for the password).
+        raise UsageError(f"no terminal to ask for the password on: use --password-stdin "
+                         f"or ${PASSWORD_ENV}")
+    try:
+        password = getpass.getpass(prompt)
+    except (EOFError, OSError):
+        password = ""
+    if not password:
+        raise UsageError(f"no password: type it at the prompt, or use --password-stdin "
+                         f"or ${PASSWORD_ENV}")
+    return password
+
+
+def have_terminal() -> bool:
+    """True if there is a controlling terminal to prompt on."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdin is not None and sys.stdin.isatty()
+    os.close(fd)
+    return True
