@@ -13,7 +13,7 @@ import pytest
 import broker
 from broker import Limits, Root
 
-from ._tls import make_tls
+from tests._tls import make_tls
 
 
 class Echo(Root):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import logging
 import ssl
 import stat
@@ -21,6 +19,7 @@ from services import Application, plugin_parser
 from services.manhole import Evaluator, ManholeService, check_bind_options, default_namespace
 from services.manhole import plugin as manhole_plugin
 from services.manhole._capture import OutputBuffer
+from tests._tls import write_tls_files
 
 from .test_echo import assert_no_leaks, pb, wait_until
 
@@ -487,44 +486,6 @@ def test_pb_run_manhole_on_a_public_address_fails_naming_the_fix(tmp_path):
     assert "--allow-remote together with --tls-cert FILE --tls-key FILE" in result.stderr
     assert result.stdout == ""
     assert_no_leaks(result.stderr)
-
-
-def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a certificate for 127.0.0.1/localhost: (cert, key, ca)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "manhole test CA")])
-    ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-        .sign(ca_key, hashes.SHA256()))
-    cert_path, key_path, ca_path = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path, ca_path
 
 
 async def test_a_remote_manhole_with_allow_remote_serves_tls(tmp_path):

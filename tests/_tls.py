@@ -1,8 +1,9 @@
-"""A throwaway CA and server certificate for TLS tests."""
+"""A throwaway CA and a server certificate for 127.0.0.1/localhost, for TLS tests."""
 
 import datetime
 import ipaddress
 import ssl
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -10,7 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def make_tls(tmp_path):
+def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """Write a new CA and a certificate it signed into *directory*:
+    ``(cert.pem, key.pem, ca.pem)``."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pb test CA")])
@@ -35,12 +38,19 @@ def make_tls(tmp_path):
             critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    cert_path, key_path, ca_path = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert_path, key_path, ca_path = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path, ca_path
+
+
+def make_tls(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Write the files as :func:`write_tls_files` does; return a server
+    context for the certificate and a client context trusting only the CA."""
+    cert_path, key_path, ca_path = write_tls_files(directory)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert_path, key_path)
     client_ctx = ssl.create_default_context(cafile=str(ca_path))
