@@ -132,6 +132,18 @@ def ratio(result: Result | None, base: Result | None) -> float | None:
 # drivers and the round-robin measurement
 
 
+@dataclass(frozen=True)
+class System:
+    """One system a benchmark compares: its row name, the peer module
+    (``bench/peers``) that starts its driver, the options it is started
+    with, and the event loop it runs on."""
+
+    name: str
+    module: Any
+    options: dict
+    loop: str = "asyncio"
+
+
 class SyncDriver:
     """Driver for a blocking client living in this process."""
 
@@ -543,7 +555,24 @@ def print_table(title: str, unit: str, results: dict[str, Result], *, base: str 
     out.flush()
 
 
+def print_total(started: float) -> None:
+    """The closing line: the run's wall time since ``started``
+    (``time.perf_counter()``), and which figures to compare."""
+    print(f"\n(total {time.perf_counter() - started:.0f}s; absolute figures drift on shared machines, "
+          "ratios measured in the same run are what to compare)")
+
+
 def write_json(path: str, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """A benchmark's ``__main__``: exit with ``main()``'s code, or 130 on
+    Ctrl-C (``main`` kills its children on the way out)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; children killed", file=sys.stderr)
+        sys.exit(130)

@@ -18,20 +18,12 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import _harness as h
+from _harness import System
 from peers import cache_pb, cache_twisted
 from peers.cache_common import CLIENT_PROCESSES, OBSERVERS, PER_CLIENT
-
-
-@dataclass(frozen=True)
-class System:
-    name: str
-    module: Any
-    options: dict
-    loop: str = "asyncio"
 
 
 NOTES = {
@@ -165,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                       notes={name: NOTES.get(name, "") for name in results})
         cpu = print_cpu(drivers)
         print_summary(results)
-        print(f"\n(total {time.perf_counter() - started:.0f}s; absolute figures drift on shared machines, "
-              "ratios measured in the same run are what to compare)")
+        h.print_total(started)
         if args.json:
             h.write_json(args.json, {
                 "plan": vars(plan), "updates_per_round": n, "observers": OBSERVERS,
@@ -179,8 +170,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; children killed", file=sys.stderr)
-        sys.exit(130)
+    h.run_main(main)

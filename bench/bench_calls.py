@@ -20,15 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import _harness as h
+from _harness import System
 from peers import floor, pb, pyro5_peer, rpyc_peer, twisted_pb
-
-
-@dataclass(frozen=True)
-class System:
-    name: str
-    module: Any
-    options: dict
-    loop: str = "asyncio"
 
 
 @dataclass(frozen=True)
@@ -202,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                           notes={n: notes[n].get(w.op, "") for n in results})
         ours = [d.name for d in drivers if d.name in ("pb", "pb-uvloop")]
         print_summary(tables, ours)
-        print(f"\n(total {time.perf_counter() - started:.0f}s; absolute figures drift on shared machines, "
-              "ratios measured in the same run are what to compare)")
+        h.print_total(started)
         if args.json:
             h.write_json(args.json, {
                 "plan": vars(plan),
@@ -227,8 +219,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; children killed", file=sys.stderr)
-        sys.exit(130)
+    h.run_main(main)

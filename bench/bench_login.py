@@ -30,18 +30,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import _harness as h
+from _harness import System
 from peers import login_pb, login_twisted
 from peers.login_common import CONCURRENCY, PASSWORD
 
 TARGET = 2.0  # ours ÷ twisted-pb
-
-
-@dataclass(frozen=True)
-class System:
-    name: str
-    module: Any
-    options: dict
-    loop: str = "asyncio"
 
 
 @dataclass(frozen=True)
@@ -252,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(tables)
         log("profiling ...")
         print_profile(drivers, runners, 50 if args.quick else 200)
-        print(f"\n(total {time.perf_counter() - started:.0f}s; absolute figures drift on shared machines, "
-              "ratios measured in the same run are what to compare)")
+        h.print_total(started)
         if args.json:
             h.write_json(args.json, {
                 "plan": vars(plan),
@@ -268,8 +260,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; children killed", file=sys.stderr)
-        sys.exit(130)
+    h.run_main(main)

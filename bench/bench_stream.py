@@ -18,23 +18,15 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import _harness as h
+from _harness import System
 from peers import stream_floor, stream_pb
 from peers.stream_common import CHUNK, TOTAL
 
 MiB = 1024 * 1024
 TARGET_GROWTH_MIB = 32  # "tens of MiB, not 100+": peak RSS above the process's RSS at start
-
-
-@dataclass(frozen=True)
-class System:
-    name: str
-    module: Any
-    options: dict
-    loop: str = "asyncio"
 
 
 NOTES = {
@@ -188,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         h.print_table(title, "MB/s", results, notes={n: NOTES.get(n.replace("-uvloop", ""), "") for n in results})
         memory = print_memory(drivers)
         print_summary(results, memory)
-        print(f"\n(total {time.perf_counter() - started:.0f}s; absolute figures drift on shared machines, "
-              "ratios measured in the same run are what to compare)")
+        h.print_total(started)
         if args.json:
             h.write_json(args.json, {
                 "plan": vars(plan), "total_bytes": TOTAL, "chunk": CHUNK,
@@ -202,8 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; children killed", file=sys.stderr)
-        sys.exit(130)
+    h.run_main(main)
