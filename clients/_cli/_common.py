@@ -12,7 +12,8 @@ import getpass
 import os
 import sys
 
-__all__ = ["PASSWORD_ENV", "UsageError", "have_terminal", "non_negative_seconds", "read_password"]
+__all__ = [
+    "RefusePassword","PASSWORD_ENV", "UsageError", "have_terminal", "non_negative_seconds", "read_password"]
 
 #: The environment variable a password may come from.
 PASSWORD_ENV = "PB_PASSWORD"
@@ -70,3 +71,14 @@ def have_terminal() -> bool:
         return sys.stdin is not None and sys.stdin.isatty()
     os.close(fd)
     return True
+
+
+class RefusePassword(argparse.Action):
+    """``--password`` on the command line is refused: other users can read a
+    process's arguments.  (Parsers using it also set ``allow_abbrev=False``,
+    so that ``--password`` is not taken for ``--password-stdin``.)"""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        parser.error(f"passwords are not taken from the command line (other users can see "
+                     f"it); use --password-stdin, ${PASSWORD_ENV} or the prompt")

@@ -26,7 +26,13 @@ import ssl
 import sys
 from typing import Any
 
-from ._common import PASSWORD_ENV, UsageError, non_negative_seconds, read_password
+from ._common import (
+    PASSWORD_ENV,
+    RefusePassword,
+    UsageError,
+    non_negative_seconds,
+    read_password,
+)
 
 __all__ = ["register", "to_json", "from_json", "parse_address"]
 
@@ -190,12 +196,14 @@ def _add_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     login.add_argument("--password-stdin", action="store_true", default=default(False),
                        help=f"read the password from standard input (one line); "
                             f"else ${PASSWORD_ENV}, else a prompt")
+    login.add_argument("--password", nargs="?", action=RefusePassword, help=argparse.SUPPRESS)
     parser.add_argument("--kw", action="append", metavar="NAME=JSON", default=default([]),
                         help="a keyword argument (repeatable)")
 
 
 def _inner_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pb call", add_help=False, usage=_USAGE)
+    parser = argparse.ArgumentParser(prog="pb call", add_help=False, usage=_USAGE,
+                                     allow_abbrev=False)
     _add_options(parser, defaults=False)
     parser.add_argument("words", nargs="*")
     return parser
@@ -209,6 +217,7 @@ def register(subparsers: Any) -> None:
         epilog=_EPILOG,
         usage=_USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --password must not pass for --password-stdin
     )
     _add_options(parser, defaults=True)
     # Everything from the first positional on is parsed again by _inner_parser

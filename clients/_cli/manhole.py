@@ -21,7 +21,13 @@ from typing import Any
 import broker
 
 from .. import _manhole_console as console
-from ._common import PASSWORD_ENV, UsageError, non_negative_seconds, read_password
+from ._common import (
+    PASSWORD_ENV,
+    RefusePassword,
+    UsageError,
+    non_negative_seconds,
+    read_password,
+)
 
 __all__ = ["register"]
 
@@ -45,13 +51,6 @@ be reached; 2 usage.
 """
 
 
-class _RefusePassword(argparse.Action):
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        parser.error(f"passwords are not taken from the command line (other users can see "
-                     f"it); use --password-stdin, ${PASSWORD_ENV} or the prompt")
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "manhole",
@@ -70,7 +69,7 @@ def register(subparsers: Any) -> None:
                         help="the account (it needs manhole:NAME: `pb user grant NAME manhole`)")
     parser.add_argument("--password-stdin", action="store_true",
                         help="read the password from the first line of standard input")
-    parser.add_argument("--password", nargs="?", action=_RefusePassword, help=argparse.SUPPRESS)
+    parser.add_argument("--password", nargs="?", action=RefusePassword, help=argparse.SUPPRESS)
     parser.add_argument("-c", dest="code", metavar="CODE",
                         help="run CODE, print its output, exit (1 if it raised)")
     parser.add_argument("--timeout", type=non_negative_seconds, default=30.0, metavar="S",

@@ -251,3 +251,14 @@ def test_help_mentions_exit_codes_and_the_password_rules():
     assert "Exit codes" in result.stdout and "PB_PASSWORD" in result.stdout
     after = pb_call("127.0.0.1:1", "--help")
     assert after.returncode == 0 and after.stdout == result.stdout
+
+
+def test_a_password_on_the_command_line_is_refused_not_taken_for_password_stdin():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "clients._cli", "call", "127.0.0.1:1",
+                          "--user", "alice", "--password", "secret", "echo"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "passwords are not taken from the command line" in out.stderr
