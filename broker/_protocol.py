@@ -375,6 +375,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def proxy_died(self, object_id: int, count: int) -> None:
         """Called from RemoteReference.__del__, on any thread, at any time."""
         self._dead_proxies.append((object_id, count))
+        self._schedule_releases()
+
+    def _schedule_releases(self) -> None:
+        """Have the loop send what dead proxies and caches owe the peer."""
         if not self._dead_scheduled and not self._closed.done():
             self._dead_scheduled = True
             if threading.get_ident() == self._loop_thread:
@@ -415,12 +419,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         """Called from RemoteCache.__del__, on any thread, at any time."""
         state = dict(cache.__dict__)
         self.core.cache_drops.append((cache._pb_cache_id, cache._pb_count, type(cache), state))
-        if not self._dead_scheduled and not self._closed.done():
-            self._dead_scheduled = True
-            if threading.get_ident() == self._loop_thread:
-                self.loop.call_soon(self._send_decrefs)
-            else:
-                self.loop.call_soon_threadsafe(self._send_decrefs)
+        self._schedule_releases()
 
     def _run_stopped(self) -> None:
         for cacheable, perspective, observer in self.core.take_stopped():
