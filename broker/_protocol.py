@@ -15,6 +15,7 @@ import inspect
 import logging
 import socket
 import threading
+import time
 import weakref
 from typing import Any, Callable
 
@@ -39,6 +40,9 @@ __all__ = ["BrokerProtocol"]
 log = logging.getLogger("broker")
 
 _LARGE = 64 * 1024
+# The liveness stamp is taken on every receive; loop.time() is a Python-level
+# wrapper around the same clock.
+_monotonic = time.monotonic
 
 
 class _Batch(threading.local):
@@ -98,7 +102,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._watchers: list[Callable[[Any], Any]] = []
         self._close_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._last_rx = self.loop.time()
+        self._last_rx = _monotonic()
         self._ping_token = 0
         self.peer_address: Any = None
         #: Called with each entry the peer released: (object_id, entry).
@@ -131,7 +135,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self.core.refs.set_root(root_object(self.connection) if root_object else root)
         self.core.hello()
         self._write_now()
-        self._last_rx = self.loop.time()
+        self._last_rx = _monotonic()
         self._timer = self.loop.call_later(self.limits.handshake_timeout, self._on_timer)
         if self.server is not None:
             self.server._connection_made(self)
@@ -143,7 +147,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.reader.buffer_updated(nbytes)
-        self._last_rx = self.loop.time()
+        self._last_rx = _monotonic()
         batch = _batch
         outer = batch.depth == 0
         batch.depth += 1
@@ -301,7 +305,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if not self.is_open:
             raise DeadReference(self._close_reason or "the connection is closed")
         req_id = self.core.call(target, method, args, kwargs, True)
-        fut = _PendingCall(self, req_id)
+        fut = _PendingCall(loop=self.loop)
+        fut._protocol = self
+        fut._req_id = req_id
         self._futures[req_id] = fut
         if timeout is not None:
             handle = self.loop.call_later(timeout, self._call_timed_out, req_id, method, timeout)
@@ -467,7 +473,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._fail_ready(ConnectionLost(self._close_reason))
             self._abort()
             return
-        silent = self.loop.time() - self._last_rx
+        silent = _monotonic() - self._last_rx
         idle = self.limits.idle_timeout
         if idle is not None and silent >= idle:
             self._close_reason = f"the peer was silent for {silent:.1f} s (idle_timeout={idle})"
@@ -577,13 +583,13 @@ class _PendingCall(asyncio.Future):
     """The future of one call; cancelling it cancels the call remotely.
 
     Overriding ``cancel`` (which a cancelled awaiting task calls) avoids a
-    done-callback, and so a loop turn, per call.
+    done-callback, and so a loop turn, per call.  The creator sets
+    ``_protocol`` and ``_req_id`` (no Python ``__init__``: this is per call).
     """
 
-    def __init__(self, protocol: BrokerProtocol, req_id: int) -> None:
-        super().__init__(loop=protocol.loop)
-        self._protocol = protocol
-        self._req_id = req_id
+    __slots__ = ("_protocol", "_req_id")
+    _protocol: BrokerProtocol
+    _req_id: int
 
     def cancel(self, msg: Any = None) -> bool:
         if self.done():
