@@ -25,6 +25,7 @@ never happen on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -195,9 +196,15 @@ class AccountStore:
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA secure_delete = ON")
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            # One statement, so one consistent read: another process may be
+            # creating the schema at this very moment.
+            app_id, version, tables = conn.execute(
+                "SELECT (SELECT application_id FROM pragma_application_id),"
+                " (SELECT user_version FROM pragma_user_version),"
+                " (SELECT count(*) FROM sqlite_master)"
+            ).fetchone()
+        except sqlite3.OperationalError as exc:  # locked, unreadable, ...
+            raise StoreError(f"cannot read account database {path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path} is not an account database ({exc})") from None
         if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
@@ -210,7 +217,8 @@ class AccountStore:
         if version == 0:
             if tables:
                 raise StoreError(f"{path} is an SQLite file but not a Perspective Broker account database")
-            conn.execute("BEGIN IMMEDIATE")
+            with self._sqlite_errors():
+                conn.execute("BEGIN IMMEDIATE")
             try:
                 # re-check under the write lock: another process may have won
                 if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -224,21 +232,27 @@ class AccountStore:
                     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot create account database {path}: {exc}") from exc
                 raise
         # (versions 1..SCHEMA_VERSION-1 would be migrated here)
 
     def _transaction(self):
         return _Transaction(self)
 
+    @contextlib.contextmanager
+    def _sqlite_errors(self):
+        """SQLite's errors (locked, damaged file, ...) as StoreError."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"account database {self.path}: {exc}") from exc
+
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
-            conn = self._connection()
-            try:
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"account database {self.path}: {exc}") from exc
+        with self._lock, self._sqlite_errors():
+            return self._connection().execute(sql, params).fetchall()
 
     # --- secret and fakes ------------------------------------------------------
 
@@ -289,11 +303,12 @@ class AccountStore:
         ``keyring`` (short of the password), e.g. before prompting for one."""
         check_name("user", name)
         pairs = [self._pair(name, service, perspective) for service, perspective in keyring]
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             self._check_new_user(self._connection(), name, pairs)
 
     def set_password(self, name: str, password: str, *, iterations: int | None = None) -> None:
         """Replace an account's verifier (new salt).  Blocking: runs the KDF."""
+        check_name("user", name)
         _check_password(password)
         verifier = scram.ScramVerifier.from_password(password, iterations=iterations or self.iterations)
         with self._transaction() as conn:
@@ -304,6 +319,7 @@ class AccountStore:
             )
 
     def remove_user(self, name: str) -> None:
+        check_name("user", name)
         with self._transaction() as conn:
             self._require_user(conn, name)
             conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
@@ -312,7 +328,12 @@ class AccountStore:
         return [row[0] for row in self._query("SELECT name FROM accounts ORDER BY name")]
 
     def verifier(self, name: str) -> scram.ScramVerifier | None:
-        """The account's verifier, or None if there is no such account."""
+        """The account's verifier, or None if there is no such account
+        (including for any name no account can have)."""
+        try:
+            check_name("user", name)
+        except InvalidName:
+            return None
         rows = self._query(
             "SELECT salt, iterations, stored_key, server_key FROM accounts WHERE name = ?", (name,)
         )
@@ -326,6 +347,7 @@ class AccountStore:
     def grant(self, name: str, service: str, perspective: str | None = None) -> None:
         """Put ``(service, perspective)`` on ``name``'s keyring (perspective
         defaults to ``name``).  Granting twice is harmless."""
+        check_name("user", name)
         service, perspective = self._pair(name, service, perspective)
         with self._transaction() as conn:
             self._require_user(conn, name)
@@ -337,7 +359,8 @@ class AccountStore:
 
     def revoke(self, name: str, service: str, perspective: str | None = None) -> None:
         """Take ``(service, perspective)`` off ``name``'s keyring."""
-        perspective = name if perspective is None else perspective
+        check_name("user", name)
+        service, perspective = self._pair(name, service, perspective)
         with self._transaction() as conn:
             self._require_user(conn, name)
             deleted = conn.execute(
@@ -352,7 +375,8 @@ class AccountStore:
 
     def keyring(self, name: str) -> set[tuple[str, str]]:
         """The account's ``(service, perspective)`` pairs; UnknownUser if none."""
-        with self._lock:
+        check_name("user", name)
+        with self._lock, self._sqlite_errors():
             conn = self._connection()
             self._require_user(conn, name)
             rows = conn.execute(
@@ -371,6 +395,7 @@ class AccountStore:
 
     def remove_service(self, name: str) -> None:
         """Unregister a service; it leaves every keyring too."""
+        check_name("service", name)
         with self._transaction() as conn:
             self._require_service(conn, name)
             conn.execute("DELETE FROM services WHERE name = ?", (name,))
@@ -391,7 +416,7 @@ class AccountStore:
     async def get_keyring(self, username: str) -> set[tuple[str, str]] | None:
         try:
             return await asyncio.to_thread(self.keyring, username)
-        except UnknownUser:
+        except (UnknownUser, InvalidName):
             return None
 
     async def add_user_async(self, name: str, password: str, **kwargs) -> None:
@@ -432,7 +457,9 @@ class AccountStore:
 
 class _Transaction:
     """``with store._transaction() as conn``: one write transaction under the
-    store's lock; rolled back if the body raises."""
+    store's lock; rolled back if the body raises, or if the commit fails
+    (another process holding the file, say), so the connection is never
+    left inside a transaction.  SQLite's errors become StoreError."""
 
     def __init__(self, store: AccountStore) -> None:
         self._store = store
@@ -440,8 +467,9 @@ class _Transaction:
     def __enter__(self) -> sqlite3.Connection:
         self._store._lock.acquire()
         try:
-            conn = self._store._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            with self._store._sqlite_errors():
+                conn = self._store._connection()
+                conn.execute("BEGIN IMMEDIATE")
         except BaseException:
             self._store._lock.release()
             raise
@@ -450,8 +478,24 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                try:
+                    self._conn.execute("COMMIT")
+                except sqlite3.Error as error:
+                    _rollback(self._conn)
+                    raise StoreError(f"account database {self._store.path}: {error}") from error
+            else:
+                _rollback(self._conn)
         finally:
             self._store._lock.release()
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"account database {self._store.path}: {exc}") from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End the open transaction, if any, without raising."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.warning("account database: ROLLBACK failed", exc_info=True)

@@ -218,3 +218,106 @@ def test_two_store_objects_on_one_file_see_each_others_changes(store, db):
         assert store.users() == ["alice"]
         store.grant("alice", "pbecho")
         assert other.keyring("alice") == {("pbecho", "alice")}
+
+
+# -- bad input, damaged files, other writers --------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", "x" * 129, "a\x01b", "with space", "a\udcffb"])
+def test_looking_up_a_name_no_account_can_have_is_an_invalid_name_error(store, name):
+    # "a\udcffb" is what a non-UTF-8 command-line argument becomes in Python
+    store.add_user("alice", PASSWORD)
+    for call in (
+        lambda: store.set_password(name, PASSWORD),
+        lambda: store.remove_user(name),
+        lambda: store.grant(name, "pbecho"),
+        lambda: store.revoke(name, "pbecho"),
+        lambda: store.revoke("alice", name),
+        lambda: store.keyring(name),
+        lambda: store.remove_service(name),
+    ):
+        with pytest.raises(InvalidName):
+            call()
+    # the login path asks about any name a client sends: it is just unknown
+    assert store.verifier(name) is None
+    assert asyncio.run(store.get_keyring(name)) is None
+    assert store.users() == ["alice"]
+
+
+def damage(db):
+    """Keep the header and the schema page, overwrite every other page."""
+    data = bytearray(db.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    assert len(data) > page_size
+    data[page_size:] = b"\xff" * (len(data) - page_size)
+    db.write_bytes(bytes(data))
+
+
+def test_a_damaged_database_is_a_store_error_for_every_operation(store, db):
+    store.add_user("alice", PASSWORD, keyring=[("pbecho", None)])
+    store.close()
+    damage(db)
+    with AccountStore(db) as damaged:
+        for call in (
+            damaged.users,
+            damaged.services,
+            lambda: damaged.keyring("alice"),
+            lambda: damaged.verifier("alice"),
+            lambda: damaged.check_add_user("bob"),
+            lambda: damaged.add_user("bob", PASSWORD),
+            lambda: damaged.grant("alice", "words"),
+            lambda: damaged.add_service("mail"),
+        ):
+            with pytest.raises(StoreError, match="malformed"):
+                call()
+
+
+def test_a_locked_database_is_a_store_error_and_leaves_no_transaction_open(store, db):
+    store._connection().execute("PRAGMA busy_timeout = 0")  # fail at once, not in 10 s
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer
+        with pytest.raises(StoreError, match="locked"):
+            store.add_service("mail")
+        other.execute("ROLLBACK")
+        other.execute("BEGIN")  # a reader that holds its lock through our COMMIT
+        other.execute("SELECT count(*) FROM services").fetchall()
+        with pytest.raises(StoreError, match="locked"):
+            store.add_service("mail")
+        other.execute("COMMIT")
+    finally:
+        other.close()
+    store.add_service("mail")  # nothing was left half-done on our connection
+    assert store.services() == ["mail", "pbecho", "words"]
+
+
+@pytest.mark.parametrize("strike", range(1, 7))
+def test_two_processes_creating_the_database_at_once_both_succeed(tmp_path, monkeypatch, strike):
+    """Another creator may commit the schema between any two statements of
+    ours; opening must never mistake the result for a foreign database."""
+    import cred.store
+
+    db = tmp_path / "accounts.sqlite3"
+    real_connect = sqlite3.connect
+    statements = []
+
+    class Racing(sqlite3.Connection):
+        def execute(self, sql, *args):
+            statements.append(sql)
+            if len(statements) == strike:
+                try:
+                    with AccountStore(db, create=True) as rival:
+                        rival.add_service("rival")
+                except StoreError:
+                    pass  # we hold a lock at this point: the rival must wait
+            return super().execute(sql, *args)
+
+    def connect(*args, **kwargs):
+        if not statements:
+            return real_connect(*args, factory=Racing, **kwargs)
+        return real_connect(*args, **{**kwargs, "timeout": 0})
+
+    monkeypatch.setattr(cred.store.sqlite3, "connect", connect)
+    with AccountStore(db, create=True) as store:
+        store.add_service("mine")
+        assert "mine" in store.services()
