@@ -11,7 +11,8 @@ Each login: pick the checker (or verifier source), wait out the throttle,
 check the proof, check the keyring if a service was named, ask the realm for
 the avatar of a :class:`~cred.perspective.PerspectiveKey`.  Any failure is
 :class:`~cred.errors.Unauthorized` with one fixed message; the real reason
-goes to the ``cred.portal`` logger.
+goes to the ``cred.portal`` logger (at ERROR when the account store itself
+failed: a client must not learn the database's path or SQLite's message).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, NamedTuple
 
 from . import scram
-from .errors import CredError, ScramError, Unauthorized
+from .errors import CredError, ScramError, StoreError, Unauthorized
 from .interfaces import ICredentials, ICredentialsChecker, IKeyring, IRealm, IScramVerifierSource
 from .perspective import ANONYMOUS, PerspectiveKey
 from .throttle import Throttle
@@ -123,6 +124,9 @@ class Portal:
         except _Failed as failure:
             self._log_failure(failure, account, source)
             raise Unauthorized() from None
+        except StoreError as exc:
+            _log_store_failure(exc, account, source)
+            raise Unauthorized() from None
 
     def _checker_for(self, credentials: Any) -> Any:
         if ICredentials.providedBy(credentials):
@@ -146,14 +150,18 @@ class Portal:
         username = server.username
         checker = next((c for c in self._checkers if IScramVerifierSource.providedBy(c)), None)
         verifier = None
-        if checker is not None:
-            verifier = await checker.get_scram_verifier(username)
-        known = verifier is not None
-        if verifier is None:
+        try:
             if checker is not None:
-                verifier = await checker.fake_scram_verifier(username)
-            else:
-                verifier = scram.fake_verifier(self._secret, username)
+                verifier = await checker.get_scram_verifier(username)
+            known = verifier is not None
+            if verifier is None:
+                if checker is not None:
+                    verifier = await checker.fake_scram_verifier(username)
+                else:
+                    verifier = scram.fake_verifier(self._secret, username)
+        except StoreError as exc:
+            _log_store_failure(exc, username, source)
+            raise Unauthorized() from None
         server_first = server.start(verifier)
         return ScramChallenge(self, server, server_first, checker, known, source)
 
@@ -207,6 +215,12 @@ class Portal:
     def _log_failure(self, failure: Exception, account: str | None, source: Hashable | None) -> None:
         self.throttle.failure(account, source)
         log.info("login failed: account=%r source=%r: %s", account, source, failure)
+
+
+def _log_store_failure(exc: StoreError, account: str | None, source: Hashable | None) -> None:
+    # The server's fault, not the client's: not counted by the throttle.
+    log.error("login could not be checked: account=%r source=%r: the account store failed: %s",
+              account, source, exc)
 
 
 def _check_request(service: object, perspective: object) -> None:
@@ -282,5 +296,8 @@ class ScramChallenge:
             )
         except _Failed as failure:
             portal._log_failure(failure, account, source)
+            raise Unauthorized() from None
+        except StoreError as exc:
+            _log_store_failure(exc, account, source)
             raise Unauthorized() from None
         return ScramLoginResult(server_final, interface, avatar, logout)

@@ -19,6 +19,7 @@ from cred import (
     Service,
     ServiceRealm,
     StoreChecker,
+    StoreError,
     Throttle,
     Unauthorized,
     UsernamePassword,
@@ -337,3 +338,44 @@ def test_portal_refuses_things_that_are_not_checkers_or_realms(realm):
         Portal(realm, [object()])
     with pytest.raises(TypeError):
         Portal(object())
+
+
+class FailingKeyring(StoreChecker):
+    """The verifiers are readable, the keyrings are not (a disk error, say)."""
+
+    async def get_keyring(self, username):
+        raise StoreError(f"account database {self.store.path}: disk I/O error")
+
+
+async def test_an_account_store_that_fails_mid_login_gives_unauthorized_and_an_error_log(
+        realm, store, caplog):
+    """Whatever the store's trouble, a client learns only LOGIN_FAILED (not the
+    database's path nor SQLite's message); the operator gets an ERROR record."""
+    path = str(store.path)
+    keyring_portal = Portal(realm, [FailingKeyring(store)], throttle=Throttle(base_delay=0))
+    store.close()
+    data = bytearray(store.path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    data[page_size:] = b"\xff" * (len(data) - page_size)
+    damaged = AccountStore(tmp := store.path.with_name("damaged.sqlite3"))
+    tmp.write_bytes(bytes(data))
+    tmp.chmod(0o600)
+    damaged_portal = Portal(realm, [StoreChecker(damaged)], throttle=Throttle(base_delay=0))
+    with caplog.at_level(logging.INFO, logger="cred.portal"):
+        attempts = [
+            lambda: damaged_portal.begin_scram(ScramClient("alice", PASSWORD).first()),
+            lambda: damaged_portal.login(UsernamePassword("alice", PASSWORD), None, service="pbecho"),
+            lambda: scram_login(keyring_portal, "alice", PASSWORD, service="pbecho"),
+            lambda: keyring_portal.login(UsernamePassword("alice", PASSWORD), None, service="pbecho"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(Unauthorized) as info:
+                await attempt()
+            assert str(info.value) == LOGIN_FAILED
+            assert info.value.__cause__ is None and info.value.__suppress_context__
+    damaged.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 4
+    assert all("account" in r.getMessage() for r in errors)
+    assert "malformed" in errors[0].getMessage() and "disk I/O error" in errors[2].getMessage()
+    assert path in errors[2].getMessage()
