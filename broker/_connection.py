@@ -38,7 +38,7 @@ from ._errors import (
 from ._flavors import ViewPoint, lookup_method
 from ._framing import HEADER
 from ._limits import Limits
-from ._messages import FEATURES, PROTOCOL_NAME, PROTOCOL_VERSION, Op
+from ._messages import FEATURES, PROTOCOL_NAME, PROTOCOL_VERSION, Op, brief as _brief
 from ._references import ReferenceTables
 
 __all__ = ["Broker", "CallEvent", "AnswerEvent", "FailureEvent", "CancelEvent",
@@ -352,7 +352,7 @@ class Broker:
         if op not in _ACCEPTS[self.state]:
             if 0 <= op <= Op.GOODBYE:
                 raise self._violation(f"opcode {op} is not allowed in state {self.state}")
-            raise self._violation(f"unknown opcode {op}")
+            raise self._violation(f"unknown opcode {_brief(op)}")
         if op == Op.CALL:
             return self._on_call(message)
         if op == Op.ANSWER:
@@ -395,7 +395,9 @@ class Broker:
         if op == Op.GOODBYE:
             self._arity(message, 3)
             self.state = CLOSED
-            return GoodbyeEvent(str(message[1]), str(message[2]))
+            code, reason = message[1], message[2]
+            return GoodbyeEvent(code if type(code) is str else _brief(code),
+                                reason if type(reason) is str else _brief(reason))
         raise self._violation(f"opcode {op} is not supported by this peer")
 
     def _violation(self, text: str) -> ProtocolError:
@@ -434,14 +436,16 @@ class Broker:
         raise self._violation(f"refused frame: {exc}")
 
     def _on_hello(self, message: list) -> HelloEvent:
-        if len(message) < 5 or message[1] != PROTOCOL_NAME or type(message[2]) is not int:
+        if (len(message) < 5 or type(message[1]) is not str or message[1] != PROTOCOL_NAME
+                or type(message[2]) is not int):
             raise self._violation("malformed HELLO")
         if message[2] != PROTOCOL_VERSION:
+            version = _brief(message[2])
             self.goodbye("version", f"this peer speaks {PROTOCOL_NAME} protocol version "
-                         f"{PROTOCOL_VERSION}, the other side version {message[2]}")
+                         f"{PROTOCOL_VERSION}, the other side version {version}")
             raise ProtocolError(
                 f"protocol version mismatch: we speak {PROTOCOL_VERSION}, "
-                f"the peer speaks {message[2]}; upgrade one side"
+                f"the peer speaks {version}; upgrade one side"
             )
         features, max_frame = message[3], message[4]
         if type(features) is not list or type(max_frame) is not int or max_frame <= 0:
@@ -461,7 +465,7 @@ class Broker:
                 or type(answer_wanted) is not bool):
             raise self._violation("malformed CALL")
         if req_id in self.running:
-            raise self._violation(f"CALL reuses request id {req_id}, which is still running")
+            raise self._violation(f"CALL reuses request id {_brief(req_id)}, which is still running")
         if len(self.running) >= self.limits.max_outstanding_calls:
             if answer_wanted:
                 self._queue_error(req_id, "limit-exceeded", "broker.LimitExceeded",
@@ -473,14 +477,14 @@ class Broker:
         if entry is None:
             if answer_wanted:
                 self._queue_error(req_id, "no-such-object", "broker.DeadReference",
-                                  f"object id {target} is not held by this connection")
+                                  f"object id {_brief(target)} is not held by this connection")
             return None
         obj = entry.obj
         func = lookup_method(obj, method)
         if func is None:
             if answer_wanted:
                 self._queue_error(req_id, "no-such-method", "broker.NoSuchMethod",
-                                  f"{_describe(obj)} has no remote method {method!r}")
+                                  f"{_describe(obj)} has no remote method {_brief(method)}")
             return None
         self.running.add(req_id)
         perspective = obj.perspective if type(obj) is ViewPoint else entry.perspective
@@ -507,7 +511,7 @@ class Broker:
             self._arity(message, 3)
         req_id = message[1]
         if type(req_id) is not int or not 0 < req_id < self._next_req:
-            raise self._violation(f"ANSWER for request id {req_id!r}, which was never sent")
+            raise self._violation(f"ANSWER for request id {_brief(req_id)}, which was never sent")
         if req_id not in self.waiting:
             return None  # cancelled or timed out: a late answer is dropped
         self.waiting.discard(req_id)
@@ -517,7 +521,7 @@ class Broker:
         self._arity(message, 7)
         _, req_id, code, type_name, text, tb, copy = message
         if type(req_id) is not int or not 0 < req_id < self._next_req:
-            raise self._violation(f"ERROR for request id {req_id!r}, which was never sent")
+            raise self._violation(f"ERROR for request id {_brief(req_id)}, which was never sent")
         if type(code) is not str or type(type_name) is not str or type(text) is not str:
             raise self._violation("malformed ERROR")
         if req_id not in self.waiting:

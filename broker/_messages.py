@@ -7,7 +7,10 @@ against these arities and types before acting on them.
 
 from __future__ import annotations
 
-__all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "FEATURES", "Op", "ERROR_CODES", "GOODBYE_CODES"]
+from typing import Any
+
+__all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "FEATURES", "Op", "ERROR_CODES", "GOODBYE_CODES",
+           "brief"]
 
 PROTOCOL_NAME = "pb"
 PROTOCOL_VERSION = 1
@@ -44,3 +47,14 @@ ERROR_CODES = (
 
 #: GOODBYE's ``code`` field.
 GOODBYE_CODES = ("normal", "shutdown", "protocol-error", "version", "limit-exceeded", "timeout")
+
+
+def brief(value: Any, limit: int = 100) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about what a
+    peer sent.  Never raises: a peer's int may be too long for ``str()``
+    (``sys.get_int_max_str_digits``), and a long value is not worth echoing."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}..."

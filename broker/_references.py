@@ -23,6 +23,7 @@ from typing import Any, Callable
 from ._caching import Cacheable, RemoteCache, RemoteCacheObserver, cache_class
 from ._errors import InsecureJelly, LimitExceeded, PBError
 from ._flavors import Perspective, Referenceable, Viewable, ViewPoint
+from ._messages import brief
 from ._remote import RemoteReference
 from ._streaming import RemoteStream, StreamSource
 
@@ -137,12 +138,12 @@ class ReferenceTables:
         ProtocolError-worthy ValueError for an unknown id or an over-count."""
         entry = self.local.get(object_id)
         if entry is None:
-            raise ValueError(f"DECREF of object id {object_id}, which the peer does not hold")
+            raise ValueError(f"DECREF of object id {brief(object_id)}, which the peer does not hold")
         if entry.permanent:
             return
         if count > entry.count:
             raise ValueError(
-                f"DECREF of object id {object_id} by {count}, but it was sent only {entry.count} times"
+                f"DECREF of object id {brief(object_id)} by {brief(count)}, but it was sent only {entry.count} times"
             )
         self._decrement(object_id, count)
 
@@ -198,7 +199,7 @@ class ReferenceTables:
         if kind == CACHE:
             return self._cache_in(args)
         if len(args) != 1 or type(args[0]) is not int:
-            raise InsecureJelly(f"malformed reference {kind}{args!r}")
+            raise InsecureJelly(f"malformed reference {kind}{brief(args)}")
         object_id = args[0]
         if kind == REMOTE or kind == STREAM:
             ref = self.remote.get(object_id)
@@ -211,7 +212,7 @@ class ReferenceTables:
         if kind == LOCAL:
             entry = self.local.get(object_id)
             if entry is None:
-                raise InsecureJelly(f"the peer named object id {object_id}, which it does not hold")
+                raise InsecureJelly(f"the peer named object id {brief(object_id)}, which it does not hold")
             obj = entry.obj
             return obj.viewable if type(obj) is ViewPoint else obj
         cache_id = object_id
@@ -221,7 +222,7 @@ class ReferenceTables:
                 self.on_cache_miss()
                 cache = self.zombies.pop(cache_id, None)
                 if cache is None:
-                    raise InsecureJelly(f"the peer named cache id {cache_id}, which was never sent")
+                    raise InsecureJelly(f"the peer named cache id {brief(cache_id)}, which was never sent")
                 cache._pb_count = 0
                 self.caches_in[cache_id] = weakref.ref(cache)
             cache._pb_count += 1
@@ -229,7 +230,7 @@ class ReferenceTables:
         if kind == LCACHE:
             entry = self.caches_out.get(cache_id)
             if entry is None:
-                raise InsecureJelly(f"the peer named cache id {cache_id}, which it does not hold")
+                raise InsecureJelly(f"the peer named cache id {brief(cache_id)}, which it does not hold")
             return entry.obj
         raise InsecureJelly(f"unknown reference kind {kind}")
 
@@ -260,7 +261,7 @@ class ReferenceTables:
 
     def _cache_in(self, args: tuple[Any, ...]) -> Any:
         if len(args) != 3 or type(args[0]) is not int or type(args[1]) is not str:
-            raise InsecureJelly(f"malformed cache {args!r:.200}")
+            raise InsecureJelly(f"malformed cache {brief(args, 200)}")
         cache_id, tag, state = args
         cls = cache_class(tag)
         if cls is None:
@@ -268,7 +269,7 @@ class ReferenceTables:
                 f"cache tag {tag!r} is not registered here; the receiver must call "
                 f"broker.register_cache({tag!r}, SomeRemoteCache)")
         if self.live_cache(cache_id) is not None or cache_id in self.zombies:
-            raise InsecureJelly(f"the peer sent cache id {cache_id} twice")
+            raise InsecureJelly(f"the peer sent cache id {brief(cache_id)} twice")
         cache = cls.__new__(cls)
         cache.set_copyable_state(state)
         cache._pb_owner = self.owner
@@ -299,17 +300,17 @@ class ReferenceTables:
     def uncache(self, cache_id: int) -> None:
         zombie = self.zombies.pop(cache_id, None)
         if zombie is None:
-            raise ValueError(f"UNCACHE of cache id {cache_id}, which this side did not drop")
+            raise ValueError(f"UNCACHE of cache id {brief(cache_id)}, which this side did not drop")
         zombie._pb_dead = True
 
     def decache(self, cache_id: int, count: int) -> _CacheEntry | None:
         """The peer dropped ``count`` receipts; return the entry if it is gone."""
         entry = self.caches_out.get(cache_id)
         if entry is None:
-            raise ValueError(f"DECACHE of cache id {cache_id}, which the peer does not hold")
+            raise ValueError(f"DECACHE of cache id {brief(cache_id)}, which the peer does not hold")
         if count > entry.count:
             raise ValueError(
-                f"DECACHE of cache id {cache_id} by {count}, but it was sent only {entry.count} times")
+                f"DECACHE of cache id {brief(cache_id)} by {brief(count)}, but it was sent only {entry.count} times")
         return self._decache(cache_id, count)
 
     def _decache(self, cache_id: int, count: int, peer_knows: bool = True) -> _CacheEntry | None:

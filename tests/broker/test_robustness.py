@@ -1,0 +1,152 @@
+"""Hostile or unlucky input reaching one connection: each case gets a clear
+answer or a GOODBYE, never an exception out of the protocol, and nothing of
+the peer's keeps running or stays allocated once the connection is gone.
+
+Most tests drive a ``BrokerProtocol`` through a recording transport, so that
+frames arrive in exactly one ``data_received`` call (no socket can split
+them); the rest use real sockets on 127.0.0.1.
+"""
+
+import asyncio
+import gc
+import struct
+import tracemalloc
+
+import msgpack
+import pytest
+
+import broker
+import jelly
+from broker import Limits, Referenceable, Root, Viewable
+from broker._protocol import BrokerProtocol
+
+BIG = 2**20000  # a valid BIGINT, but too long for str(): a ValueError waiting to happen
+
+
+class Recorder(asyncio.Transport):
+    """Collects what the protocol writes; close() loses the connection soon."""
+
+    def __init__(self, protocol):
+        super().__init__()
+        self.protocol = protocol
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data):
+        if not self.closed:
+            self.written += data
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def abort(self):
+        self.close()
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def messages(self):
+        out, data, offset = [], bytes(self.written), 0
+        while offset + 4 <= len(data):
+            (n,) = struct.unpack(">I", data[offset:offset + 4])
+            out.append(msgpack.unpackb(data[offset + 4:offset + 4 + n], strict_map_key=False))
+            offset += 4 + n
+        return out
+
+
+def frame(message):
+    body = message if isinstance(message, bytes) else jelly.dumps(message)
+    return struct.pack(">I", len(body)) + body
+
+
+HELLO = [0, "pb", 1, ["cancel", "ping"], 4 * 1024 * 1024]
+
+
+def open_protocol(root, limits=None):
+    protocol = BrokerProtocol(root=root, limits=limits or Limits())
+    transport = Recorder(protocol)
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+class Target(Root):
+    def __init__(self):
+        self.started = []
+        self.cancelled = []
+
+    def remote_echo(self, value):
+        return value
+
+    def remote_record(self, item):
+        self.started.append(item)
+
+    def remote_drop(self, value):
+        return None
+
+    async def remote_hang(self, item):
+        self.started.append(item)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled.append(item)
+            raise
+
+
+async def settle(turns=20):
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+# -- peer values that cannot be printed -----------------------------------------
+
+
+@pytest.mark.parametrize("message, goodbye", [
+    ([11, BIG, "bye"], None),                          # GOODBYE with an absurd code
+    ([2, BIG, "answer"], "protocol-error"),            # ANSWER for a huge request id
+    ([3, BIG, "remote-error", "T", "m", None, None], "protocol-error"),
+    ([BIG, 1, 2], "protocol-error"),                   # a huge opcode
+])
+async def test_huge_integers_in_a_message_get_a_goodbye_not_an_exception(message, goodbye):
+    protocol, transport = open_protocol(Target())
+    protocol.data_received(frame(HELLO) + frame(message))
+    await protocol.connection.wait_closed()
+    messages = transport.messages()
+    if goodbye is not None:
+        assert messages[-1][:2] == [11, goodbye]
+
+
+async def test_a_huge_hello_version_is_a_version_goodbye():
+    protocol, transport = open_protocol(Target())
+    protocol.data_received(frame([0, "pb", BIG, [], 1024]))
+    await protocol.connection.wait_closed()
+    assert transport.messages()[-1][:2] == [11, "version"]
+
+
+async def test_a_call_to_a_huge_object_id_is_answered_and_the_connection_stays():
+    protocol, transport = open_protocol(Target())
+    protocol.data_received(frame(HELLO) + frame([1, 1, BIG, "echo", [], {}, True])
+                           + frame([1, 2, 0, "echo", ["after"], {}, True]))
+    await settle()
+    error, answer = transport.messages()[1:]
+    assert error[:3] == [3, 1, "no-such-object"]
+    assert answer == [2, 2, "after"]
+    assert protocol.is_open
+    transport.close()
+    await protocol.connection.wait_closed()
+
+
+async def test_a_call_reusing_a_huge_running_request_id_is_a_protocol_error():
+    root = Target()
+    protocol, transport = open_protocol(root)
+    call = frame([1, BIG, 0, "hang", ["h"], {}, True])
+    protocol.data_received(frame(HELLO) + call + call)
+    await protocol.connection.wait_closed()
+    assert transport.messages()[-1][:2] == [11, "protocol-error"]
