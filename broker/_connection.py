@@ -365,7 +365,12 @@ class Broker:
             return self._on_cancel(message)
         if op == Op.PING:
             self._arity(message, 2)
-            self._queue_plain([Op.PONG, message[1]])
+            try:
+                pong = jelly.dumps([Op.PONG, message[1]])
+            except jelly.JellyError:
+                raise self._violation("a PING token must be plain data that can be echoed "
+                                      "(no references, no copies this side cannot send)") from None
+            self._queue(pong)
             return None
         if op == Op.PONG:
             return None

@@ -150,3 +150,13 @@ async def test_a_call_reusing_a_huge_running_request_id_is_a_protocol_error():
     protocol.data_received(frame(HELLO) + call + call)
     await protocol.connection.wait_closed()
     assert transport.messages()[-1][:2] == [11, "protocol-error"]
+
+
+async def test_a_ping_whose_token_holds_a_reference_is_refused_with_a_goodbye():
+    protocol, transport = open_protocol(Target())
+    ping = msgpack.packb([9, msgpack.ExtType(0x20, msgpack.packb([5]))])
+    protocol.data_received(frame(HELLO) + frame(ping))
+    await protocol.connection.wait_closed()
+    goodbye = transport.messages()[-1]
+    assert goodbye[:2] == [11, "protocol-error"]
+    assert "PING" in goodbye[2]
