@@ -200,6 +200,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     task = self._tasks.get(event.req_id)
                     if task is not None:
                         task.cancel()
+                    else:
+                        self._cancel_waiting_call(event.req_id)
                 elif kind is HelloEvent:
                     reader.max_frame = self.limits.max_frame
                     if not self._ready.done():
@@ -233,10 +235,22 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         """Runs after the first step of the task that set ``_defer_sync``."""
         self._defer_sync = False
         backlog = self._backlog
-        while backlog:
+        while backlog and self.transport is not None:
             self._run_call(backlog.popleft())
             if self._defer_sync:
                 return  # that call started a task; the next drain follows its first step
+
+    def _cancel_waiting_call(self, req_id: int) -> None:
+        """CANCEL for a call still in the backlog: it never starts."""
+        for event in self._backlog:
+            if event.req_id == req_id:
+                self._backlog.remove(event)
+                if event.answer_wanted:
+                    self.core.fail(req_id, asyncio.CancelledError(
+                        f"call {event.method!r} was cancelled"))
+                else:
+                    self.core.finished(req_id)
+                return
 
     def _run_call(self, event: CallEvent) -> None:
         core = self.core
@@ -523,6 +537,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         for fut in futures.values():
             if not fut.done():
                 fut.set_exception(ConnectionLost(reason))
+        # Calls still waiting for their turn never start: their peer is gone.
+        self._backlog.clear()
         running = list(self._tasks.values()) + list(self._oneway_tasks)
         for task in running:
             task.cancel()

@@ -160,3 +160,45 @@ async def test_a_ping_whose_token_holds_a_reference_is_refused_with_a_goodbye():
     goodbye = transport.messages()[-1]
     assert goodbye[:2] == [11, "protocol-error"]
     assert "PING" in goodbye[2]
+
+
+# -- the E-order backlog ----------------------------------------------------------
+
+
+async def test_calls_still_waiting_in_the_backlog_never_start_after_the_connection_is_lost():
+    root = Target()
+    protocol, transport = open_protocol(root)
+    protocol.data_received(frame(HELLO)
+                           + b"".join(frame([1, i, 0, "hang", [i], {}, True]) for i in (1, 2, 3))
+                           + frame([1, 4, 0, "record", [4], {}, False]))
+    protocol.connection_lost(None)  # the peer vanished before the first call's first step
+    await protocol.connection.wait_closed()
+    await settle()
+    try:
+        assert root.started == []   # nothing of that peer starts once it is gone
+        assert protocol.calls_in_progress == 0
+    finally:
+        for task in list(protocol._tasks.values()):
+            task.cancel()
+        await settle()
+
+
+async def test_a_cancel_for_a_call_still_in_the_backlog_stops_it_from_starting():
+    root = Target()
+    protocol, transport = open_protocol(root)
+    protocol.data_received(frame(HELLO)
+                           + frame([1, 1, 0, "hang", [1], {}, True])    # starts a task
+                           + frame([1, 2, 0, "hang", [2], {}, True])    # waits behind it
+                           + frame([8, 2])                              # CANCEL 2
+                           + frame([1, 3, 0, "record", [3], {}, False]))
+    await settle()
+    try:
+        assert root.started == [1, 3]
+        errors = [m for m in transport.messages() if m[0] == 3]
+        assert errors == [[3, 2, "cancelled", "asyncio.exceptions.CancelledError",
+                           "call 'hang' was cancelled", None, None]]
+        assert protocol.core.running == {1}
+    finally:
+        transport.close()
+        await protocol.connection.wait_closed()
+    assert root.cancelled == [1]
