@@ -417,18 +417,13 @@ class Broker:
         """A frame decoded to something we refuse.  If it was a call, answer
         that call with an error and keep the connection; otherwise it is a
         protocol violation."""
-        try:
-            # Only the envelope is needed: ext values stay opaque here.
-            bare = msgpack.unpackb(frame, raw=False, strict_map_key=False)
-        except Exception:
-            bare = None
-        if type(bare) is not list or len(bare) < 3 or type(bare[1]) is not int \
-                or self.state is not OPEN:
+        envelope = _envelope(frame) if self.state is OPEN else None
+        if envelope is None:
             raise self._violation(f"refused frame: {exc}")
-        op, req_id = bare[0], bare[1]
+        op, req_id, fields, answer_wanted = envelope
         limit = isinstance(exc, jelly.LimitExceeded)
-        if op == Op.CALL and len(bare) == 7:
-            if bare[6]:
+        if op == Op.CALL and fields == 7 and answer_wanted is not None:
+            if answer_wanted:
                 self._queue_error(req_id, "limit-exceeded" if limit else "insecure-jelly",
                                   type(exc), str(exc))
             return None
@@ -562,6 +557,37 @@ class Broker:
         if type(req_id) is not int:
             raise self._violation("malformed CANCEL")
         return CancelEvent(req_id) if req_id in self.running else None
+
+
+# First bytes of a msgpack int.
+_INT_FIRST = frozenset(range(0x80)) | frozenset(range(0xCC, 0xD4)) | frozenset(range(0xE0, 0x100))
+
+
+def _envelope(frame: Any) -> tuple[int, int, int, bool | None] | None:
+    """``(opcode, req_id, fields, answer_wanted)`` of a frame jelly refused,
+    read without building any other value of it: it may have been refused
+    for its size.  ``answer_wanted`` is None unless the message has 7 fields
+    and the last is a bool.  None if the frame is not ``[op, int, ...]``."""
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
+    try:
+        unpacker.feed(frame)
+        fields = unpacker.read_array_header()
+        if fields < 3 or frame[unpacker.tell()] >= 0x80:  # op: a positive fixint
+            return None
+        op = unpacker.unpack()
+        if frame[unpacker.tell()] not in _INT_FIRST:
+            return None
+        req_id = unpacker.unpack()
+        answer_wanted = None
+        if fields == 7:
+            for _ in range(4):  # target, method, args, kwargs
+                unpacker.skip()
+            last = frame[unpacker.tell()]
+            if last in (0xC2, 0xC3):
+                answer_wanted = last == 0xC3
+        return op, req_id, fields, answer_wanted
+    except Exception:
+        return None
 
 
 def _describe(obj: Any) -> str:

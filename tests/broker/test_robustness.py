@@ -202,3 +202,52 @@ async def test_a_cancel_for_a_call_still_in_the_backlog_stops_it_from_starting()
         transport.close()
         await protocol.connection.wait_closed()
     assert root.cancelled == [1]
+
+
+# -- limits before memory -----------------------------------------------------------
+
+
+async def test_a_refused_call_is_answered_without_building_its_arguments():
+    # args: an array of 300 000 empty arrays, three times max_items.  jelly
+    # refuses it from the header; answering the call must not build it either.
+    n = 300_000
+    body = (b"\x97\x01\x01\x00\xa4echo" + b"\xdd" + struct.pack(">I", n) + b"\x90" * n
+            + b"\x80\xc3")
+    protocol, transport = open_protocol(Target())
+    protocol.data_received(frame(HELLO))
+    tracemalloc.start()
+    try:
+        protocol.data_received(frame(body))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert transport.messages()[-1][:3] == [3, 1, "limit-exceeded"]
+    # A few copies of the bytes (buffers); 300 000 lists would take some 20 MB.
+    assert peak < 8 * len(body)
+    assert protocol.is_open
+    transport.close()
+    await protocol.connection.wait_closed()
+
+
+@pytest.mark.parametrize("answer_wanted, reply", [
+    (True, "insecure-jelly"),    # answered, and the connection stays
+    (False, None),               # one-way: nothing comes back, the connection stays
+    (1, "protocol-error"),       # not a bool: a malformed CALL
+])
+async def test_a_call_with_a_refused_value_is_answered_from_its_envelope(answer_wanted, reply):
+    copy = msgpack.ExtType(0x10, b"\x00\xabno.such.tag\x80")  # COPY of an unregistered tag
+    body = msgpack.packb([1, 1, 0, "echo", [copy], {}, answer_wanted])
+    protocol, transport = open_protocol(Target())
+    protocol.data_received(frame(HELLO) + frame(body) + frame([9, 7]))
+    await settle()
+    replies = transport.messages()[1:]
+    if reply == "protocol-error":
+        assert replies[-1][:2] == [11, "protocol-error"]
+        await protocol.connection.wait_closed()
+        return
+    if reply is not None:
+        assert replies[0][:3] == [3, 1, reply] and "no.such.tag" in replies[0][4]
+        replies = replies[1:]
+    assert replies == [[10, 7]]
+    transport.close()
+    await protocol.connection.wait_closed()
