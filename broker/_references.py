@@ -179,7 +179,7 @@ class ReferenceTables:
         if isinstance(obj, Referenceable):
             return (STREAM if type(obj) is StreamSource else REMOTE), (self.register(obj),)
         if isinstance(obj, Viewable):
-            return REMOTE, (self.register(self._viewpoint(obj)),)
+            return REMOTE, (self._register_view(obj),)
         if isinstance(obj, Cacheable):
             return self._cache_out(obj)
         if isinstance(obj, RemoteCache):
@@ -188,12 +188,17 @@ class ReferenceTables:
             return LCACHE, (obj._pb_cache_id,)
         raise PBError(f"{type(obj).__qualname__} objects cannot be sent over a broker connection")
 
-    def _viewpoint(self, viewable: Viewable) -> ViewPoint:
+    def _register_view(self, viewable: Viewable) -> int:
+        """Count one more send of ``viewable`` as seen by the current
+        perspective; its ViewPoint is remembered only once it has an id."""
         key = (id(viewable), id(self.perspective))
         view = self._views.get(key)
         if view is None:
-            view = self._views[key] = ViewPoint(viewable, self.perspective)
-        return view
+            view = ViewPoint(viewable, self.perspective)
+            object_id = self.register(view)  # may raise LimitExceeded: nothing kept
+            self._views[key] = view
+            return object_id
+        return self.register(view)
 
     def flavor_in(self, kind: int, args: tuple[Any, ...]) -> Any:
         if kind == CACHE:

@@ -251,3 +251,24 @@ async def test_a_call_with_a_refused_value_is_answered_from_its_envelope(answer_
     assert replies == [[10, 7]]
     transport.close()
     await protocol.connection.wait_closed()
+
+
+async def test_refused_viewable_sends_leave_nothing_behind():
+    class Board(Viewable):
+        def view_look(self, perspective):
+            return "ok"
+
+    class Boards(Root):
+        def remote_new(self):
+            return Board()
+
+    protocol, transport = open_protocol(Boards(), Limits(max_local_references=1))
+    protocol.data_received(frame(HELLO) + b"".join(
+        frame([1, i, 0, "new", [], {}, True]) for i in range(1, 21)))
+    await settle()
+    answers = [m for m in transport.messages() if m[0] in (2, 3)]
+    assert [m[0] for m in answers] == [2] + [3] * 19
+    refs = protocol.core.refs
+    assert len(refs.local) == 2 and len(refs._views) == 1  # the root and the one Board
+    transport.close()
+    await protocol.connection.wait_closed()
