@@ -54,6 +54,9 @@ _ACCEPTS = {
 
 _pack_header = HEADER.pack
 _SMALL = 64 * 1024
+#: Characters of an error's message and traceback kept when the whole ERROR
+#: would not fit in the peer's max_frame.
+_ERROR_TEXT = 4096
 
 
 class CallEvent:
@@ -270,7 +273,7 @@ class Broker:
             code = "no-such-method"
         elif isinstance(exc, asyncio.CancelledError):
             code = "cancelled"
-        self._queue_error(req_id, code, type(exc), str(exc), tb, copy)
+        self._queue_error(req_id, code, type(exc), _text_of(exc), tb, copy)
 
     def _encode_copy(self, exc: BaseException) -> bytes:
         return self._encode(exc)  # type: ignore[arg-type]
@@ -290,7 +293,17 @@ class Broker:
                 type_name = f"{module}.{type_name}"
         else:
             type_name = exc_type
-        self._queue_plain([Op.ERROR, req_id, code, type_name, message, tb, copy])
+        body = jelly.dumps([Op.ERROR, req_id, code, type_name, message, tb, copy])
+        if len(body) > self._send_limit:
+            # The peer could not take it whole: keep the error, shorten its text.
+            if len(message) > _ERROR_TEXT:
+                message = (f"{message[:_ERROR_TEXT]} ... (truncated from {len(message)} "
+                           "characters to fit max_frame)")
+            if tb is not None and len(tb) > _ERROR_TEXT:
+                tb = f"(traceback truncated to fit max_frame) ...{tb[-_ERROR_TEXT:]}"
+            body = jelly.dumps([Op.ERROR, req_id, code, type_name[:_ERROR_TEXT], message, tb,
+                                None])
+        self._queue(body)
 
     def decref(self, object_id: int, count: int) -> None:
         if self.state is not CLOSED and count > 0:
@@ -588,6 +601,13 @@ def _envelope(frame: Any) -> tuple[int, int, int, bool | None] | None:
         return op, req_id, fields, answer_wanted
     except Exception:
         return None
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
 
 
 def _describe(obj: Any) -> str:

@@ -272,3 +272,42 @@ async def test_refused_viewable_sends_leave_nothing_behind():
     assert len(refs.local) == 2 and len(refs._views) == 1  # the root and the one Board
     transport.close()
     await protocol.connection.wait_closed()
+
+
+# -- errors that do not fit, or do not print ---------------------------------------------
+
+
+class Failing(Root):
+    def remote_big(self, n):
+        raise ValueError("x" * n)
+
+    def remote_unprintable(self):
+        class Odd(Exception):
+            def __str__(self):
+                raise RuntimeError("no text for you")
+        raise Odd()
+
+    def remote_echo(self, value):
+        return value
+
+
+async def test_an_error_larger_than_the_peers_frame_limit_arrives_shortened():
+    limits = Limits(max_frame=64 * 1024)
+    async with await broker.serve(Failing(), "127.0.0.1", 0, limits=limits) as server:
+        async with await broker.connect("127.0.0.1", server.port, limits=limits) as conn:
+            root = await conn.root()
+            with pytest.raises(broker.RemoteError) as info:
+                await root.call_remote("big", 100_000)
+            assert info.value.remote_type == "ValueError"
+            assert info.value.remote_message.startswith("xxxx")
+            assert "truncated" in info.value.remote_message
+            assert await root.call_remote("echo", "still open") == "still open"
+
+
+async def test_an_exception_that_cannot_be_printed_still_comes_back():
+    async with await broker.serve(Failing(), "127.0.0.1", 0) as server:
+        async with await broker.connect("127.0.0.1", server.port) as conn:
+            root = await conn.root()
+            with pytest.raises(broker.RemoteError, match="Odd"):
+                await root.call_remote("unprintable")
+            assert await root.call_remote("echo", "still open") == "still open"
