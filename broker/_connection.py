@@ -39,7 +39,7 @@ from ._flavors import ViewPoint, lookup_method
 from ._framing import HEADER
 from ._limits import Limits
 from ._messages import FEATURES, PROTOCOL_NAME, PROTOCOL_VERSION, Op, brief as _brief
-from ._references import ReferenceTables
+from ._references import ROOT_ID, ReferenceTables
 
 __all__ = ["Broker", "CallEvent", "AnswerEvent", "FailureEvent", "CancelEvent",
            "HelloEvent", "GoodbyeEvent"]
@@ -306,7 +306,8 @@ class Broker:
         self._queue(body)
 
     def decref(self, object_id: int, count: int) -> None:
-        if self.state is not CLOSED and count > 0:
+        # The root is never counted: the peer may not even have one.
+        if self.state is not CLOSED and count > 0 and object_id != ROOT_ID:
             self._queue_plain([Op.DECREF, object_id, count])
 
     def cache_call(self, cache_id: int, method: str, args: tuple, kwargs: dict) -> None:

@@ -135,7 +135,11 @@ class ReferenceTables:
 
     def decref(self, object_id: int, count: int) -> None:
         """The peer dropped ``count`` sends of ``object_id``.  Raises
-        ProtocolError-worthy ValueError for an unknown id or an over-count."""
+        ProtocolError-worthy ValueError for an unknown id or an over-count.
+        The root is never counted: a DECREF of id 0 (which an older peer may
+        send, even to a side without a root) is ignored."""
+        if object_id == ROOT_ID:
+            return
         entry = self.local.get(object_id)
         if entry is None:
             raise ValueError(f"DECREF of object id {brief(object_id)}, which the peer does not hold")

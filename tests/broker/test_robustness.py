@@ -311,3 +311,28 @@ async def test_an_exception_that_cannot_be_printed_still_comes_back():
             with pytest.raises(broker.RemoteError, match="Odd"):
                 await root.call_remote("unprintable")
             assert await root.call_remote("echo", "still open") == "still open"
+
+
+# -- the root is never counted -------------------------------------------------------------
+
+
+async def test_dropping_a_reference_to_a_peer_without_a_root_keeps_the_connection(pair):
+    async with pair(Target()) as (server, client):
+        peer_root = await server.root()          # the client published no root
+        with pytest.raises(broker.DeadReference):
+            await peer_root.call_remote("anything")
+        del peer_root
+        gc.collect()   # the server's DECREF goes out before the answer below
+        root = await client.root()
+        assert await root.call_remote("echo", "still open") == "still open"
+        assert client.is_open and server.is_open
+
+
+async def test_a_decref_of_the_root_is_ignored_even_without_a_root():
+    protocol, transport = open_protocol(None)
+    protocol.data_received(frame(HELLO) + frame([4, 0, 3]) + frame([9, 1]))
+    await settle()
+    assert transport.messages()[1:] == [[10, 1]]
+    assert protocol.is_open
+    transport.close()
+    await protocol.connection.wait_closed()
