@@ -293,7 +293,8 @@ class ReferenceTables:
 
     def cache_target(self, cache_id: int) -> Any:
         """The cache (live or zombie) a CACHE_CALL for ``cache_id`` reaches."""
-        return self.live_cache(cache_id) or self.zombies.get(cache_id)
+        cache = self.live_cache(cache_id)  # a cache may be falsy (an empty one with __len__)
+        return cache if cache is not None else self.zombies.get(cache_id)
 
     def cache_dropped(self, cache_id: int, state: dict, cls: type) -> None:
         """Our last reference to a peer's cache died: keep a zombie with its

@@ -181,3 +181,49 @@ async def test_cache_limit_at_the_edge_and_one_past():
     await wait_for(lambda: not server._protocol.core.refs.caches_out)
     assert len(await root.call_remote("make", 5)) == 5
     await client.close()
+
+
+class Roster(Cacheable):
+    cache_tag = "tests.Roster"
+
+    def __init__(self):
+        self.names = []
+        self.observers = []
+
+    def get_state_to_cache_and_observe_for(self, perspective, observer):
+        self.observers.append(observer)
+        return {"names": list(self.names)}
+
+    def add(self, name):
+        self.names.append(name)
+        for observer in self.observers:
+            observer.call_remote("add", name)
+
+
+@register_cache("tests.Roster")
+class RosterCopy(RemoteCache):
+    def __len__(self):  # an empty roster is falsy
+        return len(self.names)
+
+    def observe_add(self, name):
+        self.names.append(name)
+
+
+async def test_updates_reach_a_cache_that_is_falsy(pair):
+    class Club(Root):
+        def __init__(self):
+            self.roster = Roster()
+
+        def remote_roster(self):
+            return self.roster
+
+        def remote_join(self, name):
+            self.roster.add(name)
+
+    club = Club()
+    async with pair(club) as (_, client):
+        root = await client.root()
+        roster = await root.call_remote("roster")
+        assert len(roster) == 0
+        await root.call_remote("join", "ann")   # the update travels before this answer
+        assert roster.names == ["ann"]
