@@ -27,7 +27,9 @@ class Limits:
     max_outstanding_calls: int = 1024
     #: Objects of ours the peer may hold references to.
     max_local_references: int = 10_000
-    #: Cacheables of ours the peer may hold copies of.
+    #: Cacheables of ours the peer may hold copies of, and copies of the
+    #: peer's Cacheables this side keeps (a dropped one counts until the
+    #: owner's UNCACHE).
     max_caches: int = 1024
     #: Bytes accepted before the peer's HELLO completes.
     handshake_bytes: int = 16 * 1024

@@ -279,6 +279,12 @@ class ReferenceTables:
                 f"broker.register_cache({tag!r}, SomeRemoteCache)")
         if self.live_cache(cache_id) is not None or cache_id in self.zombies:
             raise InsecureJelly(f"the peer sent cache id {brief(cache_id)} twice")
+        held = len(self.caches_in) + len(self.zombies)
+        if held >= self.max_caches:
+            raise LimitExceeded(
+                f"this side already keeps {held} cached objects of the peer's, dropped ones "
+                f"waiting for UNCACHE included (max_caches={self.max_caches}); drop some, "
+                "or raise Limits.max_caches")
         cache = cls.__new__(cls)
         cache.set_copyable_state(state)
         cache._pb_owner = self.owner

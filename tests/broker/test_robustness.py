@@ -336,3 +336,29 @@ async def test_a_decref_of_the_root_is_ignored_even_without_a_root():
     assert protocol.is_open
     transport.close()
     await protocol.connection.wait_closed()
+
+
+# -- copies of the peer's caches are limited too ---------------------------------------
+
+
+@broker.register_cache("tests.robustness.Sheet")
+class SheetCopy(broker.RemoteCache):
+    pass
+
+
+async def test_a_peer_that_never_uncaches_cannot_make_this_side_keep_unlimited_copies():
+    protocol, transport = open_protocol(Target(), Limits(max_caches=5))
+
+    def cache(i):
+        return msgpack.ExtType(0x22, msgpack.packb([i, "tests.robustness.Sheet", {"n": i}]))
+
+    protocol.data_received(frame(HELLO) + b"".join(
+        frame(msgpack.packb([1, i, 0, "drop", [cache(i)], {}, True])) for i in range(1, 21)))
+    await settle()
+    refs = protocol.core.refs
+    assert len(refs.zombies) + len(refs.caches_in) <= 5  # the peer sent DECACHE-bait, no UNCACHE
+    errors = [m for m in transport.messages() if m[0] == 3]
+    assert errors and all(m[2] == "limit-exceeded" and "max_caches" in m[4] for m in errors)
+    assert protocol.is_open
+    transport.close()
+    await protocol.connection.wait_closed()
