@@ -38,17 +38,22 @@ class StreamSource(Referenceable):
         self._iterator = iterator.__aiter__() if hasattr(iterator, "__aiter__") else iterator
         self._lock = asyncio.Lock()
         self._closed = False
+        self._released = False
+        self._pulling: asyncio.Task | None = None  # the pull waiting for the iterator
 
     async def remote_pull(self) -> list:
         """``[True, item]``, or ``[False, None]`` once the iterator is exhausted."""
         async with self._lock:
-            if self._closed:
+            if self._closed or self._released:
                 return [False, None]
+            self._pulling = asyncio.current_task()
             try:
                 item = await self._iterator.__anext__()
             except StopAsyncIteration:
                 await self._close()
                 return [False, None]
+            finally:
+                self._pulling = None
             return [True, item]
 
     async def remote_close(self) -> None:
@@ -63,10 +68,17 @@ class StreamSource(Referenceable):
                 await aclose()
 
     def _pb_on_release(self) -> Any:
-        """The consumer is gone: close the iterator (returns a coroutine)."""
-        if not self._closed:
-            return self._close_unlocked()
-        return None
+        """The consumer is gone: close the iterator (returns a coroutine).
+
+        A pull waiting for the iterator's next item is cancelled (nobody
+        will take that item, and it may never come: a live feed), and pulls
+        queued behind it end at once."""
+        if self._closed:
+            return None
+        self._released = True
+        if self._pulling is not None:
+            self._pulling.cancel()
+        return self._close_unlocked()
 
     async def _close_unlocked(self) -> None:
         if self._lock.locked():

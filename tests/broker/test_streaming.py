@@ -160,3 +160,32 @@ async def test_references_dropped_on_other_threads_are_all_released():
         await asyncio.sleep(0.01)
     assert server.local_object_count == 0
     await client.close()
+
+
+class Feed(Root):
+    def __init__(self):
+        self.closed = asyncio.Event()
+        self.never = asyncio.Event()
+
+    def remote_feed(self):
+        async def gen():
+            try:
+                yield "first"
+                await self.never.wait()   # a live feed with nothing new to say
+                yield "never"
+            finally:
+                self.closed.set()
+        return gen()
+
+
+async def test_dropping_the_consumer_closes_a_producer_waiting_for_its_next_item(pair):
+    feed = Feed()
+    async with pair(feed) as (_, client):
+        root = await client.root()
+        stream = await root.call_remote("feed")
+        async for item in stream:
+            assert item == "first"
+            break
+        del stream
+        gc.collect()
+        await asyncio.wait_for(feed.closed.wait(), 5)
