@@ -163,20 +163,35 @@ class AccountStore:
 
     def _open(self) -> sqlite3.Connection:
         path = self.path
-        if not path.exists():
-            if not self.create:
-                raise MissingDatabase(
-                    f"no account database at {path}: create one with `pb user add NAME` "
-                    f"(or AccountStore(path, create=True)), or point to the right file"
-                )
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # someone else created it meanwhile; open theirs
-            else:
-                os.close(fd)
-        mode = stat.S_IMODE(path.stat().st_mode)
+        try:
+            if path.is_dir():
+                raise StoreError(f"{path} is a directory, not an account database file")
+            if not path.exists():
+                if not self.create:
+                    raise MissingDatabase(
+                        f"no account database at {path}: create one with `pb user add NAME` "
+                        f"(or AccountStore(path, create=True)), or point to the right file"
+                    )
+                for parent in path.parents:
+                    if parent.exists():
+                        if not parent.is_dir():
+                            raise StoreError(f"cannot create account database {path}: "
+                                             f"{parent} is not a directory")
+                        break
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    pass  # someone else created it meanwhile; open theirs
+                else:
+                    os.close(fd)
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError as exc:  # a file where a directory should be, no permission, ...
+            raise StoreError(
+                f"cannot {'create' if self.create else 'open'} account database {path}: "
+                f"{exc.strerror or exc}"
+                + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
+            ) from None
         if mode & 0o077:
             log.warning("account database %s has mode %04o; it should be 0600 (chmod 600 %s)", path, mode, path)
         uri = path.resolve().as_uri() + "?mode=rw"  # never let sqlite create the file itself

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from cred import scram
-from cred.errors import InvalidName, MissingDatabase, StoreError, UnknownService
+from cred.errors import InvalidName, MissingDatabase, ScramError, StoreError, UnknownService
 from cred.store import AccountStore, check_name
 
 __all__ = ["register", "default_db_path"]
@@ -59,22 +59,32 @@ def _iterations(text: str) -> int:
 def _read_password(prompt: str = "Password: ") -> str:
     if sys.stdin is None:
         raise _InputError("no standard input to read the password from")
-    if sys.stdin.isatty():
-        first = getpass.getpass(prompt)
-        if first and getpass.getpass("Repeat password: ") != first:
-            raise _InputError("the passwords do not match; nothing was changed")
-        password = first
-    else:
-        password = sys.stdin.readline()
-        if password.endswith("\n"):
-            password = password[:-1]
-        if password.endswith("\r"):
-            password = password[:-1]
+    try:
+        if sys.stdin.isatty():
+            first = getpass.getpass(prompt)
+            if first and getpass.getpass("Repeat password: ") != first:
+                raise _InputError("the passwords do not match; nothing was changed")
+            password = first
+        else:
+            password = sys.stdin.readline()
+            if password.endswith("\n"):
+                password = password[:-1]
+            if password.endswith("\r"):
+                password = password[:-1]
+    except UnicodeDecodeError:
+        raise _InputError("the password is not UTF-8 text; nothing was changed") from None
     if not password:
         raise _InputError(
             "empty password: give a non-empty password (on standard input, one line, "
             "or at the prompt)"
         )
+    if any("\udc80" <= ch <= "\udcff" for ch in password):  # undecodable bytes, escaped
+        raise _InputError("the password is not UTF-8 text; nothing was changed")
+    try:
+        scram.saslprep(password)  # what every login will do to it
+    except ScramError as exc:
+        raise _InputError(f"the password cannot be used: {exc}; choose another "
+                          f"(nothing was changed)") from None
     return password
 
 

@@ -1,3 +1,4 @@
+import io
 import os
 import stat
 import subprocess
@@ -168,3 +169,141 @@ def test_pb_help_lists_the_user_command(workdir):
         capture_output=True, text=True, cwd=workdir, env=environment, timeout=30,
     )
     assert "user" in out.stdout
+
+
+# -- garbage, oversize and truncated input ---------------------------------------------
+#
+# The matrices run ``pb``'s main() in this process (a subprocess costs half a
+# second); standard input is a real text layer over bytes, and a non-UTF-8
+# argument is what Python's own argv decoding makes of it.  One real
+# subprocess per kind of input checks the decoding at the edges.
+
+
+def pb_main(monkeypatch, capsys, db, *args, stdin=b"", errors="strict"):
+    from clients._cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8",
+                                                       errors=errors))
+    args = [os.fsdecode(a) if isinstance(a, bytes) else a for a in args]
+    try:
+        code = main(["user", *args, "--db", str(db)])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def pb_raw(workdir, *args, stdin=b"", env=None):
+    """``pb user ...`` as a subprocess, with bytes in and out."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("PB_DATA_DIR", "PYTHONIOENCODING")}
+    environment["PYTHONPATH"] = str(REPO)
+    environment.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "clients._cli", "user", *args],
+        input=stdin, capture_output=True, cwd=workdir, env=environment, timeout=30,
+    )
+    assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    return result
+
+
+@pytest.fixture
+def accounts(tmp_path):
+    db = tmp_path / "pb-data" / "accounts.sqlite3"
+    with AccountStore(db, create=True) as store:
+        store.add_service("pbecho")
+        store.add_user("alice", "pw", keyring=[("pbecho", None)])
+    return db
+
+
+BAD_NAMES = [b"", b"x" * 300, b"a\x01b", b"a\x1b[31mred", b"tab\there", b"a\xffb", b"\xc3"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+def test_bad_names_are_usage_errors_for_every_action(monkeypatch, capsys, accounts, name):
+    before = accounts.read_bytes()
+    for args in (
+        ["add", name], ["passwd", name], ["remove", name], ["grant", name, "pbecho"],
+        ["revoke", name, "pbecho"], ["grant", "alice", name], ["revoke", "alice", name],
+        ["add-service", name], ["remove-service", name], ["add", "bob", "-s", name],
+    ):
+        code, out, err = pb_main(monkeypatch, capsys, accounts, *args, stdin=b"pw\n")
+        assert code == 2, (args, err)
+        assert err.startswith("pb user: ") or "usage:" in err, err
+        assert "name" in err or "SERVICE" in err, err
+        assert out == ""
+    assert accounts.read_bytes() == before
+
+
+def test_a_non_utf8_name_on_a_real_command_line(accounts):
+    result = pb_raw(accounts.parent, "remove", b"al\xffice", "--db", str(accounts))
+    assert result.returncode == 2
+    assert result.stderr == b"pb user: user name 'al\\udcffice' contains whitespace or control characters\n"
+
+
+@pytest.mark.parametrize("stdin, errors", [
+    (b"\xff\xfe garbage\n", "strict"),            # a UTF-8 locale
+    (b"\xff\xfe garbage\n", "surrogateescape"),   # the C.UTF-8 locale's way
+    (b"pass\x00word\n", "strict"),                 # SASLprep prohibits it
+    (b"\xc3", "strict"),                           # a truncated character
+], ids=["strict", "surrogateescape", "nul", "truncated-utf8"])
+def test_a_password_that_is_not_usable_text_is_a_usage_error(monkeypatch, capsys, accounts,
+                                                             stdin, errors):
+    before = accounts.read_bytes()
+    for args in (["add", "bob"], ["passwd", "alice"]):
+        code, _, err = pb_main(monkeypatch, capsys, accounts, *args, stdin=stdin, errors=errors)
+        assert code == 2, err
+        assert err.startswith("pb user: ") and "password" in err, err
+    assert accounts.read_bytes() == before
+
+
+def test_garbage_on_a_real_standard_input(accounts):
+    result = pb_raw(accounts.parent, "add", "bob", "--db", str(accounts), stdin=b"\xff\xfe\n",
+                    env={"PYTHONIOENCODING": "utf-8"})
+    assert result.returncode == 2
+    assert result.stderr.startswith(b"pb user: ") and b"UTF-8" in result.stderr
+
+
+def test_a_huge_password_line_is_taken_whole(monkeypatch, capsys, accounts):
+    password = "long " * 200_000  # a megabyte
+    code, _, err = pb_main(monkeypatch, capsys, accounts, "passwd", "alice",
+                           stdin=password.encode() + b"\n")
+    assert code == 0, err
+    with AccountStore(accounts) as store:
+        assert store.verifier("alice").check_password(password)
+
+
+DAMAGES = ["garbage", "truncated", "damaged-pages", "directory", "under-a-file"]
+
+
+def damage(db, how):
+    """Spoil the database at *db* as *how* says; return the path to point --db at."""
+    data = db.read_bytes()
+    page_size = int.from_bytes(data[16:18], "big")
+    if how == "garbage":
+        db.write_bytes(bytes(range(256)) * 40)
+    elif how == "truncated":
+        db.write_bytes(data[:100])
+    elif how == "damaged-pages":
+        db.write_bytes(data[:page_size] + b"\xff" * (len(data) - page_size))
+    elif how == "directory":
+        return db.parent
+    elif how == "under-a-file":
+        return db / "inside.sqlite3"
+    return db
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_database_that_is_not_one_is_reported_without_a_traceback(monkeypatch, capsys, accounts, how):
+    target = damage(accounts, how)
+    for args in (["list"], ["services"], ["add", "bob"], ["passwd", "alice"], ["grant", "alice", "pbecho"],
+                 ["remove", "alice"], ["add-service", "mail"]):
+        code, out, err = pb_main(monkeypatch, capsys, target, *args, stdin=b"pw\n")
+        assert code == 1, (args, err)
+        assert err.startswith("pb user: ") and str(target) in err, (args, err)
+
+
+def test_a_damaged_database_on_a_real_command_line(accounts):
+    damage(accounts, "damaged-pages")
+    result = pb_raw(accounts.parent, "list", "--db", str(accounts))
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"pb user: ") and b"malformed" in result.stderr
