@@ -78,6 +78,9 @@ class _ConnectionRoot(Referenceable):
         self.sessions: list[_Session] = []
         protocol = connection._protocol
         protocol.release_hooks.append(self._released)
+        # A session whose perspective never reached the peer (its answer
+        # could not be sent) has no reference to be released: the close ends it.
+        connection.notify_on_disconnect(self._disconnected)
 
     def _source(self) -> Any:
         address = self.connection.peer_address
@@ -119,6 +122,11 @@ class _ConnectionRoot(Referenceable):
                 raise
         self.sessions.append(_Session(avatar, mind, logout))
         return avatar
+
+    def _disconnected(self, connection: Any) -> None:
+        sessions, self.sessions = self.sessions, []
+        for session in sessions:
+            session.end()
 
     def _released(self, object_id: int, entry: Any) -> None:
         """The peer dropped a reference (or the connection closed)."""

@@ -285,3 +285,28 @@ async def test_an_error_in_attached_fails_the_login_and_logs_out():
         await conn.login("carol", "pw", service="fussy")
     assert logouts == ["carol"]
     await conn.close()
+
+
+async def test_a_login_whose_perspective_cannot_be_sent_is_detached_when_the_connection_closes():
+    portal, service = make_portal()
+    # The challenger takes the one reference allowed: the perspective cannot follow.
+    limits = broker.Limits(max_local_references=1)
+    async with await broker.serve(portal, "127.0.0.1", 0, limits=limits) as server:
+        conn = await broker.connect("127.0.0.1", server.port)
+        with pytest.raises(broker.LimitExceeded, match="max_local_references"):
+            await conn.login("alice", "wonderland")
+        perspective = service.perspectives["alice"]
+        assert len(perspective.attached_minds) == 1
+        gc.collect()  # the client drops the challenger: the server holds nothing of it
+        (server_conn,) = server.connections
+        for _ in range(500):
+            if server_conn.local_object_count == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert server_conn.local_object_count == 0
+        await conn.close()
+        for _ in range(500):
+            if perspective.detached_minds:
+                break
+            await asyncio.sleep(0.01)
+        assert len(perspective.detached_minds) == 1
