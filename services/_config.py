@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import difflib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,17 +110,22 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _shorten(text: str, limit: int = 60) -> str:
+    """*text*, cut to *limit* characters with "..." (errors quote input back)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _unknown_key(file: str, key: str, name: str, known: list[str], what: str) -> ConfigError:
     hint = ""
     candidate = name.replace("-", "_")
     if candidate != name and candidate in known:
         hint = f" (did you mean {candidate!r}?)"
-    else:
+    elif len(name) <= 100:  # difflib is quadratic; nobody mistypes at that length
         close = difflib.get_close_matches(name, known, n=1)
         if close:
             hint = f" (did you mean {close[0]!r}?)"
     expected = ", ".join(known) or "none"
-    return ConfigError(file, key, f"unknown key{hint}; {what}: {expected}")
+    return ConfigError(file, _shorten(key), f"unknown key{hint}; {what}: {expected}")
 
 
 # -- plug-in options from a table ----------------------------------------
@@ -328,7 +334,8 @@ def _read_application(file: str, table: Any, config: RunConfig) -> None:
         elif key == "pidfile":
             config.pidfile = Path(_string(file, dotted, value))
         elif key == "grace":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or math.isnan(value) or value < 0):
                 raise ConfigError(
                     file, dotted,
                     f"expected a non-negative number of seconds, got {_describe(value)}",
@@ -375,6 +382,8 @@ def load_config(path: Path | str, *, registry: PluginRegistry | None = None) -> 
         raise ConfigError(file, None, f"cannot read the file: {exc.strerror or exc}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(file, None, f"malformed TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(file, None, "malformed TOML: arrays or tables nested too deeply") from None
     config = RunConfig(source=file)
     for key in data:
         if key not in ("application", "service"):

@@ -77,8 +77,9 @@ class UnknownPluginError(PluginError):
         self.name = name
         self.available = sorted(available)
         known = ", ".join(self.available) or "none"
+        shown = name if len(name) <= 60 else name[:57] + "..."
         super().__init__(
-            f"unknown plugin {name!r}; available: {known} (see `pb run --list`)"
+            f"unknown plugin {shown!r}; available: {known} (see `pb run --list`)"
         )
 
 

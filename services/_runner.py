@@ -60,6 +60,10 @@ class PidfileError(ServiceError):
 # -- pidfile ---------------------------------------------------------------
 
 
+#: Larger numbers are no process id (os.kill would overflow).
+_MAX_PID = 2**31 - 1
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -71,17 +75,28 @@ def _process_alive(pid: int) -> bool:
 
 
 def check_pidfile(path: Path) -> None:
-    """Raise :class:`PidfileError` if *path* names a live process other than us."""
+    """Raise :class:`PidfileError` if *path* names a live process other than
+    us, or if it could not be written (its directory is missing, it is a
+    directory, ...): better now than after the services have started."""
+    parent = path.parent
+    if not parent.is_dir():
+        problem = "is not a directory" if parent.exists() else "does not exist"
+        raise PidfileError(f"cannot write the pidfile {str(path)!r}: {str(parent)!r} {problem}")
     try:
-        text = path.read_text().strip()
+        data = path.read_bytes()
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise PidfileError(
+            f"cannot use the pidfile {str(path)!r}: {exc.strerror or exc}"
+            + (" (give a file name)" if path.is_dir() else "")
+        ) from None
     try:
-        pid = int(text)
-    except ValueError:
-        _log.warning("ignoring a pidfile that holds no process id", pidfile=str(path))
+        pid = int(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        _log.warning("replacing a pidfile that holds no process id", pidfile=str(path))
         return
-    if pid != os.getpid() and pid > 0 and _process_alive(pid):
+    if pid != os.getpid() and 0 < pid <= _MAX_PID and _process_alive(pid):
         raise PidfileError(
             f"pidfile {str(path)!r} names a running process (pid {pid}); "
             f"stop it first, or remove the file if that process is not pb"
@@ -214,7 +229,16 @@ async def run_application(
             return EXIT_FAILURE
 
         if pidfile is not None:
-            write_pidfile(pidfile)
+            try:
+                write_pidfile(pidfile)
+            except OSError as exc:
+                _log.error(f"cannot write the pidfile {str(pidfile)!r}: {exc.strerror or exc}; "
+                           f"stopping")
+                try:
+                    await application.stop(grace=grace)
+                except ServiceStopError as stop_error:
+                    _log.error(str(stop_error))
+                return EXIT_FAILURE
             wrote_pidfile = True
         _log.info("started", services=names)
         _print_banners(application, stdout)

@@ -192,6 +192,25 @@ def test_bad_command_lines_exit_2_with_argparse_message(tmp_path, args, message)
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (("--grace", "nan", "line-echo"), "argument --grace: expected a non-negative number"),
+    (("--grace=-inf", "line-echo"), "argument --grace: expected a non-negative number"),
+    (("--grace", "soon", "line-echo"), "argument --grace: expected a number of seconds"),
+    (("--log-level", "loud\x1b[31m", "line-echo"), "argument --log-level: invalid choice"),
+    (("-c",), "argument -c/--config: expected one argument"),
+    (("--plugin-module",), "expected one argument"),
+])
+def test_bad_run_options_exit_2_before_anything_runs(tmp_path, capsys, args, message):
+    # argparse refuses these before any plug-in is loaded: no need for a subprocess
+    from clients._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "pb-data").exists()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -201,6 +220,7 @@ def test_bad_command_lines_exit_2_with_argparse_message(tmp_path, args, message)
          'app.toml: service[1].port: expected an integer, got a string ("x")'),
         ('[[service]]\nplugin = "ehco"\n', "app.toml: service[0].plugin: unknown plugin 'ehco'"),
         (None, "missing.toml: cannot read the file"),
+        ("a = " + "[" * 100_000, "app.toml: malformed TOML: arrays or tables nested too deeply"),
     ],
 )
 def test_an_invalid_config_exits_2_naming_the_file_and_the_key(tmp_path, text, expected):
@@ -336,6 +356,14 @@ def test_the_pidfile_is_written_after_start_and_removed_on_exit(tmp_path, runnin
     code, _, stderr = child.finish()
     assert code == 0, stderr
     assert not pidfile.exists()
+
+
+def test_a_pidfile_in_a_missing_directory_is_refused_before_anything_starts(tmp_path):
+    result = pb_run("--pidfile", "no-such-dir/pb.pid", "line-echo", "--port", "0", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot write the pidfile 'no-such-dir/pb.pid': 'no-such-dir' does not exist" in result.stderr
+    assert result.stdout == ""  # no banner: nothing started
+    assert_no_leaks(result.stderr)
 
 
 def test_log_file_and_run_options_override_the_file(tmp_path, running):

@@ -157,3 +157,73 @@ def test_bad_values_name_the_key_and_what_was_expected(table, key, problem):
         options_from_table(Rich(), table, file="f", where="s")
     assert raised.value.key == key
     assert problem in raised.value.problem
+
+
+# -- garbage, oversize and truncated files ------------------------------------------
+
+
+@pytest.mark.parametrize(("content", "key", "problem"), [
+    (bytes(range(256)) * 8, None, "malformed TOML"),
+    (b"\x00" * 1000, None, "malformed TOML"),
+    (b"a = " + b"[" * 100_000, None, "nested too deeply"),
+    (b"x = {" + b"a = {" * 5000, None, "nested too deeply"),
+    (b'[[service]]\nplugin = "' + b"x" * 1_000_000 + b'"\n', "service[0].plugin", "unknown plugin"),
+    (b'[[service]]\nplugin = "ticker"\n' + b"k" * 1_000_000 + b" = 1\n", None, "unknown key"),
+    (b"[application]\ngrace = nan\n[[service]]\nplugin = 'ticker'\n", "application.grace",
+     "expected a non-negative number of seconds, got a number (nan)"),
+    (b"[application]\ngrace = -inf\n[[service]]\nplugin = 'ticker'\n", "application.grace",
+     "non-negative"),
+    (b"[application]\ndata_dir = 5\n[[service]]\nplugin = 'ticker'\n", "application.data_dir",
+     "expected a non-empty string, got an integer (5)"),
+    (b"[application]\nname = ''\n[[service]]\nplugin = 'ticker'\n", "application.name",
+     "expected a non-empty string"),
+    (b"application = 5\n[[service]]\nplugin = 'ticker'\n", "application", "expected a table"),
+    (b"service = [1, 2]\n", "service[0]", "expected a table, got an integer (1)"),
+    (b"service = []\n", "service", "empty"),
+    (b"[[service]]\nplugin = 5\n", "service[0].plugin", "expected a non-empty string"),
+    (b"[[service]]\nplugin = 'line-echo'\nport = 1.5\n", "service[0].port", "expected an integer"),
+])
+def test_garbage_and_oversize_files_are_one_line_errors(tmp_path, registry, content, key, problem):
+    path = tmp_path / "app.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, registry=registry)
+    if key is not None:
+        assert raised.value.key == key
+    assert problem in raised.value.problem
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert len(message) < 500  # a million-character name is not echoed back
+
+
+VALID = """\
+# a comment
+[application]
+name = "café"
+grace = 2.5
+log_level = "warning"
+
+[[service]]
+plugin = "line-echo"
+name = "é-echo"
+port = 0
+
+[[service]]
+plugin = "ticker"
+interval = 0.5
+"""
+
+
+def test_every_truncation_of_a_valid_file_loads_or_is_a_config_error(tmp_path, registry):
+    data = VALID.encode("utf-8")
+    path = tmp_path / "app.toml"
+    loaded = 0
+    for cut in range(len(data) + 1):
+        path.write_bytes(data[:cut])  # some cuts fall inside a UTF-8 character
+        try:
+            load_config(path, registry=registry)
+        except ConfigError as exc:
+            assert str(exc).startswith(f"{path}: ")
+        else:
+            loaded += 1
+    assert loaded >= 1  # the whole file, at least

@@ -291,6 +291,14 @@ def test_malformed_user_options_are_usage_errors(capsys):
     assert "pw" not in err.replace("NAME:PASSWORD", "")  # the password is not echoed
 
 
+@pytest.mark.parametrize("value", ["nan", "-1", "x", "", "1e999999x"])
+def test_a_grace_that_is_not_a_number_of_seconds_is_a_usage_error(capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        plugin_parser(echo_plugin).parse_args(["--grace", value])
+    assert exit_info.value.code == 2
+    assert "--grace" in capsys.readouterr().err
+
+
 def test_socket_and_port_together_are_refused(tmp_path):
     options = plugin_parser(echo_plugin).parse_args(["--socket", "x.sock", "--port", "1"])
     with pytest.raises(ValueError, match="--socket PATH or --host/--port"):

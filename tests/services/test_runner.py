@@ -100,6 +100,43 @@ def test_a_pidfile_naming_a_live_process_is_refused_and_a_stale_one_replaced(tmp
     check_pidfile(pidfile)  # stale: no error
 
 
+@pytest.mark.parametrize("content", [
+    b"", b"\n", b"\xff\xfe\x00 garbage", b"-5\n", b"0\n", b"12 34\n", b"99999999999999999999999\n",
+    b"1" * 100_000,
+])
+def test_a_pidfile_holding_no_usable_process_id_is_replaced_with_a_warning(tmp_path, caplog,
+                                                                           content):
+    pidfile = tmp_path / "pb.pid"
+    pidfile.write_bytes(content)
+    with caplog.at_level(logging.INFO):
+        check_pidfile(pidfile)
+    assert "pidfile" in caplog.text
+
+
+def test_a_pidfile_that_cannot_be_read_or_written_is_refused_before_anything_starts(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for path, problem in [
+        (tmp_path, "(?i)is a directory"),
+        (tmp_path / "missing" / "pb.pid", "does not exist"),
+        (tmp_path / "file" / "pb.pid", "is not a directory"),
+    ]:
+        with pytest.raises(PidfileError, match=problem) as raised:
+            check_pidfile(path)
+        assert str(path) in str(raised.value)
+
+
+async def test_a_pidfile_that_cannot_be_written_after_all_stops_the_services(tmp_path, caplog):
+    application = Application("app", data_dir=tmp_path / "data")
+    application.add(fixture_plugins.LineEchoService("a"))
+    pidfile = tmp_path / "vanished" / "pb.pid"  # passed the check, then the directory went
+    with caplog.at_level(logging.INFO):
+        code = await run_application(application, pidfile=pidfile, stdout=io.StringIO(),
+                                     handle_signals=False)
+    assert code == 1
+    assert not application.running
+    assert f"cannot write the pidfile {str(pidfile)!r}" in caplog.text
+
+
 async def test_application_stop_request_before_start_finishes_stops_cleanly(tmp_path):
     application = Application("app", data_dir=tmp_path)
     application.add(fixture_plugins.LineEchoService("a"))
