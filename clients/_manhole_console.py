@@ -97,12 +97,17 @@ def parse_address(text: str | None) -> Target:
         raise ValueError(f"write an IPv6 address in brackets: [{text}]:{DEFAULT_PORT}")
     port = DEFAULT_PORT
     if port_text:
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise ValueError(f"bad port {port_text!r} in {text!r}") from None
+        if not (port_text.isascii() and port_text.isdigit()):
+            raise ValueError(f"bad port {port_text!r} in {text!r}")
+        port = int(port_text)
         if not 0 < port <= 65535:
             raise ValueError(f"port {port} is out of range (1..65535)")
+    try:
+        host.encode("idna")  # what the resolver will do with it
+    except UnicodeError:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise ValueError(f"{shown!r} is not a valid host name: dot-separated labels of "
+                         f"1 to 63 characters") from None
     return Target(host or DEFAULT_HOST, port)
 
 

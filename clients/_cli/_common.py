@@ -14,7 +14,8 @@ import os
 import sys
 
 __all__ = [
-    "RefusePassword","PASSWORD_ENV", "UsageError", "have_terminal", "non_negative_seconds", "read_password"]
+    "RefusePassword", "PASSWORD_ENV", "UsageError", "check_host", "have_terminal", "is_text",
+    "non_negative_seconds", "read_password", "read_stdin_line"]
 
 #: The environment variable a password may come from.
 PASSWORD_ENV = "PB_PASSWORD"
@@ -35,16 +36,54 @@ def non_negative_seconds(text: str) -> float:
     return value
 
 
+def is_text(text: str) -> bool:
+    """False if *text* holds lone surrogates: bytes that were not UTF-8 (in
+    a command-line argument, or standard input under a C locale)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_host(host: str, address: str) -> str:
+    """*host* if a resolver can take it (labels of 1 to 63 characters,
+    UTF-8); else UsageError naming *address*."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        shown = address if len(address) <= 80 else address[:77] + "..."
+        raise UsageError(f"{shown!r} is not a valid host name: dot-separated labels of "
+                         f"1 to 63 characters") from None
+    return host
+
+
+def read_stdin_line() -> str:
+    """The first line of standard input, decoded on its own: what follows
+    it (a script, say) may be in another state, and is not read yet.
+    UnicodeDecodeError if the line is not in the input's encoding."""
+    stream = sys.stdin
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        return stream.readline()
+    return buffer.readline().decode(stream.encoding or "utf-8", stream.errors or "strict")
+
+
 def read_password(password_stdin: bool, prompt: str) -> str:
     """The password, from the first line of standard input if
     *password_stdin*, else ``$PB_PASSWORD``, else asked for with *prompt*
     on the terminal; UsageError if there is none, or no terminal to ask on.
     """
     if password_stdin:
-        line = sys.stdin.readline()
+        try:
+            line = read_stdin_line()
+        except UnicodeDecodeError:
+            line = "\udcff"
         password = line.rstrip("\r\n")
         if not password:
             raise UsageError("--password-stdin: the first line of standard input is empty")
+        if not is_text(password):
+            raise UsageError("--password-stdin: the first line of standard input is not UTF-8 text")
         return password
     password = os.environ.get(PASSWORD_ENV)
     if password:

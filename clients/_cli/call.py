@@ -30,6 +30,8 @@ from ._common import (
     PASSWORD_ENV,
     RefusePassword,
     UsageError,
+    check_host,
+    is_text,
     non_negative_seconds,
     read_password,
 )
@@ -76,15 +78,16 @@ def parse_address(text: str) -> tuple[str, int]:
         raise UsageError(f"expected HOST:PORT, got {text!r} (or use --socket PATH)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        if not host:
+            raise UsageError(f"no address between the brackets in {text!r}")
     elif ":" in host:
         raise UsageError(f"write an IPv6 address in brackets: [{host}]:{port_text}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"the port in {text!r} is not a number") from None
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise UsageError(f"the port in {text!r} is not a number")
+    port = int(port_text)
     if not 0 < port < 65536:
         raise UsageError(f"the port in {text!r} is out of range (1-65535)")
-    return host, port
+    return check_host(host, text), port
 
 
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -100,14 +103,21 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 def from_json(text: str, what: str) -> Any:
     """Parse one JSON argument; ``{"$bytes": "..."}`` becomes bytes."""
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    if not is_text(text):
+        raise UsageError(f"{what} is not UTF-8 text: {shown!r}")
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise UsageError(f"{what} is not valid JSON ({exc}): {text!r}") from None
+        raise UsageError(f"{what} is not valid JSON ({exc}): {shown!r}") from None
+    except RecursionError:
+        raise UsageError(f"{what}: arrays or objects nested too deeply") from None
     try:
         return _decode_bytes(value)
     except ValueError as exc:
         raise UsageError(f"{what}: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{what}: arrays or objects nested too deeply") from None
 
 
 def _decode_bytes(value: Any) -> Any:

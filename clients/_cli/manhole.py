@@ -25,6 +25,7 @@ from ._common import (
     PASSWORD_ENV,
     RefusePassword,
     UsageError,
+    is_text,
     non_negative_seconds,
     read_password,
 )
@@ -115,12 +116,22 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError("--tls-server-name needs --tls or --tls-ca")
         password = read_password(args.password_stdin,
                                  f"Password for {args.user} at {target}: ")
+        source = None
+        if args.code is not None:
+            source, where = args.code, "-c"
+        elif not sys.stdin.isatty():
+            where = "standard input"
+            try:
+                source = sys.stdin.read()
+            except UnicodeDecodeError:
+                source = "\udcff"
+        if source is not None and not is_text(source):
+            raise UsageError(f"the code is not UTF-8 text ({where})")
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     timeout = args.timeout or None
     login_timeout = args.timeout or 30.0
-    if args.code is not None or not sys.stdin.isatty():
-        source = args.code if args.code is not None else sys.stdin.read()
+    if source is not None:
         return _run_once(target, args.user, password, source, tls, login_timeout, timeout,
                          args.tls_server_name)
     return _interactive(target, args.user, password, tls, login_timeout, timeout,

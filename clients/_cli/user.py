@@ -21,6 +21,8 @@ from cred import scram
 from cred.errors import InvalidName, MissingDatabase, ScramError, StoreError, UnknownService
 from cred.store import AccountStore, check_name
 
+from ._common import read_stdin_line
+
 __all__ = ["register", "default_db_path"]
 
 DB_FILENAME = "accounts.sqlite3"
@@ -66,7 +68,7 @@ def _read_password(prompt: str = "Password: ") -> str:
                 raise _InputError("the passwords do not match; nothing was changed")
             password = first
         else:
-            password = sys.stdin.readline()
+            password = read_stdin_line()
             if password.endswith("\n"):
                 password = password[:-1]
             if password.endswith("\r"):

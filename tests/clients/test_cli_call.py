@@ -262,3 +262,63 @@ def test_a_password_on_the_command_line_is_refused_not_taken_for_password_stdin(
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "passwords are not taken from the command line" in out.stderr
+
+
+# -- garbage, oversize and truncated input ------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "x" * 300 + ":8789",          # a DNS label longer than 63 characters
+    "a..b:8789",                  # an empty label
+    "h\udcffst:8789",             # a non-UTF-8 byte from the command line
+    "host:\u0668\u0660",          # Arabic-Indic digits are not a port
+    "host:+80", "host: 80", "host:0x50", "host:", ":8789", "host:0", "host:65536",
+    "[::1:8789", "::1:8789", "[]:8789", "",
+])
+def test_bad_addresses_are_usage_errors(text):
+    from clients._cli._common import UsageError
+    from clients._cli.call import parse_address
+
+    with pytest.raises(UsageError):
+        parse_address(text)
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 100_000, "[" * 900 + "]" * 900, '{"a":' * 5000 + "1" + "}" * 5000,
+    '"\udcff"',                   # a lone surrogate: a non-UTF-8 command-line byte
+    "9" * 5000,                   # past Python's digit limit
+    "[1, 2", '"unterminated', "", "\x00",
+])
+def test_json_arguments_that_cannot_be_sent_are_usage_errors(text):
+    from clients._cli._common import UsageError
+    from clients._cli.call import from_json
+
+    with pytest.raises(UsageError, match="argument 1"):
+        from_json(text, "argument 1")
+
+
+def pb_call_raw(*args: bytes | str, stdin: bytes = b"", env: dict[str, str] | None = None):
+    result = subprocess.run(
+        [sys.executable, "-m", "clients._cli", "call", *args], input=stdin,
+        capture_output=True, timeout=30, cwd=REPO, env={**child_env(), **(env or {})})
+    assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    return result
+
+
+def test_garbage_on_a_real_command_line_and_standard_input(server):
+    long_label = pb_call_raw("x" * 300 + ":8789", "echo")
+    assert long_label.returncode == 2 and b"not a valid host name" in long_label.stderr
+    not_utf8 = pb_call_raw(address(server), "echo", b'"\xff"')
+    assert not_utf8.returncode == 2 and b"argument 1" in not_utf8.stderr
+    deep = pb_call_raw(address(server), "echo", "[" * 1000 + "]" * 1000)
+    assert deep.returncode == 2 and b"nested too deeply" in deep.stderr
+    password = pb_call_raw(address(server, "portal_port"), "--user", "alice", "--password-stdin",
+                           "whoami", stdin=b"\xff\xfe\n", env={"PYTHONIOENCODING": "utf-8"})
+    assert password.returncode == 2 and b"not UTF-8" in password.stderr
+
+
+def test_a_large_argument_goes_through(server):
+    text = "x" * 120_000  # near the kernel's limit for one argument
+    result = pb_call(address(server), "echo", json.dumps(text))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == text

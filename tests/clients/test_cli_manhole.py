@@ -76,7 +76,12 @@ def test_addresses(text, target):
     assert parse_address(text) == target
 
 
-@pytest.mark.parametrize("text", ["::1", "host:port", "host:0", "[::1", "[::1]9"])
+@pytest.mark.parametrize("text", [
+    "::1", "host:port", "host:0", "[::1", "[::1]9", "host:65536", "host:+1", "host: 1",
+    "host:\u0668\u0660",          # Arabic-Indic digits are not a port
+    "x" * 300 + ":1",             # a DNS label longer than 63 characters
+    "a..b:1", "h\udcffst:1",      # an empty label; a non-UTF-8 command-line byte
+])
 def test_bad_addresses(text):
     with pytest.raises(ValueError):
         parse_address(text)
@@ -225,6 +230,52 @@ def test_an_empty_password_line_is_a_usage_error(tmp_path):
                 input="\n")
     assert result.returncode == 2
     assert "empty" in result.stderr
+
+
+def manhole_main(monkeypatch, capsys, *args, stdin=b"", errors="strict"):
+    """``pb manhole ARGS`` in this process, standard input a text layer over bytes."""
+    import io
+    import sys
+
+    from clients._cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8",
+                                                       errors=errors))
+    args = [os.fsdecode(a) if isinstance(a, bytes) else a for a in args]
+    code = main(["manhole", "127.0.0.1:1", "--user", "admin", *args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "stdin", "errors", "message"), [
+    (["--password-stdin"], b"\xff\xfe\n1\n", "strict", "not UTF-8"),
+    (["--password-stdin"], b"\xff\xfe\n1\n", "surrogateescape", "not UTF-8"),
+    (["--password-stdin"], b"pw\nprint('\xff')\n", "strict", "the code is not UTF-8 text"),
+    (["--password-stdin"], b"pw\nprint('\xff')\n", "surrogateescape", "the code is not UTF-8 text"),
+    (["--password-stdin"], b"pw\n" + bytes(range(256)) * 10, "strict", "the code is not UTF-8 text"),
+    (["--password-stdin", "-c", b"print('\xff')"], b"pw\n", "strict", "the code is not UTF-8 text"),
+])
+def test_garbage_on_standard_input_or_in_the_code_is_a_usage_error(monkeypatch, capsys, args,
+                                                                   stdin, errors, message):
+    # refused before connecting: 127.0.0.1:1 is never tried
+    code, err = manhole_main(monkeypatch, capsys, *args, stdin=stdin, errors=errors)
+    assert code == 2, err
+    assert err.startswith("pb manhole: ") and message in err, err
+
+
+def test_garbage_on_a_real_standard_input(tmp_path):
+    result = subprocess.run(pb_command("manhole", "127.0.0.1:1", "--user", "admin",
+                                       "--password-stdin"),
+                            cwd=tmp_path, env=pb_env(PYTHONIOENCODING="utf-8"),
+                            input=b"pw\n\x00\xff\xfe garbage\n", capture_output=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == b"pb manhole: the code is not UTF-8 text (standard input)\n"
+
+
+def test_a_bad_host_on_a_real_command_line(tmp_path):
+    result = pb("manhole", "x" * 300, "--user", "admin", "--password-stdin", "-c", "1",
+                cwd=tmp_path, input="pw\n")
+    assert result.returncode == 2
+    assert "is not a valid host name" in result.stderr and "Traceback" not in result.stderr
 
 
 async def test_over_a_unix_socket(tmp_path):
