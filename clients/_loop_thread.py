@@ -62,22 +62,22 @@ def _drain(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(loop.shutdown_default_executor())
 
 
-def _get_loop() -> asyncio.AbstractEventLoop:
+def _get_loop_locked() -> asyncio.AbstractEventLoop:
+    """The running loop, started if need be; the caller holds ``_lock``."""
     global _loop, _thread, _atexit_registered
-    with _lock:
-        if _loop is not None and _thread is not None and _thread.is_alive():
-            return _loop
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-        thread = threading.Thread(target=_thread_main, args=(loop, started),
-                                  name="pb-clients-loop", daemon=True)
-        thread.start()
-        started.wait()
-        _loop, _thread = loop, thread
-        if not _atexit_registered:
-            atexit.register(shutdown)
-            _atexit_registered = True
-        return loop
+    if _loop is not None and _thread is not None and _thread.is_alive():
+        return _loop
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    thread = threading.Thread(target=_thread_main, args=(loop, started),
+                              name="pb-clients-loop", daemon=True)
+    thread.start()
+    started.wait()
+    _loop, _thread = loop, thread
+    if not _atexit_registered:
+        atexit.register(shutdown)
+        _atexit_registered = True
+    return loop
 
 
 def in_loop_thread() -> bool:
@@ -99,8 +99,13 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
             "would wait for itself; callbacks (minds, Referenceables, disconnect callbacks) "
             "run on that thread, so use the async API there: `await ref.call_remote(...)`"
         )
-    loop = _get_loop()
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    # Find the loop and hand it the coroutine under the lock shutdown() takes
+    # to retire a loop: a shutdown() from another thread then comes either
+    # before (and this call starts a fresh loop) or after (and ends this call
+    # like any other), never in between, where the loop would close under it.
+    with _lock:
+        loop = _get_loop_locked()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:

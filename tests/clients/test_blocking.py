@@ -453,6 +453,57 @@ def test_shutdown_closes_open_connections_and_the_next_call_starts_a_new_loop(se
         assert again.root().call_remote("echo", 2) == 2
 
 
+class OwnedLock:
+    """A stand-in for the loop module's lock that knows its owner and tells
+    when a given thread starts waiting for it."""
+
+    def __init__(self, watched: threading.Thread) -> None:
+        self._lock = threading.Lock()
+        self.owner: int | None = None
+        self.watched = watched
+        self.watched_arrives = threading.Event()
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is self.watched:
+            self.watched_arrives.set()
+        self._lock.acquire()
+        self.owner = threading.get_ident()
+
+    def __exit__(self, *exc_info) -> None:
+        self.owner = None
+        self._lock.release()
+
+
+def test_a_call_that_races_shutdown_from_another_thread_never_hits_a_closed_loop(monkeypatch):
+    """Thread B calls shutdown() while this thread is inside run(), between
+    finding the loop and handing it the coroutine.  The call must either run
+    or fail with an ordinary exception; it must not find the loop closed
+    under it (RuntimeError, and a coroutine never awaited)."""
+    _loop_thread.run(asyncio.sleep(0))  # a loop is running
+    stopper = threading.Thread(target=clients.shutdown, name="stopper")
+    lock = OwnedLock(stopper)
+    monkeypatch.setattr(_loop_thread, "_lock", lock)
+    real_submit = asyncio.run_coroutine_threadsafe
+    me = threading.get_ident()
+
+    def submit_while_shutdown_runs(coro, loop):
+        monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", real_submit)
+        stopper.start()
+        lock.watched_arrives.wait()
+        if lock.owner != me:  # nothing keeps shutdown() from closing the loop first
+            stopper.join()
+        return real_submit(coro, loop)
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", submit_while_shutdown_runs)
+    try:
+        outcome = _loop_thread.run(asyncio.sleep(0, result="ran"))
+    except concurrent.futures.CancelledError:
+        outcome = "cancelled by the shutdown"
+    assert outcome in ("ran", "cancelled by the shutdown")
+    stopper.join()
+    assert _loop_thread.run(asyncio.sleep(0, result="again")) == "again"  # a fresh loop
+
+
 def run_script(source: str, timeout: float = 30) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONASYNCIODEBUG="1", PYTHONPATH=str(REPO))
     env.pop("PYTHONWARNINGS", None)
