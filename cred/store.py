@@ -229,6 +229,11 @@ class AccountStore:
                 f"account database {path} has schema version {version}, newer than this "
                 f"perspective-broker understands ({SCHEMA_VERSION}): upgrade perspective-broker"
             )
+        if version < 0:
+            raise SchemaVersionError(
+                f"account database {path} has schema version {version}, which no "
+                f"perspective-broker writes: the file is damaged; restore it from a backup"
+            )
         if version == 0:
             if tables:
                 raise StoreError(f"{path} is an SQLite file but not a Perspective Broker account database")

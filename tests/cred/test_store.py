@@ -100,6 +100,16 @@ def test_newer_schema_version_is_refused_with_a_clear_error(store, db):
         AccountStore(db).users()
 
 
+@pytest.mark.parametrize("version", [-1, -(2**31)])
+def test_a_negative_schema_version_is_refused_too(store, db, version):
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.close()
+    with pytest.raises(SchemaVersionError, match=f"schema version {version}"):
+        AccountStore(db).users()
+
+
 def test_schema_version_is_recorded(store, db):
     store.users()
     conn = sqlite3.connect(db)
