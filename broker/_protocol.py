@@ -456,7 +456,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if type(entry.obj) is StreamSource:
             closing = entry.obj._pb_on_release()
             if closing is not None:
-                task = self.loop.create_task(_log_errors(closing))
+                task = self.loop.create_task(_log_errors(closing, "closing a released stream"))
                 self._oneway_tasks.add(task)
                 task.add_done_callback(self._oneway_tasks.discard)
         for hook in self.release_hooks:
@@ -581,18 +581,18 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         try:
             result = cb(arg)
             if inspect.isawaitable(result):
-                task = self.loop.create_task(_log_errors(result))
+                task = self.loop.create_task(_log_errors(result, "disconnect callback"))
                 self._oneway_tasks.add(task)
                 task.add_done_callback(self._oneway_tasks.discard)
         except Exception:
             log.exception("disconnect callback %r failed", cb)
 
 
-async def _log_errors(awaitable: Any) -> None:
+async def _log_errors(awaitable: Any, what: str) -> None:
     try:
         await awaitable
     except Exception:
-        log.exception("disconnect callback failed")
+        log.exception("%s failed", what)
 
 
 class _PendingCall(asyncio.Future):

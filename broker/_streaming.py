@@ -18,6 +18,7 @@ import collections
 import os
 from typing import Any, AsyncIterator, BinaryIO
 
+from ._errors import DeadReference
 from ._flavors import Referenceable
 
 __all__ = ["StreamSource", "RemoteStream", "stream_bytes", "stream_file", "collect",
@@ -146,7 +147,10 @@ class RemoteStream:
         await self._abandon()
         ref, self._ref = self._ref, None
         if not was_done and ref.is_alive:
-            ref.call_remote_only("close")
+            try:
+                ref.call_remote_only("close")
+            except DeadReference:
+                pass  # the connection is closing (GOODBYE sent): the producer closes with it
         if ref.is_alive:
             await ref.release()
 

@@ -189,3 +189,14 @@ async def test_dropping_the_consumer_closes_a_producer_waiting_for_its_next_item
         del stream
         gc.collect()
         await asyncio.wait_for(feed.closed.wait(), 5)
+
+
+async def test_closing_a_stream_while_its_connection_closes_does_not_raise(pair):
+    producer = Producer()
+    async with pair(producer) as (_, client):
+        root = await client.root()
+        stream = await root.call_remote("endless")
+        assert await stream.__anext__() == 0
+        # The connection's GOODBYE goes out first; the stream has nothing left to say.
+        await asyncio.gather(client.close(), stream.aclose())
+        await asyncio.wait_for(producer.closed.wait(), 5)
