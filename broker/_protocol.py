@@ -29,7 +29,7 @@ from ._connection import (
     HelloEvent,
 )
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
-from ._framing import FrameReader, FrameTooLarge
+from ._framing import HEADER, FrameReader, FrameTooLarge
 from ._limits import Limits
 from ._references import ROOT_ID
 from ._remote import RemoteReference
@@ -84,7 +84,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.core = Broker(owner=self, make_proxy=self._make_proxy, limits=limits,
                            unsafe_tracebacks=unsafe_tracebacks, registry=registry)
         self.core.refs.on_released = self._on_released  # type: ignore[method-assign]
-        self.reader = FrameReader(limits.handshake_bytes)
+        # Before the peer's HELLO, handshake_bytes bounds the whole frame,
+        # header included, however the bytes happen to arrive.
+        self.reader = FrameReader(max(limits.handshake_bytes - HEADER.size, 0))
         self.transport: asyncio.Transport | None = None
         self.connection = Connection(self)
         self._futures: dict[int, asyncio.Future] = {}
@@ -212,9 +214,13 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     self._abort()
                     return
         except FrameTooLarge as exc:
-            self._close_reason = str(exc)
-            core.goodbye("limit-exceeded", str(exc))
-            self._fail_ready(LimitExceeded(str(exc)))
+            reason = str(exc)
+            if not self._ready.done():
+                reason = (f"the peer sent more than handshake_bytes={self.limits.handshake_bytes} "
+                          "bytes before its HELLO")
+            self._close_reason = reason
+            core.goodbye("limit-exceeded", reason)
+            self._fail_ready(LimitExceeded(reason))
             self._abort()
         except ProtocolError as exc:
             self._close_reason = str(exc)

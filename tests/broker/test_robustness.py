@@ -362,3 +362,36 @@ async def test_a_peer_that_never_uncaches_cannot_make_this_side_keep_unlimited_c
     assert protocol.is_open
     transport.close()
     await protocol.connection.wait_closed()
+
+
+# -- the handshake limit ----------------------------------------------------------------
+
+
+def hello_of(total):
+    """A valid HELLO frame of exactly ``total`` bytes, its 4-byte header included."""
+    overhead = len(jelly.dumps([0, "pb", 1, ["cancel", "p" * 256], 1 << 20])) - 256
+    pad = "p" * (total - 4 - overhead)  # 256 to 65535 characters: the same str header
+    data = frame([0, "pb", 1, ["cancel", pad], 1 << 20])
+    assert len(data) == total
+    return data
+
+
+@pytest.mark.parametrize("total, accepted", [(1024, True), (1025, False), (1028, False)])
+@pytest.mark.parametrize("split", [False, True])
+async def test_a_hello_at_the_handshake_limit_is_judged_the_same_however_it_arrives(
+        total, accepted, split):
+    protocol, transport = open_protocol(Target(), Limits(handshake_bytes=1024))
+    data = hello_of(total)
+    if split:  # all but the last byte first: a socket may deliver it so
+        protocol.data_received(data[:-1])
+        protocol.data_received(data[-1:])
+    else:
+        protocol.data_received(data)
+    await settle()
+    assert protocol.is_open is accepted
+    if accepted:
+        transport.close()
+    else:
+        assert transport.messages()[-1][:2] == [11, "limit-exceeded"]
+        assert "handshake_bytes=1024" in transport.messages()[-1][2]
+    await protocol.connection.wait_closed()
