@@ -73,6 +73,12 @@ class RemoteCache(_Exposed):
         self.__dict__.update(state)
 
     def __del__(self) -> None:
+        # Gone from here on: telling the loop (from another thread, perhaps)
+        # may release the GIL while the loop can still reach this cache
+        # through its weak table; it must revive the dropped state instead.
+        if "_pb_finalized" in self.__dict__:
+            return
+        self.__dict__["_pb_finalized"] = True
         owner = self.__dict__.get("_pb_owner")
         if owner is not None and not self.__dict__.get("_pb_dead"):
             try:

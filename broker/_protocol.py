@@ -444,6 +444,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def cache_died(self, cache: Any) -> None:
         """Called from RemoteCache.__del__, on any thread, at any time."""
         state = dict(cache.__dict__)
+        del state["_pb_finalized"]  # the zombie made from it is alive
         self.core.cache_drops.append((cache._pb_cache_id, cache._pb_count, type(cache), state))
         self._schedule_releases()
 

@@ -213,7 +213,7 @@ class ReferenceTables:
         if kind == REMOTE or kind == STREAM:
             ref = self.remote.get(object_id)
             proxy = ref() if ref is not None else None
-            if proxy is None:
+            if proxy is None or proxy._pb_released:  # released, or finalized just now
                 proxy = self._make_proxy(object_id)
                 self.remote[object_id] = weakref.ref(proxy)
             proxy._pb_count += 1
@@ -295,7 +295,10 @@ class ReferenceTables:
 
     def live_cache(self, cache_id: int) -> Any:
         ref = self.caches_in.get(cache_id)
-        return ref() if ref is not None else None
+        cache = ref() if ref is not None else None
+        if cache is None or "_pb_finalized" in cache.__dict__:  # see RemoteCache.__del__
+            return None
+        return cache
 
     def cache_target(self, cache_id: int) -> Any:
         """The cache (live or zombie) a CACHE_CALL for ``cache_id`` reaches."""

@@ -83,7 +83,13 @@ class RemoteReference(jelly.Flavored):
         return f"<RemoteReference id={self._pb_id} on {self._pb_owner.describe()}>"
 
     def __del__(self) -> None:
-        if not self._pb_released and self._pb_count:
+        if self._pb_released:
+            return
+        # Gone from here on: telling the loop (from another thread, perhaps)
+        # may release the GIL while the loop can still reach this proxy
+        # through its weak table, and it must not hand it out again.
+        self._pb_released = True
+        if self._pb_count:
             try:
                 self._pb_owner.proxy_died(self._pb_id, self._pb_count)
             except Exception:  # interpreter shutdown, closed loop: nothing to tell

@@ -395,3 +395,41 @@ async def test_a_hello_at_the_handshake_limit_is_judged_the_same_however_it_arri
         assert transport.messages()[-1][:2] == [11, "limit-exceeded"]
         assert "handshake_bytes=1024" in transport.messages()[-1][2]
     await protocol.connection.wait_closed()
+
+
+# -- finalizers that run on other threads ---------------------------------------------
+#
+# A proxy or cache dropped on another thread is finalized there.  Reporting it
+# wakes the loop (call_soon_threadsafe), which releases the GIL while the dying
+# object is still reachable through the weak tables; the loop may decode a
+# frame naming it right then.  Calling __del__ by hand, with the object still
+# referenced, puts the loop in exactly that state.
+
+
+async def test_a_proxy_whose_finalizer_ran_is_never_handed_out_again():
+    protocol, transport = open_protocol(Target())
+    protocol.data_received(frame(HELLO))
+    refs = protocol.core.refs
+    first = refs.flavor_in(0, (7,))          # REMOTE 7 arrives
+    first.__del__()                          # it is finalized on another thread...
+    second = refs.flavor_in(0, (7,))         # ...while the loop decodes REMOTE 7 again
+    assert second is not first and second._pb_count == 1
+    await settle()
+    assert [m for m in transport.messages() if m[0] == 4] == [[4, 7, 1]]  # the first receipt
+    transport.close()
+    await protocol.connection.wait_closed()
+
+
+async def test_a_cache_whose_finalizer_ran_is_revived_from_its_dropped_state():
+    protocol, transport = open_protocol(Target())
+    protocol.data_received(frame(HELLO))
+    refs = protocol.core.refs
+    first = refs.flavor_in(2, (3, "tests.robustness.Sheet", {"n": 1}))   # CACHE 3
+    first.__del__()                          # finalized on another thread: its drop is queued
+    second = refs.flavor_in(3, (3,))         # CACHED 3 arrives meanwhile
+    assert second is not first and second.n == 1 and second._pb_count == 1
+    await settle()
+    assert [m for m in transport.messages() if m[0] == 6] == [[6, 3, 1]]  # the first receipt
+    assert refs.live_cache(3) is second and not refs.zombies
+    transport.close()
+    await protocol.connection.wait_closed()
