@@ -262,7 +262,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         core = self.core
         try:
             result = event.func(*event.args, **event.kwargs)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            # CancelledError too (f.result() of a cancelled future): it fails
+            # this call, as a task does for an async method, not the connection.
             if event.answer_wanted:
                 core.fail(event.req_id, exc)
             else:

@@ -433,3 +433,48 @@ async def test_a_cache_whose_finalizer_ran_is_revived_from_its_dropped_state():
     assert refs.live_cache(3) is second and not refs.zombies
     transport.close()
     await protocol.connection.wait_closed()
+
+
+# -- what a synchronous method may raise ---------------------------------------------
+
+
+class Abrupt(BaseException):
+    pass
+
+
+class Raiser(Root):
+    def remote_cancelled(self):
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        return future.result()          # raises CancelledError, synchronously
+
+    def remote_abrupt(self):
+        raise Abrupt("not an Exception")
+
+    async def remote_async_abrupt(self):
+        raise Abrupt("not an Exception")
+
+    def remote_echo(self, value):
+        return value
+
+
+@pytest.mark.parametrize("method, error", [
+    ("cancelled", broker.CallTimeout),    # ERROR code "cancelled"
+    ("abrupt", broker.RemoteError),
+    ("async_abrupt", broker.RemoteError),  # what a task does with it, for comparison
+])
+async def test_a_method_raising_a_base_exception_fails_only_its_call(method, error):
+    loop = asyncio.get_running_loop()
+    reported = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async with await broker.serve(Raiser(), "127.0.0.1", 0) as server:
+            async with await broker.connect("127.0.0.1", server.port) as conn:
+                root = await conn.root()
+                with pytest.raises(error):
+                    await root.call_remote(method)
+                assert await root.call_remote("echo", "still open") == "still open"
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
