@@ -387,6 +387,7 @@ class Broker:
             self._queue(pong)
             return None
         if op == Op.PONG:
+            self._arity(message, 2)
             return None
         if op == Op.CACHE_CALL:
             return self._on_cache_call(message)

@@ -162,6 +162,14 @@ async def test_a_ping_whose_token_holds_a_reference_is_refused_with_a_goodbye():
     assert "PING" in goodbye[2]
 
 
+
+@pytest.mark.parametrize("pong", [[10], [10, 1, 2]])
+async def test_a_pong_of_the_wrong_arity_is_a_protocol_error(pong):
+    protocol, transport = open_protocol(Target())
+    protocol.data_received(frame(HELLO) + frame(pong))
+    await protocol.connection.wait_closed()
+    assert transport.messages()[-1][:2] == [11, "protocol-error"]
+
 # -- the E-order backlog ----------------------------------------------------------
 
 
