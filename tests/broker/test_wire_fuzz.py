@@ -406,6 +406,10 @@ async def test_mutated_frames_never_crash_the_server_or_leak():
     seen = collections.Counter()
     try:
         async with await broker.serve(FuzzRoot(), "127.0.0.1", 0, limits=LIMITS) as server:
+            # A well-behaved client stays connected through it all.
+            bystander = await broker.connect("127.0.0.1", server.port, limits=LIMITS)
+            bystander_root = await bystander.root()
+            assert await bystander_root.call_remote("echo", "before") == "before"
             sent = connections = 0
             while sent < FRAMES:
                 gentle = rng.random() < 0.1
@@ -419,6 +423,8 @@ async def test_mutated_frames_never_crash_the_server_or_leak():
                             "GOODBYE limit-exceeded", "GOODBYE version", "ANSWER ext 0x20",
                             "ANSWER ext 0x22", "ANSWER ext 0x25", "op 4", "op 6"]:
                 assert seen[outcome], (outcome, seen)
+            assert await bystander_root.call_remote("echo", "after") == "after"
+            await bystander.close()
 
             for _ in range(500):
                 if not server._protocols:
