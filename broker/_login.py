@@ -52,11 +52,15 @@ class _Session:
             detached = getattr(self.avatar, "detached", None)
             if detached is not None:
                 detached(self.mind)
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # CancelledError too: it must not skip the logout
             log.exception("detached() of %r failed", self.avatar)
         try:
             self.logout()
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
             log.exception("logout of %r failed", self.avatar)
 
 
@@ -117,7 +121,7 @@ class _ConnectionRoot(Referenceable):
         if attached is not None:
             try:
                 attached(mind)
-            except Exception:
+            except BaseException:
                 logout()
                 raise
         self.sessions.append(_Session(avatar, mind, logout))

@@ -68,6 +68,10 @@ def _is_awaitable(value: Any) -> bool:
     return asyncio.iscoroutine(value) or hasattr(type(value), "__await__")
 
 _CHUNK = 512 * 1024
+#: What user code may raise that still ends the program; anything else a
+#: callback raises (CancelledError from a cancelled future's result(), say)
+#: is logged and must not stop the connection's own bookkeeping.
+_EXIT = (KeyboardInterrupt, SystemExit)
 
 
 class BrokerProtocol(asyncio.BufferedProtocol):
@@ -262,7 +266,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         core = self.core
         try:
             result = event.func(*event.args, **event.kwargs)
-        except (KeyboardInterrupt, SystemExit):
+        except _EXIT:
             raise
         except BaseException as exc:
             # CancelledError too (f.result() of a cancelled future): it fails
@@ -460,7 +464,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _stopped_observing(cacheable: Any, perspective: Any, observer: Any) -> None:
         try:
             cacheable.stopped_observing(perspective, observer)
-        except Exception:
+        except _EXIT:
+            raise
+        except BaseException:
             log.exception("stopped_observing of %r failed", cacheable)
 
     def _on_released(self, object_id: int, entry: Any) -> None:
@@ -473,7 +479,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         for hook in self.release_hooks:
             try:
                 hook(object_id, entry)
-            except Exception:
+            except _EXIT:
+                raise
+            except BaseException:
                 log.exception("release hook failed")
 
     # -- timers -------------------------------------------------------------------
@@ -595,7 +603,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 task = self.loop.create_task(_log_errors(result, "disconnect callback"))
                 self._oneway_tasks.add(task)
                 task.add_done_callback(self._oneway_tasks.discard)
-        except Exception:
+        except _EXIT:
+            raise
+        except BaseException:
             log.exception("disconnect callback %r failed", cb)
 
 

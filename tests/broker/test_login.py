@@ -310,3 +310,42 @@ async def test_a_login_whose_perspective_cannot_be_sent_is_detached_when_the_con
                 break
             await asyncio.sleep(0.01)
         assert len(perspective.detached_minds) == 1
+
+
+def _raise_cancelled():
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    future.result()  # CancelledError: a BaseException, not an Exception
+
+
+@pytest.mark.parametrize("hook", ["attached", "detached"])
+async def test_a_cancelled_error_in_attached_or_detached_still_logs_out(hook):
+    class Touchy(Perspective):
+        def attached(self, mind):
+            if hook == "attached":
+                _raise_cancelled()
+
+        def detached(self, mind):
+            _raise_cancelled()
+
+    logouts = []
+
+    class TouchyService(cred.Service):
+        def create_perspective(self, name):
+            return Touchy()
+
+        def logout(self, perspective_name, avatar, mind):
+            logouts.append(perspective_name)
+
+    checker = cred.InMemoryChecker({"carol": "pw"}, keyring={"carol": [("touchy", "carol")]})
+    portal = cred.Portal(cred.ServiceRealm(TouchyService("touchy")), [checker],
+                         throttle=cred.Throttle(base_delay=0))
+    server_conn, conn = await broker.testing.connected_pair(portal)
+    if hook == "attached":
+        with pytest.raises(broker.CallTimeout):  # the call was cancelled, as it were
+            await conn.login("carol", "pw", service="touchy")
+    else:
+        await conn.login("carol", "pw", service="touchy")
+    await conn.close()
+    await asyncio.wait_for(server_conn.wait_closed(), 5)
+    assert logouts == ["carol"]

@@ -486,3 +486,64 @@ async def test_a_method_raising_a_base_exception_fails_only_its_call(method, err
     finally:
         loop.set_exception_handler(previous)
     assert reported == []
+
+
+def raise_cancelled(*args):
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    future.result()                     # CancelledError, a BaseException
+
+
+class Watched(broker.Cacheable):
+    cache_tag = "tests.robustness.Watched"
+
+    def stopped_observing(self, perspective, observer):
+        raise_cancelled()
+
+
+@broker.register_cache("tests.robustness.Watched")
+class WatchedCopy(broker.RemoteCache):
+    pass
+
+
+class Watching(Root):
+    def __init__(self):
+        self.watched = Watched()
+
+    def remote_watched(self):
+        return self.watched
+
+    def remote_echo(self, value):
+        return value
+
+
+@pytest.mark.parametrize("where", ["connection", "proxy", "stopped_observing"])
+async def test_a_close_callback_raising_a_base_exception_still_lets_the_connection_close(where):
+    loop = asyncio.get_running_loop()
+    reported = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async with await broker.serve(Watching(), "127.0.0.1", 0) as server:
+            later = []
+            async with await broker.connect("127.0.0.1", server.port) as conn:
+                root = await conn.root()
+                copy = await root.call_remote("watched")
+                (server_conn,) = server.connections
+                if where == "connection":
+                    server_conn.notify_on_disconnect(raise_cancelled)
+                    server_conn.notify_on_disconnect(later.append)
+                elif where == "proxy":
+                    peer_root = await server_conn.root()
+                    peer_root.notify_on_disconnect(raise_cancelled)
+                    server_conn.notify_on_disconnect(later.append)
+                del copy
+            for _ in range(500):
+                if not server.connections:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.connections == []
+            assert later == ([server_conn] if where != "stopped_observing" else [])
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
