@@ -17,7 +17,7 @@ import pytest
 
 import broker
 import jelly
-from broker import Limits, Referenceable, Root, Viewable
+from broker import Limits, Root, Viewable
 from broker._protocol import BrokerProtocol
 
 BIG = 2**20000  # a valid BIGINT, but too long for str(): a ValueError waiting to happen
