@@ -349,32 +349,3 @@ async def test_a_cancelled_error_in_attached_or_detached_still_logs_out(hook):
     await conn.close()
     await asyncio.wait_for(server_conn.wait_closed(), 5)
     assert logouts == ["carol"]
-
-
-GARBAGE_FIRST = [None, 5, b"n,,n=alice,r=abc", [1, 2], {"a": 1}, "", "\x00", "n,,",
-                 "n,,n=alice", "n,,n=alice,r=",                       # truncated
-                 "x" * 5000, "n,,n=" + "a" * 4000 + ",r=abc",        # oversize
-                 "p=tls-unique,,n=alice,r=abc", "y,,n=alice,r=abc", "n,a=bob,n=alice,r=abc",
-                 "n,,m=ext,n=alice,r=abc", "n,,n=al=ice,r=abc", "n,,n=alice,r=abc,extra"]
-GARBAGE_FINAL = [None, 12, "", "c=biws", "c=biws,r=", "c=biws,r=zz,p=AAAA", "x" * 5000]
-
-
-async def test_garbage_oversize_and_truncated_login_messages_get_the_one_refusal():
-    portal, _ = make_portal()
-    server_conn, conn = await broker.testing.connected_pair(portal)
-    root = await conn.root()
-    for value in GARBAGE_FIRST:
-        with pytest.raises(broker.RemoteError) as info:
-            await root.call_remote("login", value)
-        assert (info.value.remote_type, info.value.remote_message) == (
-            "broker.Unauthorized", cred.LOGIN_FAILED), value
-    for value in GARBAGE_FINAL:
-        client = cred.ScramClient("alice", "wonderland")
-        challenger, _ = await root.call_remote("login", client.first())
-        with pytest.raises(broker.RemoteError) as info:
-            await challenger.call_remote("respond", value, "pbecho", None, None)
-        assert (info.value.remote_type, info.value.remote_message) == (
-            "broker.Unauthorized", cred.LOGIN_FAILED), value
-    avatar = await conn.login("alice", "wonderland")      # the connection is none the worse
-    assert await avatar.call_remote("whoami") == "alice"
-    await conn.close()
