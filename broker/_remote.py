@@ -43,15 +43,23 @@ class RemoteReference(jelly.Flavored):
         awaiting task cancels the call remotely too.
         """
         if self._pb_released:
-            raise DeadReference(f"{self!r} was released")
+            raise self._dead()
         return self._pb_owner.send_call(self._pb_id, name, args, kwargs, timeout)
 
     def call_remote_only(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Call ``name`` without wanting an answer: nothing is sent back, and
         errors raised remotely are only logged there."""
         if self._pb_released:
-            raise DeadReference(f"{self!r} was released")
+            raise self._dead()
         self._pb_owner.send_call_only(self._pb_id, name, args, kwargs)
+
+    def _dead(self) -> DeadReference:
+        owner = self._pb_owner
+        if not owner.is_open:
+            # Closing a connection releases its proxies; say why it closed.
+            return DeadReference(f"{self!r} cannot be used: "
+                                 f"{owner._close_reason or 'the connection is closed'}")
+        return DeadReference(f"{self!r} was released")
 
     async def release(self) -> None:
         """Tell the peer we are done with its object now, rather than when this

@@ -349,3 +349,26 @@ async def test_a_cancelled_error_in_attached_or_detached_still_logs_out(hook):
     await conn.close()
     await asyncio.wait_for(server_conn.wait_closed(), 5)
     assert logouts == ["carol"]
+
+
+async def test_a_malformed_proof_uses_the_challenge_up():
+    portal, _ = make_portal()
+    server_conn, conn = await broker.testing.connected_pair(portal)
+    client = cred.ScramClient("alice", "wonderland")
+    root = await conn.root()
+    challenger, server_first = await root.call_remote("login", client.first())
+    with pytest.raises(broker.RemoteError, match="Unauthorized"):
+        await challenger.call_remote("respond", 12345, "pbecho")
+    final = client.final(server_first)   # a good proof after the garbage: too late
+    with pytest.raises(broker.RemoteError, match="Unauthorized"):
+        await challenger.call_remote("respond", final, "pbecho")
+    await conn.close()
+
+
+async def test_a_call_after_close_says_the_connection_closed():
+    portal, _ = make_portal()
+    server_conn, conn = await broker.testing.connected_pair(portal)
+    root = await conn.root()
+    await conn.close("finished for today")
+    with pytest.raises(broker.DeadReference, match="finished for today"):
+        await root.call_remote("login", "x")
