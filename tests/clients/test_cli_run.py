@@ -8,17 +8,17 @@ asyncio debug mode, and its stderr is checked for leaks.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from tests._child import OutputChild
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = "tests.services.fixture_plugins"
@@ -50,60 +50,13 @@ def assert_no_leaks(stderr: str) -> None:
         assert marker not in stderr, stderr
 
 
-class Running:
+class Running(OutputChild):
     """A ``pb run`` child whose output lines are collected as they come."""
 
+    wait_timeout = 10.0
+
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(pb_command(*args), cwd=cwd, env=env or pb_env(),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines = {"stdout": queue.Queue(), "stderr": queue.Queue()}
-        self.seen = {"stdout": [], "stderr": []}
-        self.readers = [
-            threading.Thread(target=self._pump, args=(name, getattr(self.proc, name)), daemon=True)
-            for name in ("stdout", "stderr")
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    def _pump(self, name: str, stream) -> None:
-        for line in stream:
-            self.lines[name].put(line.rstrip("\n"))
-
-    def wait_for(self, name: str, pattern: str, timeout: float = 10) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                line = self.lines[name].get(timeout=max(remaining, 0.01))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no {name} line matching {pattern!r} within {timeout}s; got {self.seen}"
-                ) from None
-            self.seen[name].append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def finish(self, timeout: float = 15) -> tuple[int, str, str]:
-        code = self.proc.wait(timeout=timeout)
-        for reader in self.readers:
-            reader.join(timeout=5)
-        for name in ("stdout", "stderr"):
-            while not self.lines[name].empty():
-                self.seen[name].append(self.lines[name].get())
-        return code, "\n".join(self.seen["stdout"]), "\n".join(self.seen["stderr"])
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for reader in self.readers:
-            reader.join(timeout=5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        super().__init__(pb_command(*args), cwd=cwd, env=env or pb_env())
 
 
 @pytest.fixture

@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
 import re
-import signal
 import stat
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from tests._child import OutputChild
 
 import broker
 import cred
@@ -80,61 +78,12 @@ def assert_no_leaks(stderr: str) -> None:
         assert marker not in stderr, stderr
 
 
-class PbChild:
+class PbChild(OutputChild):
     """A long-running ``pb`` child whose output lines are collected."""
 
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(pb_command(*args), cwd=cwd, env=env or pb_env(),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines = {"stdout": queue.Queue(), "stderr": queue.Queue()}
-        self.seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.readers = [
-            threading.Thread(target=self._pump, args=(name, getattr(self.proc, name)),
-                             daemon=True)
-            for name in ("stdout", "stderr")
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    def _pump(self, name: str, stream) -> None:
-        for line in stream:
-            self.lines[name].put(line.rstrip("\n"))
-
-    def wait_for(self, name: str, pattern: str, timeout: float = 15) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines[name].get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no {name} line matching {pattern!r} within {timeout}s; got {self.seen}"
-                ) from None
-            self.seen[name].append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def stop(self, timeout: float = 15) -> tuple[int, str, str]:
-        """SIGTERM, wait; return (exit code, all stdout, all stderr)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=timeout)
-        for reader in self.readers:
-            reader.join(timeout=5)
-        for name in ("stdout", "stderr"):
-            while not self.lines[name].empty():
-                self.seen[name].append(self.lines[name].get())
-        return code, "\n".join(self.seen["stdout"]), "\n".join(self.seen["stderr"])
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for reader in self.readers:
-            reader.join(timeout=5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        super().__init__(pb_command(*args), cwd=cwd, env=env or pb_env(),
+                         stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture
