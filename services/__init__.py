@@ -9,7 +9,13 @@ the services that log accounts in one portal over the application's account
 store.  See ``docs/running.md`` and ``docs/plugins.md``.
 """
 
-from ._accounts import account_portal, account_store, ensure_account, ensure_service_name
+from ._accounts import (
+    account_portal,
+    account_store,
+    ensure_account,
+    ensure_service_name,
+    stop_serving,
+)
 from ._application import Application
 from ._config import ConfigError, RunConfig, ServiceSpec, load_config, options_from_table
 from ._logging import LOG_LEVELS, configure_logging, get_logger
@@ -86,6 +92,7 @@ __all__ = [
     "configure_logging",
     "ensure_account",
     "ensure_service_name",
+    "stop_serving",
     "get_logger",
     "get_plugin",
     "load_config",

@@ -27,7 +27,8 @@ from ._application import Application
 if TYPE_CHECKING:
     import cred
 
-__all__ = ["account_portal", "account_store", "ensure_account", "ensure_service_name"]
+__all__ = ["account_portal", "account_store", "ensure_account", "ensure_service_name",
+           "stop_serving"]
 
 #: The account store's file name in the application's data directory.
 ACCOUNTS_FILE = "accounts.sqlite3"
@@ -115,3 +116,28 @@ async def ensure_account(
     ``(service, perspective)`` (registering the service if needed).
     True if the account was created.  Runs in a worker thread (the KDF)."""
     return await asyncio.to_thread(_ensure_account, store, name, password, list(grants))
+
+
+async def stop_serving(service: Any, server: Any) -> None:
+    """The shared end of a service that serves the application's portal.
+
+    Let calls in progress on ``server`` (a ``broker.Server`` or None) finish
+    within the service's grace period, make sure it is closed even if that
+    wait is cut off, take the service's cred service out of the shared realm
+    (if it is still the one registered there) and close the account store
+    (it reopens on next use).  ``service`` has ``grace``, ``portal``,
+    ``service_name``, ``realm_service`` and ``store``.
+    """
+    try:
+        if server is not None:
+            remaining = service.grace_remaining()
+            grace = service.grace if remaining is None else min(service.grace, remaining)
+            await server.shutdown(grace=grace)
+    finally:
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        services = service.portal.realm.services
+        if services.get(service.service_name) is service.realm_service:
+            del services[service.service_name]
+        await asyncio.to_thread(service.store.close)

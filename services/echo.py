@@ -21,7 +21,6 @@ the password on the command line.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import time
 from typing import Any
@@ -38,6 +37,7 @@ from services import (
     ensure_service_name,
     get_logger,
     port_number,
+    stop_serving,
 )
 
 __all__ = [
@@ -193,20 +193,8 @@ class EchoService(Service):
         _log.info("listening", address=self.address, service=self.service_name)
 
     async def on_stop(self) -> None:
-        server = self.server
-        try:
-            if server is not None:
-                remaining = self.grace_remaining()
-                grace = self.grace if remaining is None else min(self.grace, remaining)
-                await server.shutdown(grace=grace)
-        finally:
-            if server is not None:
-                server.close()
-                await server.wait_closed()
-            self.server = None
-            if self.portal.realm.services.get(self.service_name) is self.realm_service:
-                del self.portal.realm.services[self.service_name]
-            await asyncio.to_thread(self.store.close)  # reopened on next use
+        server, self.server = self.server, None
+        await stop_serving(self, server)
 
     def banner(self) -> str | None:
         if not self.show_banner:

@@ -11,7 +11,6 @@ password exchange's transcript nor the session travels in clear.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import os
 import ssl
@@ -27,6 +26,7 @@ from services import (
     ensure_service_name,
     get_logger,
     port_number,
+    stop_serving,
 )
 
 from ._capture import DEFAULT_OUTPUT_LIMIT
@@ -173,22 +173,12 @@ class ManholeService(Service):
         # than wait for them.
         for session in list(self.sessions):
             session.evaluator.interrupt()
-        server = self.server
+        server, self.server = self.server, None
         try:
-            if server is not None:
-                remaining = self.grace_remaining()
-                grace = self.grace if remaining is None else min(self.grace, remaining)
-                await server.shutdown(grace=grace)
+            await stop_serving(self, server)
         finally:
-            if server is not None:
-                server.close()
-                await server.wait_closed()
-            self.server = None
             for session in list(self.sessions):
                 session.close()
-            if self.portal.realm.services.get(self.service_name) is self.realm_service:
-                del self.portal.realm.services[self.service_name]
-            await asyncio.to_thread(self.store.close)  # reopened on next use
 
     def banner(self) -> str | None:
         if not self.show_banner:
