@@ -195,7 +195,7 @@ async def connect(host: str | None = None, port: int | None = None, *,
     def factory() -> BrokerProtocol:
         return BrokerProtocol(root=_publishable(root) if root is not None else None,
                               limits=limits, unsafe_tracebacks=unsafe_tracebacks,
-                              registry=registry)
+                              registry=registry, hello_with_first_message=True)
 
     try:
         async with asyncio.timeout(timeout):
@@ -211,6 +211,7 @@ async def connect(host: str | None = None, port: int | None = None, *,
                     server_hostname=server_hostname if ssl else None)
     except TimeoutError:
         raise ConnectionLost(f"could not connect within {timeout} s") from None
+    protocol.flush_at_end_of_turn()  # the HELLO, unless a first call takes it sooner
     return protocol.connection
 
 

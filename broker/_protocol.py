@@ -45,7 +45,7 @@ _LARGE = 64 * 1024
 _monotonic = time.monotonic
 
 
-class _Batch(threading.local):
+class _Batch:
     """Per thread (so per event loop): how deep we are in receive passes,
     and which connections have output waiting for the outermost to end."""
 
@@ -59,7 +59,12 @@ class _Batch(threading.local):
             protocol._write_now()
 
 
-_batch = _Batch()
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.batch = _Batch()
+
+
+_per_thread = _PerThread()
 
 
 def _is_awaitable(value: Any) -> bool:
@@ -68,6 +73,8 @@ def _is_awaitable(value: Any) -> bool:
     return asyncio.iscoroutine(value) or hasattr(type(value), "__await__")
 
 _CHUNK = 512 * 1024
+#: Result types that are never awaitable nor streams (checked by exact type).
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
 #: What user code may raise that still ends the program; anything else a
 #: callback raises (CancelledError from a cancelled future's result(), say)
 #: is logged and must not stop the connection's own bookkeeping.
@@ -79,8 +86,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def __init__(self, *, root: Any = None, limits: Limits,
                  unsafe_tracebacks: bool = False, server: Any = None,
-                 registry: Any = None) -> None:
+                 registry: Any = None, hello_with_first_message: bool = False) -> None:
+        self._hello_with_first_message = hello_with_first_message
         self.loop = asyncio.get_running_loop()
+        # Made on the loop's thread: a plain object, cheaper than the
+        # thread-local on every receive pass.
+        self._batch = _per_thread.batch
         self._loop_thread = threading.get_ident()
         self.limits = limits
         self.server = server
@@ -105,6 +116,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # so an append racing the drain is never lost.
         self._dead_proxies: collections.deque[tuple[int, int]] = collections.deque()
         self._dead_scheduled = False
+        self._end_of_turn_flush = False
         self._watchers: list[Callable[[Any], Any]] = []
         self._close_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -140,7 +152,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             root_object = getattr(root, "root_object", None)
             self.core.refs.set_root(root_object(self.connection) if root_object else root)
         self.core.hello()
-        self._write_now()
+        if not self._hello_with_first_message:
+            self._write_now()
+        # else connect() flushes at the end of the turn it returns in, so a
+        # first call made right away carries the HELLO in the same packet.
         self._last_rx = _monotonic()
         self._timer = self.loop.call_later(self.limits.handshake_timeout, self._on_timer)
         if self.server is not None:
@@ -154,7 +169,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.reader.buffer_updated(nbytes)
         self._last_rx = _monotonic()
-        batch = _batch
+        batch = self._batch
         outer = batch.depth == 0
         batch.depth += 1
         self._receiving = True
@@ -193,7 +208,13 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     continue
                 kind = type(event)
                 if kind is CallEvent:
-                    self._dispatch(event)
+                    if self._defer_sync or self._backlog:
+                        # An async method started just before is waiting for
+                        # its first step; queue this call behind it so that
+                        # calls start in the order sent.
+                        self._backlog.append(event)
+                    else:
+                        self._run_call(event)
                 elif kind is AnswerEvent:
                     fut = self._futures.pop(event.req_id, None)
                     if fut is not None and not fut.done():
@@ -233,14 +254,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     # -- running calls ----------------------------------------------------------
 
-    def _dispatch(self, event: CallEvent) -> None:
-        if self._defer_sync or self._backlog:
-            # An async method started just before is waiting for its first
-            # step; queue this call behind it so calls start in the order sent.
-            self._backlog.append(event)
-        else:
-            self._run_call(event)
-
     def _drain_backlog(self) -> None:
         """Runs after the first step of the task that set ``_defer_sync``."""
         self._defer_sync = False
@@ -276,6 +289,14 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             else:
                 core.finished(event.req_id)
                 log.warning("one-way call %s raised %r", event.method, exc)
+            self._flush_soon()
+            return
+        if type(result) in _PLAIN:
+            # The common case: a plain value, neither awaitable nor a stream.
+            if event.answer_wanted:
+                core.answer(event.req_id, result, event.perspective)
+            else:
+                core.finished(event.req_id)
             self._flush_soon()
             return
         if _is_awaitable(result):
@@ -367,10 +388,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._run_stopped()
         if self._receiving:
             return  # the end of the receive pass writes everything at once
-        if _batch.depth:
+        if self._batch.depth:
             # Another connection's receive pass is running user code (a
             # fan-out to many observers, say): write when that pass ends.
-            _batch.pending.add(self)
+            self._batch.pending.add(self)
             return
         # A message sent outside a receive pass goes out now: a lone call is
         # never delayed, and a burst costs one small write per call, which
@@ -424,6 +445,20 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.core.refs.forget_proxy(proxy._pb_id)
         if self.is_open:
             self.core.decref(proxy._pb_id, proxy._pb_count)
+            # Nobody waits for a DECREF: it rides with whatever this loop
+            # turn sends next (often the call that follows the release).
+            self.flush_at_end_of_turn()
+
+    def flush_at_end_of_turn(self) -> None:
+        """Send what is queued when this loop turn is done, unless something
+        sent before then takes it along."""
+        if not self._end_of_turn_flush:
+            self._end_of_turn_flush = True
+            self.loop.call_soon(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        self._end_of_turn_flush = False
+        if self.is_open:
             self._flush_soon()
 
     def _send_decrefs(self) -> None:

@@ -41,7 +41,7 @@ def test_frame_exactly_at_the_limit_is_accepted_and_one_past_is_not():
         reader.next_frame()
 
 
-def test_large_frame_grows_the_buffer_once_and_keeps_earlier_views_valid():
+def test_large_frame_grows_the_buffer_and_keeps_earlier_views_valid():
     reader = FrameReader(8 * 1024 * 1024)
     small = encode_frame(b"a" * 10)
     big_body = bytes(range(256)) * 4096  # 1 MiB
@@ -62,3 +62,48 @@ def test_get_buffer_and_buffer_updated_work_like_a_buffered_transport():
     buf[:len(data)] = data
     reader.buffer_updated(len(data))
     assert frames_of(reader) == [b"abc"] * 3
+
+
+def receive_like_a_transport(reader, data, chunk):
+    """Write ``data`` into the reader's buffers ``chunk`` bytes at a time."""
+    for start in range(0, len(data), chunk):
+        piece = data[start:start + chunk]
+        while piece:
+            buf = reader.get_buffer(-1)
+            n = min(len(buf), len(piece))
+            buf[:n] = piece[:n]
+            reader.buffer_updated(n)
+            piece = piece[n:]
+
+
+def test_a_header_announcing_a_big_frame_reserves_nothing_and_memory_follows_the_bytes():
+    # A peer that announces max_frame and trickles the body holds about
+    # twice what it actually sent, not max_frame.
+    reader = FrameReader(4 * 1024 * 1024)
+    initial = len(reader._buf)
+    receive_like_a_transport(reader, struct.pack(">I", 4 * 1024 * 1024) + b"x" * 10, 1)
+    assert reader.next_frame() is None
+    assert len(reader._buf) == initial
+    sent = 14
+    for _ in range(10):
+        receive_like_a_transport(reader, b"y" * 50_000, 1000)
+        sent += 50_000
+        assert reader.next_frame() is None
+        assert len(reader._buf) <= max(initial, 2 * sent + 4096)
+
+
+def test_many_small_frames_reuse_the_buffer_without_growing():
+    reader = FrameReader(1024)
+    initial = len(reader._buf)
+    data = encode_frame(b"z" * 100)
+    for _ in range(10_000):
+        receive_like_a_transport(reader, data, len(data))
+        assert frames_of(reader) == [b"z" * 100]
+    assert len(reader._buf) == initial
+
+
+def test_a_big_frame_arrives_whole_through_transport_sized_reads():
+    reader = FrameReader(8 * 1024 * 1024)
+    body = bytes(range(256)) * 12_288  # 3 MiB
+    receive_like_a_transport(reader, encode_frame(body) + encode_frame(b"after"), 65_536)
+    assert frames_of(reader) == [body, b"after"]
