@@ -28,6 +28,7 @@ from ._connection import (
     GoodbyeEvent,
     HelloEvent,
 )
+from . import _eager
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
 from ._framing import HEADER, FrameReader, FrameTooLarge
 from ._limits import Limits
@@ -276,48 +277,56 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 return
 
     def _run_call(self, event: CallEvent) -> None:
-        core = self.core
         try:
             result = event.func(*event.args, **event.kwargs)
+            if type(result) not in _PLAIN and _is_awaitable(result):
+                if not asyncio.iscoroutine(result):
+                    result = self._await_result(result)
+                # Its first step runs now, in arrival order; one that never
+                # waits answers in this receive pass like a plain method.
+                started = _eager.start(self.loop, result)
+                if not started.done:
+                    self._track(started.task, event, started.first_step_ran)  # type: ignore[arg-type]
+                    return
+                if started.error is not None:
+                    raise started.error
+                result = started.value
         except _EXIT:
             raise
         except BaseException as exc:
             # CancelledError too (f.result() of a cancelled future): it fails
             # this call, as a task does for an async method, not the connection.
-            if event.answer_wanted:
-                core.fail(event.req_id, exc)
-            else:
-                core.finished(event.req_id)
-                log.warning("one-way call %s raised %r", event.method, exc)
-            self._flush_soon()
+            self._call_failed(event, exc)
             return
-        if type(result) in _PLAIN:
-            # The common case: a plain value, neither awaitable nor a stream.
-            if event.answer_wanted:
-                core.answer(event.req_id, result, event.perspective)
-            else:
-                core.finished(event.req_id)
-            self._flush_soon()
-            return
-        if _is_awaitable(result):
-            if not asyncio.iscoroutine(result):
-                result = self._await_result(result)
-            task = self.loop.create_task(result)
-            if event.answer_wanted:
-                self._tasks[event.req_id] = task
-            else:
-                self._oneway_tasks.add(task)
-            task.add_done_callback(lambda t, e=event: self._call_done(t, e))
+        self._call_succeeded(event, result)
+
+    def _call_succeeded(self, event: CallEvent, result: Any) -> None:
+        if event.answer_wanted:
+            if type(result) not in _PLAIN and is_async_iterator(result):
+                result = StreamSource(result)
+            self.core.answer(event.req_id, result, event.perspective)
+        else:
+            self.core.finished(event.req_id)
+        self._flush_soon()
+
+    def _call_failed(self, event: CallEvent, exc: BaseException) -> None:
+        if event.answer_wanted:
+            self.core.fail(event.req_id, exc)
+        else:
+            self.core.finished(event.req_id)
+            log.warning("one-way call %s raised %r", event.method, exc)
+        self._flush_soon()
+
+    def _track(self, task: asyncio.Task, event: CallEvent, first_step_ran: bool) -> None:
+        if event.answer_wanted:
+            self._tasks[event.req_id] = task
+        else:
+            self._oneway_tasks.add(task)
+        task.add_done_callback(lambda t, e=event: self._call_done(t, e))
+        if not first_step_ran:
+            # Later calls wait until this one has taken its first step (E-order).
             self._defer_sync = True
             self.loop.call_soon(self._drain_backlog)
-            return
-        if event.answer_wanted:
-            if is_async_iterator(result):
-                result = StreamSource(result)
-            core.answer(event.req_id, result, event.perspective)
-        else:
-            core.finished(event.req_id)
-        self._flush_soon()
 
     @staticmethod
     async def _await_result(awaitable: Any) -> Any:

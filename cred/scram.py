@@ -197,7 +197,10 @@ def client_signature(stored_key: bytes, auth_message: bytes) -> bytes:
 
 
 def client_proof(client_key: bytes, client_signature: bytes) -> bytes:
-    return bytes(a ^ b for a, b in zip(client_key, client_signature, strict=True))
+    if len(client_key) != len(client_signature):
+        raise ValueError("ClientKey and ClientSignature differ in length")
+    return (int.from_bytes(client_key, "big") ^ int.from_bytes(client_signature, "big")).to_bytes(
+        len(client_key), "big")
 
 
 def server_signature(server_key: bytes, auth_message: bytes) -> bytes:
@@ -319,7 +322,7 @@ def _attributes(text: str, names: str, what: str) -> list[str]:
 
 def _check_nonce(nonce: str, what: str) -> str:
     # printable ASCII except ',' (RFC 5802 "printable")
-    if not nonce or not all("\x21" <= c <= "\x7e" and c != "," for c in nonce):
+    if not (nonce.isascii() and nonce.isprintable()) or " " in nonce or "," in nonce or not nonce:
         raise ScramError(f"malformed {what}: nonce must be printable ASCII without ','")
     return nonce
 
@@ -357,8 +360,8 @@ class _ClientKeyCache:
 
     @staticmethod
     def _key(password: str, salt: bytes, iterations: int) -> bytes:
-        return hmac.new(salt + iterations.to_bytes(4, "big"),
-                        password.encode("utf-8", "surrogatepass"), "sha256").digest()
+        return hmac.digest(salt + iterations.to_bytes(4, "big"),
+                           password.encode("utf-8", "surrogatepass"), "sha256")
 
     def get(self, password: str, salt: bytes, iterations: int) -> bytes | None:
         key = self._key(password, salt, iterations)

@@ -277,6 +277,11 @@ async def test_a_hung_call_with_timeout_raises_call_timeout_and_is_cancelled_rem
         with pytest.raises(broker.CallTimeout):
             await root.call_remote("hang", timeout=0.1)
         await asyncio.wait_for(cancelled.wait(), 2)
+        # The handler saw the cancellation; its task ends on a later turn.
+        for _ in range(100):
+            if server.calls_in_progress == 0:
+                break
+            await asyncio.sleep(0.01)
         assert server.calls_in_progress == 0
 
 

@@ -10,6 +10,7 @@ them); the rest use real sockets on 127.0.0.1.
 import asyncio
 import gc
 import struct
+import sys
 import tracemalloc
 
 import msgpack
@@ -173,6 +174,13 @@ async def test_a_pong_of_the_wrong_arity_is_a_protocol_error(pong):
 # -- the E-order backlog ----------------------------------------------------------
 
 
+# Data fed from inside a task (as these tests do) cannot start a coroutine
+# eagerly on 3.11, so later calls queue behind it; 3.12+ always starts eagerly.
+_BACKLOG_EXISTS = pytest.mark.skipif(sys.version_info >= (3, 12),
+                                     reason="3.12+ starts every async method at once: no backlog")
+
+
+@_BACKLOG_EXISTS
 async def test_calls_still_waiting_in_the_backlog_never_start_after_the_connection_is_lost():
     root = Target()
     protocol, transport = open_protocol(root)
@@ -191,6 +199,7 @@ async def test_calls_still_waiting_in_the_backlog_never_start_after_the_connecti
         await settle()
 
 
+@_BACKLOG_EXISTS
 async def test_a_cancel_for_a_call_still_in_the_backlog_stops_it_from_starting():
     root = Target()
     protocol, transport = open_protocol(root)
