@@ -14,8 +14,11 @@ Client (in the benchmark process), one login::
     await p.call_remote("echo", "hi")
     await p.connection.close()
 
-The login is SCRAM-SHA-256: two calls, and the client runs PBKDF2 (4096
-iterations, the default) in a worker thread between them.
+The login is SCRAM-SHA-256: two calls.  Between them the client needs
+SaltedPassword: PBKDF2 (4096 iterations, the default) in a worker thread on
+its first login to an account, then from its in-memory key cache (RFC 5802
+section 5.1).  ``cold_key=True`` empties that cache before every login, so
+each one pays the PBKDF2.
 
     python -m peers.login_pb serve [--loop asyncio|uvloop]
 """
@@ -24,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import functools
 from typing import Any, Callable
 
 from _harness import AsyncDriver, announce, run_loop
@@ -81,10 +82,13 @@ def main(argv: list[str] | None = None) -> None:
 # benchmark side
 
 
-def login_ops(port: int) -> dict[str, Callable[[], Any]]:
+def login_ops(port: int, cold_key: bool = False) -> dict[str, Callable[[], Any]]:
     import broker
+    import cred
 
     async def login_once(password: str = PASSWORD) -> Any:
+        if cold_key:
+            cred.scram.clear_client_key_cache()
         p = await broker.login(HOST, port, USER, password, service=SERVICE)
         try:
             return await p.call_remote("echo", HI)
@@ -115,40 +119,11 @@ def login_ops(port: int) -> dict[str, Callable[[], Any]]:
     return {"check": check, "login": login, "login8": login8}
 
 
-def driver(name: str, children, runners, loop: str = "asyncio", kdf_cache: bool = False) -> AsyncDriver:
-    """``kdf_cache=True`` is a what-if, not the shipped client: during this
-    driver's windows ``cred.scram.salted_password`` is memoised per
-    (password, salt, iterations), as RFC 5802 allows a client to do, so only
-    the first login pays PBKDF2 (the worker-thread hop stays)."""
+def driver(name: str, children, runners, loop: str = "asyncio", cold_key: bool = False) -> AsyncDriver:
     server = children.start("peers.login_pb", "serve", "--loop", loop)
-    drv = AsyncDriver(name, runners.get(loop), login_ops(server.port))
+    drv = AsyncDriver(name, runners.get(loop), login_ops(server.port, cold_key))
     drv.server = server  # type: ignore[attr-defined]  # for usage requests
-    if kdf_cache:
-        return _KdfCached(drv)
     return drv
-
-
-class _KdfCached:
-    """Wraps a driver: memoised SaltedPassword while its windows run."""
-
-    def __init__(self, inner: AsyncDriver) -> None:
-        import cred.scram
-
-        self.inner = inner
-        self.name = inner.name
-        self.server = inner.server  # type: ignore[attr-defined]
-        self._module = cred.scram
-        self._cached = functools.lru_cache(maxsize=64)(cred.scram.salted_password)
-
-    def window(self, op: str, seconds: float) -> tuple[int, float]:
-        original = self._module.salted_password
-        self._module.salted_password = self._cached
-        try:
-            return self.inner.window(op, seconds)
-        finally:
-            with contextlib.suppress(Exception):
-                self._module.salted_password = original
-
 
 
 async def phases(port: int, logins: int) -> dict[str, float]:
@@ -157,9 +132,10 @@ async def phases(port: int, logins: int) -> dict[str, float]:
     The same steps as ``broker.login`` + echo + close, spelled out with the
     documented pieces (``cred.ScramClient``; ``root.call_remote("login",
     client_first)``; ``challenger.call_remote("respond", ...)``): connect
-    (TCP + HELLO), root, the login call (server: ``begin_scram``), the
-    client's KDF in a worker thread, the respond call (server: proof check,
-    realm, attach), the echo, the close.
+    (TCP), root, the login call (with the HELLO; server: ``begin_scram``),
+    the client's proof (SaltedPassword from the key cache after the first
+    login), the respond call (server: proof check, realm, attach), the echo,
+    the close.
     """
     import time
 
@@ -167,7 +143,7 @@ async def phases(port: int, logins: int) -> dict[str, float]:
     import cred
 
     clock = time.perf_counter
-    steps = ("connect", "root()", "login call", "KDF (thread)", "respond call", "verify+release", "echo", "close")
+    steps = ("connect", "root()", "login call", "proof", "respond call", "verify+release", "echo", "close")
     totals = dict.fromkeys(steps, 0.0)
     for _ in range(logins):
         marks = [clock()]
@@ -178,7 +154,7 @@ async def phases(port: int, logins: int) -> dict[str, float]:
         marks.append(clock())
         challenger, server_first = await root.call_remote("login", client.first())
         marks.append(clock())
-        client_final = await asyncio.to_thread(client.final, server_first)
+        client_final = await client.final_async(server_first)
         marks.append(clock())
         server_final, avatar = await challenger.call_remote("respond", client_final, SERVICE, None, None)
         marks.append(clock())
