@@ -297,6 +297,11 @@ class Service:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            # Forget them here, not only in _task_done: that callback runs on
+            # a later loop iteration, and from Python 3.12 gather() of tasks
+            # that are all done already returns without yielding to the loop,
+            # so waiting for the callback would spin here for ever.
+            self._tasks.difference_update(pending)
 
 
 class MultiService(Service):

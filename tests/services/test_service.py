@@ -170,6 +170,40 @@ async def test_owned_tasks_are_cancelled_and_awaited_on_stop():
     assert service.tasks == frozenset()
 
 
+@pytest.mark.timeout(10)
+async def test_stop_returns_when_an_owned_task_finished_just_before_it():
+    # The task and on_stop() wait for the same future, the task first: when
+    # it is set, the task finishes and on_stop() returns in one loop step,
+    # so stop() reaches its owned tasks before the finished task's done
+    # callback has run.  From Python 3.12 gather() of tasks that are all
+    # done returns without yielding to the loop, and stop() used to wait
+    # for that callback in a loop that never let it run (a 100% CPU hang).
+    class Finishing(Service):
+        async def on_start(self) -> None:
+            self.release = asyncio.get_running_loop().create_future()
+            self.stopping = asyncio.Event()
+            self.task = self.create_task(self.work())
+
+        async def work(self) -> str:
+            await self.release
+            return "done"
+
+        async def on_stop(self) -> None:
+            self.stopping.set()
+            await self.release
+
+    service = Finishing("finishing")
+    await service.start()
+    await asyncio.sleep(0)  # the task is waiting for the future
+    stopping = asyncio.ensure_future(service.stop())
+    await service.stopping.wait()  # on_stop() is waiting for it too
+    service.release.set_result(None)
+    await stopping
+    assert service.task.result() == "done"
+    assert service.tasks == frozenset()
+    assert not service.running
+
+
 async def test_owned_tasks_are_cancelled_when_start_fails():
     class Failing(Service):
         async def on_start(self) -> None:
