@@ -1,4 +1,9 @@
-"""A throwaway CA and a server certificate for 127.0.0.1/localhost, for TLS tests."""
+"""A throwaway CA and a server certificate for 127.0.0.1/localhost, for TLS tests.
+
+Both carry the extensions RFC 5280 requires (key identifiers, the CA's key
+usage): from Python 3.13 ``ssl.create_default_context()`` verifies with
+``VERIFY_X509_STRICT``, which refuses certificates without them.
+"""
 
 import datetime
 import ipaddress
@@ -23,6 +28,12 @@ def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=False, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -36,6 +47,10 @@ def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
         .add_extension(x509.SubjectAlternativeName([
             x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     cert_path, key_path, ca_path = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
