@@ -40,18 +40,23 @@ SHUTDOWN_TIMEOUT = 5.0
 
 def _thread_main(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
     asyncio.set_event_loop(loop)
+    # The loop's default executor (asyncio.to_thread: a login's key
+    # derivation) is made here so that _drain() can shut it down itself.
+    executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="pb-clients-executor")
+    loop.set_default_executor(executor)
     loop.call_soon(started.set)
     try:
         loop.run_forever()
     finally:
         try:
-            _drain(loop)
+            _drain(loop, executor)
         finally:
             asyncio.set_event_loop(None)
             loop.close()
 
 
-def _drain(loop: asyncio.AbstractEventLoop) -> None:
+def _drain(loop: asyncio.AbstractEventLoop,
+           executor: concurrent.futures.ThreadPoolExecutor) -> None:
     """Cancel and await what is left, like asyncio.run() does on its way out."""
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in tasks:
@@ -59,7 +64,12 @@ def _drain(loop: asyncio.AbstractEventLoop) -> None:
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(loop.shutdown_default_executor())
+    # Not loop.shutdown_default_executor(): it joins the executor from a new
+    # thread, and from Python 3.12 no thread may start once the interpreter
+    # is exiting, which is when atexit runs shutdown() (a script that never
+    # called it got a RuntimeError traceback on its way out).  Nothing is
+    # left on the loop to keep running meanwhile, so this thread can wait.
+    executor.shutdown(wait=True)
 
 
 def _get_loop_locked() -> asyncio.AbstractEventLoop:
