@@ -3,12 +3,10 @@ per map and set in safe mode, and crafted collisions refused."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import jelly
-from jelly import _decode
+from jelly import _codes, _decode
 
 from ._support import FakeContext, Remote
 
@@ -46,16 +44,77 @@ def test_the_crafted_keys_really_collide():
     assert len(set(pairs)) == 200 and len({hash(p) for p in pairs}) == 1
 
 
-def test_a_map_of_colliding_tuple_keys_is_refused_quickly():
+def test_a_map_of_colliding_tuple_keys_is_refused_before_it_is_built(monkeypatch):
+    # Building a dict of m colliding keys costs m*m/2 comparisons (3000 of
+    # them: 4.5 million), which is what the attacker wants us to spend.  The
+    # decoder must refuse the map with no dict ever holding more than
+    # MAX_SAME_HASH of its keys, so the comparisons stay of the order of
+    # MAX_SAME_HASH**2 however many keys are sent.  (Deterministic: what is
+    # counted is the work, not the time it takes.)
     pairs = colliding_pairs(3000)
-    start = time.perf_counter()
-    attack = dict.fromkeys(pairs)  # what the attacker wants us to spend
-    dict_time = time.perf_counter() - start
-    data = jelly.dumps(attack)
-    start = time.perf_counter()
+    data = jelly.dumps(dict.fromkeys(pairs))
+    decoded = {"fast": 0, "safe": 0}
+    real_tuple = _decode._HANDLERS[_codes.TUPLE]
+
+    def counting_tuple(dec, code, payload):
+        decoded["safe" if dec.safe else "fast"] += 1
+        return real_tuple(dec, code, payload)
+
+    maps: list[tuple[int, str]] = []  # (pairs offered, outcome) per safe-mode map
+    real_pairs_hook = _decode._Decoder.pairs_hook
+
+    def watching_pairs_hook(dec, map_pairs):
+        try:
+            built = real_pairs_hook(dec, map_pairs)
+        except jelly.InsecureJelly:
+            maps.append((len(map_pairs), "refused"))
+            raise
+        maps.append((len(map_pairs), "built"))
+        return built
+
+    monkeypatch.setitem(_decode._HANDLERS, _codes.TUPLE, counting_tuple)
+    monkeypatch.setattr(_decode._Decoder, "pairs_hook", watching_pairs_hook)
     with pytest.raises(jelly.InsecureJelly, match="share one hash"):
         jelly.loads(data)
-    assert time.perf_counter() - start < dict_time / 4
+    # The fast pass (msgpack builds the dict in C, a key as soon as it is
+    # decoded) gave up at the first key past MAX_SAME_HASH with one hash...
+    assert 0 < decoded["fast"] <= _decode.MAX_SAME_HASH + 1
+    # ...and the safe pass decoded the keys as a list of pairs and refused
+    # that list before making a dict of it.
+    assert decoded["safe"] == len(pairs)
+    assert maps == [(len(pairs), "refused")]
+
+
+class Colliding(jelly.Copyable, jelly.RemoteCopy):
+    """A copy whose instances all share one hash and count their comparisons."""
+
+    copy_tag = "test.composite.Colliding"
+    compared = 0
+
+    def __init__(self, n):
+        self.n = n
+
+    def __hash__(self):
+        return 0x5EED
+
+    def __eq__(self, other):
+        type(self).compared += 1
+        return isinstance(other, Colliding) and self.n == other.n
+
+
+def test_refusing_a_map_of_colliding_keys_compares_keys_a_bounded_number_of_times(registry):
+    # Counted where the int pairs above cannot be: a dict of these 3000
+    # tuple keys costs about 4.5 million comparisons, each a call of
+    # Colliding.__eq__.  The fast pass puts at most MAX_SAME_HASH of them in
+    # its dict before it gives up (about MAX_SAME_HASH**2 / 2 comparisons),
+    # and the safe pass must refuse the map without building it.
+    registry.register(Colliding)
+    keys = [(Colliding(i),) for i in range(3000)]
+    data = jelly.dumps(dict.fromkeys(keys))
+    Colliding.compared = 0
+    with pytest.raises(jelly.InsecureJelly, match="share one hash"):
+        jelly.loads(data, registry=registry)
+    assert Colliding.compared <= _decode.MAX_SAME_HASH ** 2
 
 
 def test_a_set_of_colliding_tuples_is_refused():
