@@ -78,7 +78,7 @@ class Server:
 
     @property
     def connections(self) -> list[Connection]:
-        return [p.connection for p in self._protocols]
+        return [p.connection for p in self._protocols if p.is_open]
 
     # -- lifecycle ----------------------------------------------------------
 

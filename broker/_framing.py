@@ -71,6 +71,10 @@ class FrameReader:
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
 
+    def clear(self) -> None:
+        """Drop everything buffered."""
+        self._start = self._end = 0
+
     def feed(self, data: bytes) -> None:
         """Copy ``data`` in (for callers without a buffered transport)."""
         n = len(data)

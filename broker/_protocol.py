@@ -68,12 +68,23 @@ class _PerThread(threading.local):
 _per_thread = _PerThread()
 
 
+def _can_write_eof(transport: Any) -> bool:
+    try:
+        return bool(transport.can_write_eof())
+    except NotImplementedError:
+        return False
+
+
 def _is_awaitable(value: Any) -> bool:
     # inspect.isawaitable consults the Awaitable ABC, which is slow for the
     # plain values most methods return.
     return asyncio.iscoroutine(value) or hasattr(type(value), "__await__")
 
 _CHUNK = 512 * 1024
+#: After closing on an error, how long (seconds) and how much input (bytes)
+#: to discard while waiting for the peer to read our GOODBYE and close.
+_LINGER = 2.0
+_LINGER_BYTES = 4 * 1024 * 1024
 #: Result types that are never awaitable nor streams (checked by exact type).
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
 #: What user code may raise that still ends the program; anything else a
@@ -108,8 +119,14 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._futures: dict[int, asyncio.Future] = {}
         self._tasks: dict[int, asyncio.Task] = {}
         self._oneway_tasks: set[asyncio.Task] = set()
+        self._cleanup_tasks: set[asyncio.Task] = set()
         self._ready: asyncio.Future = self.loop.create_future()
         self._closed: asyncio.Future = self.loop.create_future()
+        #: Set once the socket itself is closed (after any lingering).
+        self._transport_closed: asyncio.Future = self.loop.create_future()
+        self._lingering: asyncio.Transport | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_budget = 0
         self._receiving = False
         self._defer_sync = False
         self._backlog: collections.deque[CallEvent] = collections.deque()
@@ -168,6 +185,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self.transport is None:
+            self._discard(nbytes)
+            return
         self.reader.buffer_updated(nbytes)
         self._last_rx = _monotonic()
         batch = self._batch
@@ -237,7 +257,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     self._reset_timer()
                 elif kind is GoodbyeEvent:
                     self._close_reason = f"the peer closed the connection ({event.code}): {event.reason}"
-                    self._abort()
+                    self._abort(linger=False)
                     return
         except FrameTooLarge as exc:
             reason = str(exc)
@@ -517,9 +537,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if type(entry.obj) is StreamSource:
             closing = entry.obj._pb_on_release()
             if closing is not None:
+                # Clean-up, not a call: closing the connection waits for it
+                # but does not cancel it (a release and a close can arrive
+                # in one receive pass, before this task's first step).
                 task = self.loop.create_task(_log_errors(closing, "closing a released stream"))
-                self._oneway_tasks.add(task)
-                task.add_done_callback(self._oneway_tasks.discard)
+                self._cleanup_tasks.add(task)
+                task.add_done_callback(self._cleanup_tasks.discard)
         for hook in self.release_hooks:
             try:
                 hook(object_id, entry)
@@ -572,11 +595,39 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._ready.set_exception(exc)
             self._ready.exception()  # mark retrieved: nobody may be waiting
 
-    def _abort(self) -> None:
+    def _abort(self, linger: bool = True) -> None:
+        """Close after sending what is queued (a GOODBYE saying why).
+
+        Closing a TCP socket that still holds unread input makes the kernel
+        send a reset, which can destroy the GOODBYE before the peer reads
+        it.  So unless the peer is closing anyway, shut down our sending
+        side, tear the connection down at once, and discard what the peer
+        still sends until it closes too (at most ``_LINGER`` seconds or
+        ``_LINGER_BYTES``) before closing the socket.
+        """
         transport = self.transport
-        if transport is not None:
-            self._write_now()
+        if transport is None:
+            return
+        self._write_now()
+        if not linger or not _can_write_eof(transport) or transport.is_closing():
             transport.close()
+            return
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            transport.close()
+            return
+        self._linger_budget = _LINGER_BYTES
+        self._lingering = transport
+        self._linger_timer = self.loop.call_later(_LINGER, transport.abort)
+        self._lost(None)
+
+    def _discard(self, nbytes: int) -> None:
+        """Input that arrives while lingering after a close."""
+        self.reader.clear()
+        self._linger_budget -= nbytes
+        if self._linger_budget < 0 and self._lingering is not None:
+            self._lingering.abort()
 
     def start_goodbye(self, code: str, reason: str) -> None:
         self._close_reason = reason
@@ -589,6 +640,20 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         return None
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._lingering is not None:  # the socket closed after lingering
+            self._lingering = None
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+                self._linger_timer = None
+            if self._closed.done() and self.server is not None:
+                self.server._connection_lost(self)
+            self._transport_closed.set_result(None)
+            return
+        self._lost(exc)
+        if not self._transport_closed.done():
+            self._transport_closed.set_result(None)
+
+    def _lost(self, exc: BaseException | None) -> None:
         self.core.close()
         self.transport = None
         if self._timer is not None:
@@ -622,7 +687,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._run_callback(cb, self.connection)
         self._dead_proxies.clear()
         # Stream producers released above may have started closing too.
-        running = [t for t in running + list(self._oneway_tasks) if not t.done()]
+        running = [t for t in running + list(self._oneway_tasks) + list(self._cleanup_tasks)
+                   if not t.done()]
         if running:
             # The connection counts as closed once the calls it was running
             # have finished cancelling: nothing of it outlives wait_closed().
@@ -635,8 +701,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._finish_closed(reason)
 
     def _finish_closed(self, reason: str) -> None:
-        if self.server is not None:
-            self.server._connection_lost(self)
+        if self.server is not None and self._lingering is None:
+            self.server._connection_lost(self)  # else when the socket has closed
         if not self._closed.done():
             self._closed.set_result(reason)
 
@@ -771,8 +837,10 @@ class Connection:
         await self.wait_closed()
 
     async def wait_closed(self) -> str:
-        """Wait until the connection is closed; return why."""
-        return await asyncio.shield(self._protocol._closed)
+        """Wait until the connection is closed (its socket too); return why."""
+        reason = await asyncio.shield(self._protocol._closed)
+        await asyncio.shield(self._protocol._transport_closed)
+        return reason
 
     async def __aenter__(self) -> Connection:
         return self
