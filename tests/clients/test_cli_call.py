@@ -297,6 +297,27 @@ def test_json_arguments_that_cannot_be_sent_are_usage_errors(text):
         from_json(text, "argument 1")
 
 
+def test_json_arguments_nest_up_to_a_fixed_depth_on_every_python():
+    # The limit is MAX_JSON_DEPTH, not wherever the interpreter runs out of
+    # recursion (that was about 500 levels on 3.11 and 1000 on 3.12).
+    from clients._cli._common import UsageError
+    from clients._cli.call import MAX_JSON_DEPTH, from_json
+
+    deepest = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    value = from_json(deepest, "argument 1")
+    for _ in range(MAX_JSON_DEPTH - 1):
+        [value] = value
+    assert value == []
+    with pytest.raises(UsageError, match=rf"nested too deeply \({MAX_JSON_DEPTH + 1} levels"):
+        from_json("[" + deepest + "]", "argument 1")
+    with pytest.raises(UsageError, match="nested too deeply"):  # the text's nesting counts
+        from_json('{"a": ' * MAX_JSON_DEPTH + '{"$bytes": "AP8="}' + "}" * MAX_JSON_DEPTH, "--kw a")
+    # Brackets inside strings are text, however many there are.
+    brackets = json.dumps("[{" * 1000 + '\\"]' * 10)
+    assert from_json(f"[{brackets}, {{\"k\": {brackets}}}]", "argument 1") == [
+        json.loads(brackets), {"k": json.loads(brackets)}]
+
+
 def pb_call_raw(*args: bytes | str, stdin: bytes = b"", env: dict[str, str] | None = None):
     result = subprocess.run(
         [sys.executable, "-m", "clients._cli", "call", *args], input=stdin,
