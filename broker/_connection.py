@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import traceback
 from typing import Any, Callable
 
@@ -57,6 +58,17 @@ _SMALL = 64 * 1024
 #: Characters of an error's message and traceback kept when the whole ERROR
 #: would not fit in the peer's max_frame.
 _ERROR_TEXT = 4096
+
+
+@functools.lru_cache(maxsize=32)
+def _jelly_limits_for(limits: Limits) -> jelly.Limits:
+    return limits.jelly_limits()  # validated once per Limits value, not per connection
+
+
+@functools.lru_cache(maxsize=32)
+def _hello_frame(max_frame: int) -> bytes:
+    body = jelly.dumps([Op.HELLO, PROTOCOL_NAME, PROTOCOL_VERSION, list(FEATURES), max_frame])
+    return _pack_header(len(body)) + body
 
 
 class CallEvent:
@@ -152,7 +164,7 @@ class Broker:
         self.peer_max_frame = limits.max_frame
         #: What we may send: the smaller of our limit and the peer's.
         self._send_limit = limits.max_frame
-        self._jelly_limits = limits.jelly_limits()
+        self._jelly_limits = _jelly_limits_for(limits)
         self._registry = registry
         self._out: list[bytes] = []
         self._next_req = 1
@@ -207,8 +219,7 @@ class Broker:
     # -- commands from the adapter ---------------------------------------
 
     def hello(self) -> None:
-        self._queue_plain([Op.HELLO, PROTOCOL_NAME, PROTOCOL_VERSION, list(FEATURES),
-                           self.limits.max_frame])
+        self._out.append(_hello_frame(self.limits.max_frame))
         self.hello_sent = True
 
     def call(self, target_id: int, method: str, args: tuple, kwargs: dict,

@@ -254,7 +254,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     reader.max_frame = self.limits.max_frame
                     if not self._ready.done():
                         self._ready.set_result(None)
-                    self._reset_timer()
+                    self._keepalive_after_hello()
                 elif kind is GoodbyeEvent:
                     self._close_reason = f"the peer closed the connection ({event.code}): {event.reason}"
                     self._abort(linger=False)
@@ -561,6 +561,16 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         delays = [d for d in (interval, idle) if d]
         self._timer = self.loop.call_later(min(delays), self._on_timer) if delays else None
 
+    def _keepalive_after_hello(self) -> None:
+        # The handshake timer becomes the first keepalive check when it is
+        # due no later than one would be (the default): one timer less per
+        # connection.
+        delays = [d for d in (self.limits.keepalive_interval, self.limits.idle_timeout) if d]
+        timer = self._timer
+        if timer is not None and delays and timer.when() <= self.loop.time() + min(delays):
+            return
+        self._reset_timer()
+
     def _on_timer(self) -> None:
         self._timer = None
         if not self.is_open:
@@ -660,7 +670,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._timer.cancel()
             self._timer = None
         reason = self._close_reason or (f"connection lost: {exc}" if exc else "connection closed")
-        self._fail_ready(ConnectionLost(reason))
+        if not self._ready.done():
+            self._fail_ready(ConnectionLost(reason))
         futures, self._futures = self._futures, {}
         for fut in futures.values():
             if not fut.done():
