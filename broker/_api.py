@@ -14,6 +14,9 @@ from ._protocol import BrokerProtocol, Connection
 
 __all__ = ["serve", "connect", "login", "login_anonymous", "Server"]
 
+#: serve()'s default cap on simultaneous connections.
+DEFAULT_MAX_CONNECTIONS = 10_000
+
 
 class Server:
     """A listening server.  It owns every connection it accepted: closing the
@@ -31,6 +34,7 @@ class Server:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._max_connections: int | None = DEFAULT_MAX_CONNECTIONS
 
     def _make_protocol(self) -> BrokerProtocol:
         return BrokerProtocol(root=self.root, limits=self.limits,
@@ -40,6 +44,15 @@ class Server:
     def _connection_made(self, protocol: BrokerProtocol) -> None:
         if self._closing:
             protocol.start_goodbye("shutdown", "the server is shutting down")
+            return
+        cap = self._max_connections
+        if cap is not None and len(self._protocols) >= cap:
+            # Counted with sockets still lingering after an error close: each
+            # holds a descriptor and a buffer until it is really gone.
+            protocol.refuse(
+                "limit-exceeded",
+                f"the server already has {len(self._protocols)} connections "
+                f"(max_connections={cap}); try again later")
             return
         self._protocols.add(protocol)
         self._idle.clear()
@@ -143,15 +156,20 @@ async def serve(root: Any, host: str | None = None, port: int = 0, *,
                 limits: Limits | None = None,
                 unsafe_tracebacks: bool = False,
                 registry: Any = None,
-                backlog: int = 128) -> Server:
+                backlog: int = 128,
+                max_connections: int | None = DEFAULT_MAX_CONNECTIONS) -> Server:
     """Publish ``root`` on TCP ``host:port`` (port 0 picks one) or on the UNIX
     socket ``path``; each connection's ``root()`` reaches it.
 
     ``root`` may be a ``Root``/``Referenceable``, or a ``cred.Portal`` (then
-    clients log in with ``login()``).
+    clients log in with ``login()``).  A connection past ``max_connections``
+    (None: no cap) is told ``GOODBYE limit-exceeded`` and closed.
     """
+    if max_connections is not None and (type(max_connections) is not int or max_connections <= 0):
+        raise ValueError(f"max_connections must be a positive int or None, not {max_connections!r}")
     root = _publishable(root)
     server = Server(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry)
+    server._max_connections = max_connections
     loop = asyncio.get_running_loop()
     if path is not None:
         if host is not None:

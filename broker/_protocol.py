@@ -639,6 +639,14 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if self._linger_budget < 0 and self._lingering is not None:
             self._lingering.abort()
 
+    def refuse(self, code: str, reason: str) -> None:
+        """Close at once with ``GOODBYE(code, reason)``, lingering so that the
+        peer reads it even if it already sent more."""
+        self._close_reason = reason
+        if self.transport is not None:
+            self.core.goodbye(code, reason)
+            self._abort()
+
     def start_goodbye(self, code: str, reason: str) -> None:
         self._close_reason = reason
         if self.transport is not None:

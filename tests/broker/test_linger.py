@@ -103,3 +103,36 @@ async def test_a_peer_that_keeps_sending_is_cut_off_after_the_linger_budget(monk
         finally:
             writer.close()
         await server_still_serves(server)
+
+
+async def test_connections_past_max_connections_are_told_why_and_closed():
+    async with await broker.serve(Echo(), "127.0.0.1", 0, max_connections=2) as server:
+        first = await broker.connect("127.0.0.1", server.port)
+        second = await broker.connect("127.0.0.1", server.port)
+        for conn in (first, second):
+            assert await (await conn.root()).call_remote("echo", 1) == 1
+        third = await broker.connect("127.0.0.1", server.port)
+        root = await third.root()
+        try:
+            await asyncio.wait_for(root.call_remote("echo", 3), 5)
+        except broker.ConnectionLost as exc:
+            assert "max_connections=2" in str(exc)
+        else:
+            raise AssertionError("a third connection was served")
+        await third.close()
+        await first.close()
+        for _ in range(200):  # the server forgets the closed one
+            if len(server.connections) == 1:
+                break
+            await asyncio.sleep(0.01)
+        async with await broker.connect("127.0.0.1", server.port) as again:
+            assert await (await again.root()).call_remote("echo", 4) == 4
+        await second.close()
+
+
+async def test_max_connections_must_be_a_positive_int_or_none():
+    import pytest
+
+    for bad in (0, -1, 1.5, "10", True):
+        with pytest.raises(ValueError, match="max_connections"):
+            await broker.serve(Echo(), "127.0.0.1", 0, max_connections=bad)
