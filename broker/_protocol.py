@@ -120,6 +120,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._tasks: dict[int, asyncio.Task] = {}
         self._oneway_tasks: set[asyncio.Task] = set()
         self._cleanup_tasks: set[asyncio.Task] = set()
+        self._cache_tasks = 0  # async observe_* updates still running
+        self._reading_paused = False
         self._ready: asyncio.Future = self.loop.create_future()
         self._closed: asyncio.Future = self.loop.create_future()
         #: Set once the socket itself is closed (after any lingering).
@@ -211,7 +213,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _process(self) -> None:
         core, reader = self.core, self.reader
         try:
-            while self.transport is not None:
+            while self.transport is not None and not self._reading_paused:
                 frame = reader.next_frame()
                 if frame is None:
                     if not self._ready.done() and reader.buffered > self.limits.handshake_bytes:
@@ -342,11 +344,41 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._tasks[event.req_id] = task
         else:
             self._oneway_tasks.add(task)
+            if event.req_id is None:  # a cache update: no request id bounds it
+                self._cache_tasks += 1
+                if self._cache_tasks >= self.limits.max_outstanding_calls:
+                    self._pause_reading()
         task.add_done_callback(lambda t, e=event: self._call_done(t, e))
         if not first_step_ran:
             # Later calls wait until this one has taken its first step (E-order).
             self._defer_sync = True
             self.loop.call_soon(self._drain_backlog)
+
+    def _pause_reading(self) -> None:
+        """Back-pressure: async ``observe_*`` updates still running reached
+        max_outstanding_calls; read nothing more until half have finished."""
+        if self._reading_paused or self.transport is None:
+            return
+        self._reading_paused = True
+        try:
+            self.transport.pause_reading()
+        except (NotImplementedError, RuntimeError):
+            pass  # frames then wait in our buffer instead of the kernel's
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        if self.transport is None:
+            return
+        try:
+            self.transport.resume_reading()
+        except (NotImplementedError, RuntimeError):
+            pass
+        # Frames that arrived before the pause are still buffered.
+        self.loop.call_soon(self._process_buffered)
+
+    def _process_buffered(self) -> None:
+        if self.transport is not None and not self._reading_paused and self.reader.buffered:
+            self.buffer_updated(0)
 
     @staticmethod
     async def _await_result(awaitable: Any) -> Any:
@@ -355,6 +387,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _call_done(self, task: asyncio.Task, event: CallEvent) -> None:
         self._tasks.pop(event.req_id, None)
         self._oneway_tasks.discard(task)
+        if event.req_id is None:
+            self._cache_tasks -= 1
+            if self._reading_paused and self._cache_tasks <= self.limits.max_outstanding_calls // 2:
+                self._resume_reading()
         core = self.core
         if not event.answer_wanted:
             core.finished(event.req_id)

@@ -29,6 +29,8 @@ class MemoryTransport(asyncio.Transport):
         self.protocol: BrokerProtocol | None = None
         self._closing = False
         self._lost = False
+        self._paused = False
+        self._held: list[bytes] = []  # deliveries waiting while reading is paused
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":
@@ -51,7 +53,28 @@ class MemoryTransport(asyncio.Transport):
     def writelines(self, chunks: Any) -> None:
         self.write(b"".join(bytes(c) for c in chunks))
 
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        if self._held:
+            self._loop.call_soon(self._drain_held)
+
+    def is_reading(self) -> bool:
+        return not self._paused
+
+    def _drain_held(self) -> None:
+        while self._held and not self._paused and not self._lost:
+            self._deliver_now(self._held.pop(0))
+
     def _deliver(self, data: bytes) -> None:
+        if self._paused or self._held:  # behind what is held, in order
+            self._held.append(data)
+            return
+        self._deliver_now(data)
+
+    def _deliver_now(self, data: bytes) -> None:
         protocol = self.protocol
         if self._lost or protocol is None:
             return

@@ -227,3 +227,71 @@ async def test_updates_reach_a_cache_that_is_falsy(pair):
         assert len(roster) == 0
         await root.call_remote("join", "ann")   # the update travels before this answer
         assert roster.names == ["ann"]
+
+
+class Ticker(Cacheable):
+    cache_tag = "tests.Ticker"
+
+    def __init__(self):
+        self.observers = []
+
+    def get_state_to_cache_and_observe_for(self, perspective, observer):
+        self.observers.append(observer)
+        return {"seen": []}
+
+    def stopped_observing(self, perspective, observer):
+        self.observers.remove(observer)
+
+    def tick(self, n):
+        for observer in self.observers:
+            observer.call_remote("tick", n)
+
+
+GATE = {}
+
+
+@register_cache("tests.Ticker")
+class SlowTickerCopy(RemoteCache):
+    running = 0
+    most = 0
+
+    async def observe_tick(self, n):
+        cls = type(self)
+        cls.running += 1
+        cls.most = max(cls.most, cls.running)
+        try:
+            await GATE["open"].wait()
+            self.seen.append(n)
+        finally:
+            cls.running -= 1
+
+
+class TickerHolder(Root):
+    def __init__(self):
+        self.ticker = Ticker()
+
+    def remote_get(self):
+        return self.ticker
+
+    def remote_tick(self, count):
+        for n in range(count):
+            self.ticker.tick(n)
+
+
+async def test_slow_async_observers_hold_back_reading_at_max_outstanding_calls(pair):
+    # Nothing bounds CACHE_CALLs by request id: past max_outstanding_calls
+    # updates still running, the holder stops reading until half are done.
+    GATE["open"] = asyncio.Event()
+    SlowTickerCopy.running = SlowTickerCopy.most = 0
+    holder = TickerHolder()
+    async with pair(holder, limits=Limits(max_outstanding_calls=8)) as (_, client):
+        root = await client.root()
+        copy = await root.call_remote("get")
+        root.call_remote_only("tick", 40)
+        await wait_for(lambda: SlowTickerCopy.running == 8)
+        await asyncio.sleep(0.05)  # more would have started by now if reading went on
+        assert SlowTickerCopy.most == 8
+        GATE["open"].set()
+        await wait_for(lambda: len(copy.seen) == 40)
+        assert sorted(copy.seen) == list(range(40))
+        assert SlowTickerCopy.most == 8
