@@ -19,7 +19,7 @@ from ._accounts import (
 from ._application import Application
 from ._config import ConfigError, RunConfig, ServiceSpec, load_config, options_from_table
 from ._logging import LOG_LEVELS, configure_logging, get_logger
-from ._options import port_number
+from ._options import host_name, port_number
 from ._plugins import (
     ENTRY_POINT_GROUP,
     EXTRA_PLUGINS_ENV,
@@ -101,6 +101,7 @@ __all__ = [
     "options_from_table",
     "plugin_parser",
     "port_number",
+    "host_name",
     "register_plugin",
     "run",
     "run_application",

@@ -8,8 +8,13 @@ a TOML file's value goes through the same function (see :mod:`._config`).
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 
-__all__ = ["port_number"]
+__all__ = ["port_number", "host_name"]
+
+# RFC 1123 labels: letters, digits and inner hyphens, 1..63 characters.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
 def port_number(text: str) -> int:
@@ -21,3 +26,17 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {value}")
     return value
+
+
+def host_name(text: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 literal, or a host name."""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    if 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split(".")):
+        return text
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    raise argparse.ArgumentTypeError(f"expected an IP address or a host name, got {shown!r}")

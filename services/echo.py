@@ -36,6 +36,7 @@ from services import (
     ensure_account,
     ensure_service_name,
     get_logger,
+    host_name,
     port_number,
     stop_serving,
 )
@@ -234,7 +235,7 @@ class EchoPlugin(ServicePlugin):
     description = 'the PB echo service ("pbecho"): perspective_echo returns what it gets'
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--host", default=None,
+        parser.add_argument("--host", type=host_name, default=None,
                             help="address to listen on (default: 127.0.0.1)")
         parser.add_argument("--port", type=port_number, default=None,
                             help=f"TCP port (default: {DEFAULT_PORT}; 0: any free port)")

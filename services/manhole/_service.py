@@ -25,6 +25,7 @@ from services import (
     account_store,
     ensure_service_name,
     get_logger,
+    host_name,
     port_number,
     stop_serving,
 )
@@ -233,7 +234,7 @@ class ManholePlugin(ServicePlugin):
     description = "a Python console inside the running server, for admins (loopback only by default)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--host", default=None,
+        parser.add_argument("--host", type=host_name, default=None,
                             help="address to listen on (default: 127.0.0.1; anything but "
                                  "loopback needs --allow-remote and TLS)")
         parser.add_argument("--port", type=port_number, default=None,

@@ -13,7 +13,7 @@ def test_the_services_package_exports_exactly_its_public_names():
         "ServiceStopError", "UnknownPluginError", "account_portal", "account_store",
         "available_plugins", "build_application", "configure_logging", "ensure_account",
         "ensure_service_name", "get_logger", "get_plugin", "load_config", "load_extra_plugins",
-        "load_plugin_spec", "options_from_table", "plugin_parser", "port_number",
+        "host_name", "load_plugin_spec", "options_from_table", "plugin_parser", "port_number",
         "register_plugin", "run", "run_application", "stop_serving", "unregister_plugin",
     ])
     for name in services.__all__:
