@@ -38,8 +38,10 @@ class LineEchoService(Service):
         self.slow_stop = slow_stop
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = False
 
     async def on_start(self) -> None:
+        self._stopping = False
         if self.fail_start:
             raise RuntimeError("asked to fail (--fail-start)")
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
@@ -47,11 +49,17 @@ class LineEchoService(Service):
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A plain callback, so that the connection's task is ours to cancel
-        # rather than one asyncio starts and nobody owns.
+        # rather than one asyncio starts and nobody owns.  The writer is
+        # registered here, not when the task first runs: a stop coming in
+        # between cancels the task before its finally can close anything.
+        # A connection accepted once the stop began is closed at once.
+        if self._stopping:
+            writer.close()
+            return
+        self._writers.add(writer)
         self.create_task(self._serve(reader, writer), name=f"{self.name}:connection")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
         try:
             while line := await reader.readline():
                 writer.write(line)
@@ -68,6 +76,7 @@ class LineEchoService(Service):
 
     async def on_stop(self) -> None:
         assert self._server is not None
+        self._stopping = True
         self._server.close()  # stop accepting
         try:
             for writer in list(self._writers):
