@@ -38,10 +38,8 @@ class LineEchoService(Service):
         self.slow_stop = slow_stop
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._stopping = False
 
     async def on_start(self) -> None:
-        self._stopping = False
         if self.fail_start:
             raise RuntimeError("asked to fail (--fail-start)")
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
@@ -53,7 +51,7 @@ class LineEchoService(Service):
         # registered here, not when the task first runs: a stop coming in
         # between cancels the task before its finally can close anything.
         # A connection accepted once the stop began is closed at once.
-        if self._stopping:
+        if not self.running:
             writer.close()
             return
         self._writers.add(writer)
@@ -76,7 +74,6 @@ class LineEchoService(Service):
 
     async def on_stop(self) -> None:
         assert self._server is not None
-        self._stopping = True
         self._server.close()  # stop accepting
         try:
             for writer in list(self._writers):
