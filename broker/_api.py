@@ -23,7 +23,7 @@ class Server:
     server closes them too (asyncio's own Server.close does not)."""
 
     def __init__(self, root: Any, limits: Limits, unsafe_tracebacks: bool,
-                 registry: Any) -> None:
+                 registry: Any, max_connections: int | None = DEFAULT_MAX_CONNECTIONS) -> None:
         self.root = root
         self.limits = limits
         self.unsafe_tracebacks = unsafe_tracebacks
@@ -34,7 +34,7 @@ class Server:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._max_connections: int | None = DEFAULT_MAX_CONNECTIONS
+        self._max_connections = max_connections
 
     def _make_protocol(self) -> BrokerProtocol:
         return BrokerProtocol(root=self.root, limits=self.limits,
@@ -168,8 +168,7 @@ async def serve(root: Any, host: str | None = None, port: int = 0, *,
     if max_connections is not None and (type(max_connections) is not int or max_connections <= 0):
         raise ValueError(f"max_connections must be a positive int or None, not {max_connections!r}")
     root = _publishable(root)
-    server = Server(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry)
-    server._max_connections = max_connections
+    server = Server(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry, max_connections)
     loop = asyncio.get_running_loop()
     if path is not None:
         if host is not None:

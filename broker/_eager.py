@@ -47,15 +47,10 @@ if sys.version_info >= (3, 12):
         task = asyncio.Task(coro, loop=loop, eager_start=True)
         if not task.done():
             return Started(task, False)
-        if task.cancelled():
-            try:
-                task.result()
-            except asyncio.CancelledError as exc:
-                return Started(None, True, error=exc)
-        error = task.exception()
-        if error is not None:
-            return Started(None, True, error=error)
-        return Started(None, True, task.result())
+        try:  # raises the method's exception, or CancelledError
+            return Started(None, True, task.result())
+        except BaseException as exc:
+            return Started(None, True, error=exc)
 
 else:
     from asyncio.tasks import _enter_task, _leave_task

@@ -391,22 +391,15 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._cache_tasks -= 1
             if self._reading_paused and self._cache_tasks <= self.limits.max_outstanding_calls // 2:
                 self._resume_reading()
-        core = self.core
-        if not event.answer_wanted:
-            core.finished(event.req_id)
-            if not task.cancelled() and task.exception() is not None:
-                log.warning("one-way call %s raised %r", event.method, task.exception())
-            return
         if task.cancelled():
-            core.fail(event.req_id, asyncio.CancelledError(f"call {event.method!r} was cancelled"))
+            if event.answer_wanted:
+                self._call_failed(event, asyncio.CancelledError(f"call {event.method!r} was cancelled"))
+            else:
+                self.core.finished(event.req_id)
         elif task.exception() is not None:
-            core.fail(event.req_id, task.exception())  # type: ignore[arg-type]
+            self._call_failed(event, task.exception())  # type: ignore[arg-type]
         else:
-            result = task.result()
-            if is_async_iterator(result):
-                result = StreamSource(result)
-            core.answer(event.req_id, result, event.perspective)
-        self._flush_soon()
+            self._call_succeeded(event, task.result())
 
     @property
     def calls_in_progress(self) -> int:
@@ -589,21 +582,24 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     # -- timers -------------------------------------------------------------------
 
+    def _check_interval(self) -> float | None:
+        """Seconds between keepalive/idle checks (None: never check)."""
+        delays = [d for d in (self.limits.keepalive_interval, self.limits.idle_timeout) if d]
+        return min(delays) if delays else None
+
     def _reset_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        interval = self.limits.keepalive_interval
-        idle = self.limits.idle_timeout
-        delays = [d for d in (interval, idle) if d]
-        self._timer = self.loop.call_later(min(delays), self._on_timer) if delays else None
+        interval = self._check_interval()
+        self._timer = self.loop.call_later(interval, self._on_timer) if interval else None
 
     def _keepalive_after_hello(self) -> None:
         # The handshake timer becomes the first keepalive check when it is
         # due no later than one would be (the default): one timer less per
         # connection.
-        delays = [d for d in (self.limits.keepalive_interval, self.limits.idle_timeout) if d]
+        interval = self._check_interval()
         timer = self._timer
-        if timer is not None and delays and timer.when() <= self.loop.time() + min(delays):
+        if timer is not None and interval and timer.when() <= self.loop.time() + interval:
             return
         self._reset_timer()
 
