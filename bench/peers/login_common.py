@@ -17,9 +17,11 @@ benchmark can charge server CPU to each window.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import threading
+from typing import Any, Awaitable, Callable
 
 HOST = "127.0.0.1"
 USER = "alice"
@@ -65,3 +67,37 @@ def serve_usage_requests() -> None:
             os._exit(0)
 
     threading.Thread(target=run, name="usage-requests", daemon=True).start()
+
+
+def async_login_ops(login_once: Callable[[], Awaitable[Any]],
+                    check_more: Callable[[], Awaitable[Any]] | None = None
+                    ) -> dict[str, Callable[[], Awaitable[int]]]:
+    """The ops of an in-process asyncio client, from its one-login coroutine:
+    ``check`` runs ``check_more`` (if any) and 8 logins at once."""
+
+    async def check() -> int:
+        if check_more is not None:
+            await check_more()
+        await asyncio.gather(*[login_once() for _ in range(CONCURRENCY)])
+        return 1
+
+    async def login() -> int:
+        await login_once()
+        return 1
+
+    async def login8() -> int:
+        await asyncio.gather(*[login_once() for _ in range(CONCURRENCY)])
+        return CONCURRENCY
+
+    return {"check": check, "login": login, "login8": login8}
+
+
+def async_driver(module: str, name: str, children: Any, runners: Any, loop: str,
+                 make_ops: Callable[[int], dict]) -> Any:
+    """Start ``module``'s server child and drive ``make_ops(port)`` on ``loop``."""
+    from _harness import AsyncDriver
+
+    server = children.start(module, "serve", "--loop", loop)
+    drv = AsyncDriver(name, runners.get(loop), make_ops(server.port))
+    drv.server = server  # for usage requests
+    return drv

@@ -18,8 +18,8 @@ import asyncio
 import struct
 from typing import Any, Callable
 
-from _harness import AsyncDriver, announce, run_loop
-from peers.login_common import CONCURRENCY, HOST, serve_usage_requests
+from _harness import announce, run_loop
+from peers.login_common import HOST, async_driver, async_login_ops, serve_usage_requests
 
 _HEADER = struct.Struct(">I")
 _GREETING = _HEADER.pack(0)
@@ -125,27 +125,11 @@ def login_ops(port: int) -> dict[str, Callable[[], Any]]:
             transport.close()
             await client.closed
 
-    async def check() -> int:
-        await login_once()
-        await asyncio.gather(*[login_once() for _ in range(CONCURRENCY)])
-        return 1
-
-    async def login() -> int:
-        await login_once()
-        return 1
-
-    async def login8() -> int:
-        await asyncio.gather(*[login_once() for _ in range(CONCURRENCY)])
-        return CONCURRENCY
-
-    return {"check": check, "login": login, "login8": login8}
+    return async_login_ops(login_once)
 
 
-def driver(name: str, children, runners, loop: str = "asyncio") -> AsyncDriver:
-    server = children.start("peers.login_floor", "serve", "--loop", loop)
-    drv = AsyncDriver(name, runners.get(loop), login_ops(server.port))
-    drv.server = server  # type: ignore[attr-defined]  # for usage requests
-    return drv
+def driver(name: str, children, runners, loop: str = "asyncio"):
+    return async_driver("peers.login_floor", name, children, runners, loop, login_ops)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,11 @@ each one pays the PBKDF2.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any, Callable
 
-from _harness import AsyncDriver, announce, run_loop
-from peers.login_common import CONCURRENCY, HI, HOST, PASSWORD, SERVICE, USER, serve_usage_requests
+from _harness import announce, run_loop
+from peers.login_common import (HI, HOST, PASSWORD, SERVICE, USER, async_driver, async_login_ops,
+                                 serve_usage_requests)
 
 
 def unavailable() -> str | None:
@@ -95,7 +95,7 @@ def login_ops(port: int, cold_key: bool = False) -> dict[str, Callable[[], Any]]
         finally:
             await p.connection.close()
 
-    async def check() -> int:
+    async def check_more() -> None:
         got = await login_once()
         if got != HI:
             raise AssertionError(f"wrong echo after login: {got!r}")
@@ -105,25 +105,13 @@ def login_ops(port: int, cold_key: bool = False) -> dict[str, Callable[[], Any]]
             pass
         else:
             raise AssertionError("a wrong password was accepted")
-        await asyncio.gather(*[login_once() for _ in range(CONCURRENCY)])
-        return 1
 
-    async def login() -> int:
-        await login_once()
-        return 1
-
-    async def login8() -> int:
-        await asyncio.gather(*[login_once() for _ in range(CONCURRENCY)])
-        return CONCURRENCY
-
-    return {"check": check, "login": login, "login8": login8}
+    return async_login_ops(login_once, check_more)
 
 
-def driver(name: str, children, runners, loop: str = "asyncio", cold_key: bool = False) -> AsyncDriver:
-    server = children.start("peers.login_pb", "serve", "--loop", loop)
-    drv = AsyncDriver(name, runners.get(loop), login_ops(server.port, cold_key))
-    drv.server = server  # type: ignore[attr-defined]  # for usage requests
-    return drv
+def driver(name: str, children, runners, loop: str = "asyncio", cold_key: bool = False):
+    return async_driver("peers.login_pb", name, children, runners, loop,
+                        lambda port: login_ops(port, cold_key))
 
 
 async def phases(port: int, logins: int) -> dict[str, float]:
