@@ -13,7 +13,6 @@ import asyncio
 import collections
 import inspect
 import logging
-import socket
 import threading
 import time
 import weakref
@@ -126,6 +125,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._closed: asyncio.Future = self.loop.create_future()
         #: Set once the socket itself is closed (after any lingering).
         self._transport_closed: asyncio.Future = self.loop.create_future()
+        # wait_closed() callers: woken directly once both of the above are
+        # done (a shield per future would cost a loop turn each).
+        self._close_waiters: list[asyncio.Future] = []
         self._lingering: asyncio.Transport | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_budget = 0
@@ -159,13 +161,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         return RemoteReference(self, object_id)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # No TCP_NODELAY here: asyncio's and uvloop's TCP transports set it
+        # themselves, and a second setsockopt is a syscall per connection.
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self.peer_address = transport.get_extra_info("peername")
         root = self._root_source
         if root is not None:
@@ -698,10 +696,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             if self._closed.done() and self.server is not None:
                 self.server._connection_lost(self)
             self._transport_closed.set_result(None)
+            self._wake_close_waiters()
             return
         self._lost(exc)
         if not self._transport_closed.done():
             self._transport_closed.set_result(None)
+            self._wake_close_waiters()
 
     def _lost(self, exc: BaseException | None) -> None:
         self.core.close()
@@ -756,6 +756,14 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self.server._connection_lost(self)  # else when the socket has closed
         if not self._closed.done():
             self._closed.set_result(reason)
+            self._wake_close_waiters()
+
+    def _wake_close_waiters(self) -> None:
+        if self._close_waiters and self._closed.done() and self._transport_closed.done():
+            waiters, self._close_waiters = self._close_waiters, []
+            for waiter in waiters:
+                if not waiter.done():  # a cancelled wait_closed() leaves its own behind
+                    waiter.set_result(None)
 
     def _run_callback(self, cb: Callable[[Any], Any], arg: Any) -> None:
         try:
@@ -889,9 +897,13 @@ class Connection:
 
     async def wait_closed(self) -> str:
         """Wait until the connection is closed (its socket too); return why."""
-        reason = await asyncio.shield(self._protocol._closed)
-        await asyncio.shield(self._protocol._transport_closed)
-        return reason
+        proto = self._protocol
+        if not (proto._closed.done() and proto._transport_closed.done()):
+            # Our own future: cancelling this wait cannot touch the protocol's.
+            waiter = proto.loop.create_future()
+            proto._close_waiters.append(waiter)
+            await waiter
+        return proto._closed.result()
 
     async def __aenter__(self) -> Connection:
         return self

@@ -330,6 +330,22 @@ async def test_connection_loss_fails_pending_calls_and_runs_each_callback_once(p
         assert [c[0] for c in calls] == ["ref", "conn"]
 
 
+async def test_a_cancelled_wait_closed_leaves_the_connection_and_other_waiters_alone(pair):
+    async with pair(Echo()) as (server, client):
+        first = asyncio.ensure_future(client.wait_closed())
+        second = asyncio.ensure_future(client.wait_closed())
+        await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.sleep(0)
+        assert client.is_open
+        root = await client.root()
+        assert await root.call_remote("echo", "still here") == "still here"
+        await client.close("done here")
+        assert await asyncio.wait_for(second, 2) == "done here"
+        assert await client.wait_closed() == "done here"
+        assert first.cancelled()
+
+
 async def test_after_disconnect_the_server_holds_nothing_of_that_connection(pair):
     echo = Echo()
     async with pair(echo) as (server, client):
