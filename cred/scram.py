@@ -37,6 +37,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import functools
 import hashlib
 import hmac
 import secrets
@@ -180,6 +181,23 @@ def _hmac(key: bytes, message: bytes) -> bytes:
     return hmac.digest(key, message, _HASH)
 
 
+class _Mac:
+    """HMAC-SHA-256 under one key that signs many messages: the key is
+    processed once and each message starts from a copy of that state, which
+    costs about half of a one-shot ``hmac.digest`` (that re-keys, and looks
+    the digest up again, on every call)."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, key: bytes) -> None:
+        self._keyed = hmac.new(key, digestmod=_HASH)
+
+    def __call__(self, message: bytes) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(message)
+        return mac.digest()
+
+
 def client_key(salted: bytes) -> bytes:
     return _hmac(salted, b"Client Key")
 
@@ -229,6 +247,14 @@ class ScramVerifier:
             value = getattr(self, name)
             if not isinstance(value, bytes) or len(value) != _KEY_LENGTH:
                 raise ValueError(f"ScramVerifier.{name} must be {_KEY_LENGTH} bytes")
+
+    @functools.cached_property
+    def _client_signer(self) -> _Mac:
+        return _Mac(self.stored_key)
+
+    @functools.cached_property
+    def _server_signer(self) -> _Mac:
+        return _Mac(self.server_key)
 
     @classmethod
     def from_salted_password(cls, salted: bytes, salt: bytes, iterations: int) -> ScramVerifier:
@@ -347,37 +373,54 @@ def _b64(data: bytes) -> str:
 
 # --- client ------------------------------------------------------------------------
 
+class _ClientKeys:
+    """What a client needs per login from one SaltedPassword: ClientKey, and
+    StoredKey and ServerKey ready to sign."""
+
+    __slots__ = ("client_key", "client_signer", "server_signer")
+
+    def __init__(self, salted: bytes) -> None:
+        self.client_key = client_key(salted)
+        self.client_signer = _Mac(stored_key(self.client_key))
+        self.server_signer = _Mac(server_key(salted))
+
+
 class _ClientKeyCache:
-    """SaltedPassword values this process derived, so that logging in again
-    to the same account does not repeat the KDF.  RFC 5802 (section 5.1)
-    lets clients cache these.  In memory only, bounded, keyed by an HMAC of
-    the password under the salt and iteration count (no plaintext kept)."""
+    """The keys this process derived, so that logging in again to the same
+    account does not repeat the KDF.  RFC 5802 (section 5.1) lets clients
+    cache SaltedPassword; we keep what is derived from it.  In memory only,
+    bounded, keyed by a SHA-256 of the salt, iteration count and password
+    (no plaintext kept; whoever can read the cache can read the keys, so a
+    slower hash would protect nothing)."""
 
     def __init__(self, size: int = 64) -> None:
         self._size = size
-        self._entries: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[bytes, _ClientKeys] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def _key(password: str, salt: bytes, iterations: int) -> bytes:
-        return hmac.digest(salt + iterations.to_bytes(4, "big"),
-                           password.encode("utf-8", "surrogatepass"), "sha256")
+        return hashlib.sha256(b"".join((
+            iterations.to_bytes(4, "big"), len(salt).to_bytes(4, "big"), salt,
+            password.encode("utf-8", "surrogatepass")))).digest()
 
-    def get(self, password: str, salt: bytes, iterations: int) -> bytes | None:
+    def get(self, password: str, salt: bytes, iterations: int) -> _ClientKeys | None:
         key = self._key(password, salt, iterations)
         with self._lock:
-            salted = self._entries.get(key)
-            if salted is not None:
+            keys = self._entries.get(key)
+            if keys is not None:
                 self._entries.move_to_end(key)
-            return salted
+            return keys
 
-    def put(self, password: str, salt: bytes, iterations: int, salted: bytes) -> None:
+    def put(self, password: str, salt: bytes, iterations: int, salted: bytes) -> _ClientKeys:
+        keys = _ClientKeys(salted)
         key = self._key(password, salt, iterations)
         with self._lock:
-            self._entries[key] = salted
+            self._entries[key] = keys
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
+        return keys
 
     def clear(self) -> None:
         with self._lock:
@@ -466,15 +509,14 @@ class ScramClient:
         self._pending = (message, nonce, salt, iterations)
         return salt, iterations
 
-    def _complete(self, salted: bytes) -> str:
+    def _complete(self, keys: _ClientKeys) -> str:
         assert self._pending is not None
         server_first, nonce, _salt, _iterations = self._pending
         self._pending = None
         without_proof = f"c={_CHANNEL_BINDING},r={nonce}"
         auth_message = f"{self._bare},{server_first},{without_proof}".encode("utf-8")
-        ckey = client_key(salted)
-        proof = client_proof(ckey, client_signature(stored_key(ckey), auth_message))
-        self._server_signature = server_signature(server_key(salted), auth_message)
+        proof = client_proof(keys.client_key, keys.client_signer(auth_message))
+        self._server_signature = keys.server_signer(auth_message)
         self._state = "final-sent"
         return f"{without_proof},p={_b64(proof)}"
 
@@ -483,28 +525,28 @@ class ScramClient:
         this process derived the same key before)."""
         salt, iterations = self._parse_server_first(server_first)
         try:
-            salted = _CLIENT_KEYS.get(self._password, salt, iterations)
-            if salted is None:
+            keys = _CLIENT_KEYS.get(self._password, salt, iterations)
+            if keys is None:
                 salted = salted_password(self._password, salt, iterations)
-                _CLIENT_KEYS.put(self._password, salt, iterations, salted)
+                keys = _CLIENT_KEYS.put(self._password, salt, iterations, salted)
         except BaseException:
             self._state = "failed"
             raise
-        return self._complete(salted)
+        return self._complete(keys)
 
     async def final_async(self, server_first: str) -> str:
         """:meth:`final` with the KDF in a worker thread (no thread when the
         key is already cached)."""
         salt, iterations = self._parse_server_first(server_first)
         try:
-            salted = _CLIENT_KEYS.get(self._password, salt, iterations)
-            if salted is None:
+            keys = _CLIENT_KEYS.get(self._password, salt, iterations)
+            if keys is None:
                 salted = await salted_password_async(self._password, salt, iterations)
-                _CLIENT_KEYS.put(self._password, salt, iterations, salted)
+                keys = _CLIENT_KEYS.put(self._password, salt, iterations, salted)
         except BaseException:
             self._state = "failed"
             raise
-        return self._complete(salted)
+        return self._complete(keys)
 
     def verify(self, server_final: str) -> None:
         """Check the server's signature; raises :class:`ScramError` if wrong."""
@@ -593,9 +635,9 @@ class ScramServer:
         assert self._verifier is not None and self._server_first is not None
         without_proof = message[: -len(proof_b64) - 3]  # strip ",p=<proof>"
         auth_message = f"{self._bare},{self._server_first},{without_proof}".encode("utf-8")
-        signature = client_signature(self._verifier.stored_key, auth_message)
+        signature = self._verifier._client_signer(auth_message)
         recovered = client_proof(proof, signature)  # XOR back to ClientKey
         if not hmac.compare_digest(stored_key(recovered), self._verifier.stored_key):
             raise ScramError("client proof is wrong")
         self._state = "done"
-        return f"v={_b64(server_signature(self._verifier.server_key, auth_message))}"
+        return f"v={_b64(self._verifier._server_signer(auth_message))}"
