@@ -206,6 +206,17 @@ async def connect(host: str | None = None, port: int | None = None, *,
                   timeout: float | None = 30.0) -> Connection:
     """Connect to a server; ``root`` optionally publishes an object of ours
     that the server can reach (connections are symmetric)."""
+    protocol = await _open(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
+                           root=root, limits=limits, unsafe_tracebacks=unsafe_tracebacks,
+                           registry=registry, local_addr=local_addr, timeout=timeout)
+    protocol.flush_at_end_of_turn()  # the HELLO, unless a first call takes it sooner
+    return protocol.connection
+
+
+async def _open(host: str | None, port: int | None, *, path: Any, ssl: Any, server_hostname: Any,
+                root: Any = None, limits: Limits | None, unsafe_tracebacks: bool = False,
+                registry: Any = None, local_addr: Any, timeout: float | None) -> BrokerProtocol:
+    """Connect; our HELLO stays queued until the caller sends something."""
     loop = asyncio.get_running_loop()
     limits = limits or DEFAULT_LIMITS
 
@@ -228,8 +239,7 @@ async def connect(host: str | None = None, port: int | None = None, *,
                     server_hostname=server_hostname if ssl else None)
     except TimeoutError:
         raise ConnectionLost(f"could not connect within {timeout} s") from None
-    protocol.flush_at_end_of_turn()  # the HELLO, unless a first call takes it sooner
-    return protocol.connection
+    return protocol
 
 
 async def login(host: str | None = None, port: int | None = None,
@@ -243,8 +253,9 @@ async def login(host: str | None = None, port: int | None = None,
 
     Its connection is ``perspective.connection``; close that when done.
     """
-    conn = await connect(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
-                         limits=limits, local_addr=local_addr, timeout=timeout)
+    # The login's first call carries our HELLO: no flush of its own.
+    conn = (await _open(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
+                        limits=limits, local_addr=local_addr, timeout=timeout)).connection
     try:
         return await conn.login(username, password, service=service,
                                 perspective=perspective, mind=mind)

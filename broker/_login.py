@@ -101,6 +101,19 @@ class _ConnectionRoot(Referenceable):
             raise Unauthorized(cred.LOGIN_FAILED) from None
         return _Challenger(self, challenge), challenge.server_first
 
+    async def remote_login_one_trip(self, client_first: Any, ticket: Any, server_first: Any,
+                                    client_final: Any, service: Any = None,
+                                    perspective: Any = None, mind: Any = None) -> tuple[Any, ...]:
+        try:
+            challenge, result = await self.portal.scram_one_trip(
+                client_first, ticket, server_first, client_final, source=self._source(),
+                service=service, perspective=perspective, mind=mind)
+        except cred.Unauthorized:
+            raise Unauthorized(cred.LOGIN_FAILED) from None
+        if result is None:
+            return _Challenger(self, challenge), challenge.server_first
+        return self._welcome(challenge, result, mind)
+
     async def remote_login_anonymous(self, service: Any = None, perspective: Any = None,
                                      mind: Any = None) -> Any:
         try:
@@ -126,6 +139,11 @@ class _ConnectionRoot(Referenceable):
                 raise
         self.sessions.append(_Session(avatar, mind, logout))
         return avatar
+
+    def _welcome(self, challenge: Any, result: Any, mind: Any) -> tuple[str, Any, str | None]:
+        """The answer to a SCRAM login that got in: server-final, the
+        perspective, and a ticket for the next login."""
+        return result.server_final, self._attach(result.avatar, mind, result.logout), challenge.ticket
 
     def _disconnected(self, connection: Any) -> None:
         sessions, self.sessions = self.sessions, []
@@ -161,14 +179,13 @@ class _Challenger(Referenceable):
         self._challenge = challenge
 
     async def remote_respond(self, client_final: Any, service: Any = None,
-                             perspective: Any = None, mind: Any = None) -> tuple[str, Any]:
+                             perspective: Any = None, mind: Any = None) -> tuple[str, Any, str | None]:
         try:  # the portal uses the challenge up even for a malformed proof
             result = await self._challenge.finish(client_final, service=service,
                                                   perspective=perspective, mind=mind)
         except cred.Unauthorized:
             raise Unauthorized(cred.LOGIN_FAILED) from None
-        avatar = self._root._attach(result.avatar, mind, result.logout)
-        return result.server_final, avatar
+        return self._root._welcome(self._challenge, result, mind)
 
 
 def _as_unauthorized(exc: RemoteError) -> Exception:
@@ -180,20 +197,32 @@ def _as_unauthorized(exc: RemoteError) -> Exception:
 async def login_over(connection: Any, username: str, password: str, *,
                      service: str | None = "pbecho", perspective: str | None = None,
                      mind: Any = None) -> Any:
-    """Log in on an open connection; return the perspective's reference."""
+    """Log in on an open connection; return the perspective's reference.
+
+    One call when this process kept a ticket from an earlier login to the
+    same server and account; two otherwise, or when the server did not take
+    the ticket.
+    """
     try:
-        client = cred.ScramClient(username, password)
+        client = cred.ScramClient(username, password, server=_server_name(connection))
     except cred.ScramError as exc:
         raise Unauthorized(str(exc)) from None
     root = await connection.root()
+    challenger = None
     try:
-        challenger, server_first = await root.call_remote("login", client.first())
-        try:
-            client_final = await client.final_async(server_first)
-        except cred.ScramError as exc:
-            raise Unauthorized(f"the server's challenge was refused: {exc}") from None
-        server_final, avatar = await challenger.call_remote(
-            "respond", client_final, service, perspective, mind)
+        trip = await _scram(client.one_trip_async())
+        if trip is not None:
+            answer = await root.call_remote("login_one_trip", *trip, service, perspective, mind)
+            if _is_challenge(answer):
+                challenger, server_first = answer
+            else:
+                server_final, avatar, ticket = _welcome(answer)
+        else:
+            challenger, server_first = await root.call_remote("login", client.first())
+        if challenger is not None:
+            client_final = await _scram(client.final_async(server_first))
+            server_final, avatar, ticket = _welcome(await challenger.call_remote(
+                "respond", client_final, service, perspective, mind))
     except RemoteError as exc:
         raise _as_unauthorized(exc) from None
     finally:
@@ -206,8 +235,38 @@ async def login_over(connection: Any, username: str, password: str, *,
             "the server could not prove it knows this account's verifier; "
             "it may be an impostor — the session was dropped"
         ) from None
-    await challenger.release()
+    client.keep_ticket(ticket)
+    if challenger is not None:
+        await challenger.release()
     return avatar
+
+
+def _server_name(connection: Any) -> Any:
+    """What the client files its salts and tickets under: the server's address."""
+    address = connection.peer_address
+    return ("pb", address) if address else None
+
+
+async def _scram(step: Any) -> Any:
+    try:
+        return await step
+    except cred.ScramError as exc:
+        raise Unauthorized(f"the server's challenge was refused: {exc}") from None
+
+
+def _is_challenge(answer: Any) -> bool:
+    return type(answer) is tuple and len(answer) == 2
+
+
+def _welcome(answer: Any) -> tuple[Any, Any, Any]:
+    """(server_final, perspective, ticket) from a login's last answer; a
+    server that issues no tickets may leave the ticket out."""
+    if type(answer) is tuple and len(answer) == 3:
+        return answer
+    if type(answer) is tuple and len(answer) == 2:
+        return answer[0], answer[1], None
+    raise Unauthorized("the server's answer to a login was malformed (expected "
+                       "server-final, perspective and ticket)")
 
 
 async def login_anonymous_over(connection: Any, *, service: str | None = None,

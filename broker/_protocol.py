@@ -485,6 +485,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def proxy_died(self, object_id: int, count: int) -> None:
         """Called from RemoteReference.__del__, on any thread, at any time."""
+        if object_id == ROOT_ID:
+            return  # never counted, so nothing to tell (its table slot is reused)
         self._dead_proxies.append((object_id, count))
         self._schedule_releases()
 
@@ -499,7 +501,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def proxy_released(self, proxy: RemoteReference) -> None:
         self.core.refs.forget_proxy(proxy._pb_id)
-        if self.is_open:
+        if self.is_open and proxy._pb_id != ROOT_ID:
             self.core.decref(proxy._pb_id, proxy._pb_count)
             # Nobody waits for a DECREF: it rides with whatever this loop
             # turn sends next (often the call that follows the release).

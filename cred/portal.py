@@ -5,7 +5,9 @@ Two ways in, both ending in the same checks and the same single error:
 * :meth:`Portal.login` with credentials objects (``UsernamePassword``,
   ``Anonymous``) — in-process use and tests;
 * :meth:`Portal.begin_scram` / :meth:`ScramChallenge.finish` — SCRAM over a
-  transport, where the password never leaves the client.
+  transport, where the password never leaves the client; or
+  :meth:`Portal.scram_one_trip`, the same proof in one message from a client
+  that remembers the account's salt.
 
 Each login: pick the checker (or verifier source), wait out the throttle,
 check the proof, check the keyring if a service was named, ask the realm for
@@ -18,6 +20,7 @@ failed: a client must not learn the database's path or SQLite's message).
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import secrets
@@ -61,7 +64,11 @@ class Portal:
     ``server_secret`` seeds fake SCRAM verifiers only when no checker is an
     ``IScramVerifierSource`` (so SCRAM starts still look normal); sources
     make their own fakes.  ``challenge_timeout`` bounds the time between
-    :meth:`begin_scram` and :meth:`ScramChallenge.finish`.
+    :meth:`begin_scram` and :meth:`ScramChallenge.finish`.  Each SCRAM
+    login issues a single-use ticket for a later one-trip login
+    (:meth:`scram_one_trip`); the portal keeps at most ``max_tickets`` (the
+    oldest go first; 0 turns one-trip logins off), each for
+    ``ticket_lifetime`` seconds.
     """
 
     def __init__(
@@ -72,12 +79,22 @@ class Portal:
         throttle: Throttle | None = None,
         server_secret: bytes | None = None,
         challenge_timeout: float = 60.0,
+        max_tickets: int = 10_000,
+        ticket_lifetime: float = 3600.0,
     ) -> None:
         if not IRealm.providedBy(realm) and not callable(getattr(realm, "request_avatar", None)):
             raise TypeError(f"{realm!r} is not a realm (it needs request_avatar)")
         self.realm = realm
         self.throttle = throttle if throttle is not None else Throttle()
         self.challenge_timeout = challenge_timeout
+        if type(max_tickets) is not int or max_tickets < 0:
+            raise ValueError(f"max_tickets must be an int >= 0, not {max_tickets!r}")
+        self.max_tickets = max_tickets
+        if not isinstance(ticket_lifetime, (int, float)) or not ticket_lifetime > 0:
+            raise ValueError(f"ticket_lifetime must be a positive number of seconds, not {ticket_lifetime!r}")
+        self.ticket_lifetime = ticket_lifetime
+        #: ticket -> (user name, expiry on the monotonic clock); oldest first
+        self._tickets: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._secret = server_secret if server_secret is not None else secrets.token_bytes(32)
         self._checkers: list[Any] = []
         for checker in checkers:
@@ -137,22 +154,96 @@ class Portal:
 
     # --- SCRAM -----------------------------------------------------------------
 
-    async def begin_scram(self, client_first: str, *, source: Hashable | None = None) -> ScramChallenge:
+    async def begin_scram(self, client_first: str, *, source: Hashable | None = None,
+                          nonce: str | None = None) -> ScramChallenge:
         """Start a SCRAM login: parse the client-first message, look up the
         verifier (a fake one for an unknown name) and return a
         :class:`ScramChallenge` whose ``server_first`` goes back to the
-        client.  Raises :class:`Unauthorized` if the message is malformed."""
+        client.  ``nonce`` is the server's part of the nonce (fresh random
+        if None).  Raises :class:`Unauthorized` if the message is malformed."""
+        server = self._scram_server(client_first, source, nonce)
+        checker, verifier, known = await self._verifier_for(server.username, source)
+        return ScramChallenge(self, server, server.start(verifier), checker, known, source)
+
+    async def scram_one_trip(
+        self,
+        client_first: str,
+        ticket: str,
+        server_first: str,
+        client_final: str,
+        *,
+        source: Hashable | None = None,
+        service: str | None = None,
+        perspective: str | None = None,
+        mind: Any = None,
+        interfaces: Iterable[Any] = (),
+    ) -> tuple[ScramChallenge, ScramLoginResult | None]:
+        """A SCRAM login in one message from the client.
+
+        ``ticket`` is a single-use server nonce this portal issued to the
+        account at an earlier login (:attr:`ScramChallenge.ticket`); the
+        client remembered the account's salt and iteration count, and sent
+        the ``server_first`` message it expects along with its proof.  If
+        the ticket is live and was issued to this account, and
+        ``server_first`` is exactly the message this portal would send with
+        it, the proof is checked as :meth:`ScramChallenge.finish` would:
+        returns ``(challenge, result)``.  Otherwise (ticket spent, expired
+        or unknown, salt changed) nothing is checked and ``(challenge,
+        None)`` comes back, a challenge with a fresh nonce: send its
+        ``server_first`` and go on as after :meth:`begin_scram`.  The
+        ticket is used up either way.  Raises :class:`Unauthorized` for
+        every failure.
+        """
+        if not isinstance(ticket, str) or not isinstance(server_first, str):
+            self._log_failure(_Failed("malformed one-trip login: ticket or server-first is not text"),
+                              None, source)
+            raise Unauthorized()
+        plausible = scram._valid_ticket(ticket)
+        server = self._scram_server(client_first, source, ticket if plausible else None)
+        username = server.username
+        checker, verifier, known = await self._verifier_for(username, source)
+        if plausible:
+            expected = server.start(verifier)
+            if self._redeem(ticket, username) and server_first == expected:
+                challenge = ScramChallenge(self, server, expected, checker, known, source)
+                result = await challenge.finish(client_final, service=service, perspective=perspective,
+                                                mind=mind, interfaces=interfaces)
+                return challenge, result
+            server = scram.ScramServer(client_first)  # the fallback's own fresh nonce
+        return ScramChallenge(self, server, server.start(verifier), checker, known, source), None
+
+    def _issue_ticket(self, username: str) -> str | None:
+        if self.max_tickets <= 0:
+            return None
+        ticket = secrets.token_urlsafe(18)  # 24 characters: a SCRAM nonce part
+        tickets = self._tickets
+        tickets[ticket] = (username, time.monotonic() + self.ticket_lifetime)
+        while len(tickets) > self.max_tickets:
+            tickets.popitem(last=False)  # the oldest: its client logs in the two-trip way
+        return ticket
+
+    def _redeem(self, ticket: str, username: str) -> bool:
+        tickets = self._tickets
+        entry = tickets.get(ticket)
+        if entry is None or entry[0] != username:
+            return False  # another account's ticket is not this caller's to spend
+        del tickets[ticket]
+        return entry[1] > time.monotonic()
+
+    def _scram_server(self, client_first: str, source: Hashable | None,
+                      nonce: str | None) -> scram.ScramServer:
         try:
-            server = scram.ScramServer(client_first)
+            return scram.ScramServer(client_first, nonce=nonce)
         except ScramError as exc:
             self._log_failure(_Failed(f"malformed client-first: {exc}"), None, source)
             raise Unauthorized() from None
-        username = server.username
+
+    async def _verifier_for(self, username: str, source: Hashable | None) -> tuple[Any, Any, bool]:
+        """(checker, verifier, known): the account's verifier, or a fake one
+        shaped like it for an unknown name."""
         checker = next((c for c in self._checkers if IScramVerifierSource.providedBy(c)), None)
-        verifier = None
         try:
-            if checker is not None:
-                verifier = await checker.get_scram_verifier(username)
+            verifier = await checker.get_scram_verifier(username) if checker is not None else None
             known = verifier is not None
             if verifier is None:
                 if checker is not None:
@@ -162,8 +253,7 @@ class Portal:
         except StoreError as exc:
             _log_store_failure(exc, username, source)
             raise Unauthorized() from None
-        server_first = server.start(verifier)
-        return ScramChallenge(self, server, server_first, checker, known, source)
+        return checker, verifier, known
 
     # --- shared tail -----------------------------------------------------------
 
@@ -258,6 +348,9 @@ class ScramChallenge:
         self._used = False
         self.username: str = server.username
         self.server_first: str = server_first
+        #: After a successful :meth:`finish`: a single-use ticket for this
+        #: account's next one-trip login (None if the portal issues none).
+        self.ticket: str | None = None
 
     async def finish(
         self,
@@ -300,4 +393,5 @@ class ScramChallenge:
         except StoreError as exc:
             _log_store_failure(exc, account, source)
             raise Unauthorized() from None
+        self.ticket = portal._issue_ticket(account)
         return ScramLoginResult(server_final, interface, avatar, logout)

@@ -14,11 +14,13 @@ Client (in the benchmark process), one login::
     await p.call_remote("echo", "hi")
     await p.connection.close()
 
-The login is SCRAM-SHA-256: two calls.  Between them the client needs
-SaltedPassword: PBKDF2 (4096 iterations, the default) in a worker thread on
-its first login to an account, then from its in-memory key cache (RFC 5802
-section 5.1).  ``cold_key=True`` empties that cache before every login, so
-each one pays the PBKDF2.
+The login is SCRAM-SHA-256.  The first one to an account takes two calls,
+with PBKDF2 (4096 iterations, the default) in a worker thread between them;
+its answer carries a single-use ticket, and every later login is one call
+(the proof made at once from the key cache and the ticket; each answer
+brings the next ticket).  ``cold_key=True`` empties the key cache, and with
+it the tickets, before every login, so each one is a first login: two
+calls and the PBKDF2.
 
     python -m peers.login_pb serve [--loop asyncio|uvloop]
 """
@@ -117,13 +119,14 @@ def driver(name: str, children, runners, loop: str = "asyncio", cold_key: bool =
 async def phases(port: int, logins: int) -> dict[str, float]:
     """Where a sequential login's wall time goes, step by step (mean ms).
 
-    The same steps as ``broker.login`` + echo + close, spelled out with the
-    documented pieces (``cred.ScramClient``; ``root.call_remote("login",
-    client_first)``; ``challenger.call_remote("respond", ...)``): connect
-    (TCP), root, the login call (with the HELLO; server: ``begin_scram``),
-    the client's proof (SaltedPassword from the key cache after the first
-    login), the respond call (server: proof check, realm, attach), the echo,
-    the close.
+    The same steps as ``broker.login`` + echo + close once the client holds
+    a ticket, spelled out with the documented pieces
+    (``cred.ScramClient(..., server=...)``, ``one_trip_async()``,
+    ``root.call_remote("login_one_trip", ...)``): connect (TCP), the
+    client's proof (keys from the key cache), the login call (with the
+    HELLO; server: ticket, proof check, realm, attach, next ticket), the
+    client's check of the server's proof, the echo, the close.  One
+    untimed two-call login first gets the first ticket.
     """
     import time
 
@@ -131,32 +134,45 @@ async def phases(port: int, logins: int) -> dict[str, float]:
     import cred
 
     clock = time.perf_counter
-    steps = ("connect", "root()", "login call", "proof", "respond call", "verify+release", "echo", "close")
+    name = ("bench", HOST, port)
+    steps = ("connect", "proof", "login call", "verify", "echo", "close")
     totals = dict.fromkeys(steps, 0.0)
-    for _ in range(logins):
+
+    async def one(timed: bool) -> None:
         marks = [clock()]
         conn = await broker.connect(HOST, port)
         marks.append(clock())
-        client = cred.ScramClient(USER, PASSWORD)
+        client = cred.ScramClient(USER, PASSWORD, server=name)
         root = await conn.root()
+        trip = await client.one_trip_async()
         marks.append(clock())
-        challenger, server_first = await root.call_remote("login", client.first())
+        if trip is None:  # no ticket yet: the two-call login
+            challenger, server_first = await root.call_remote("login", client.first())
+            client_final = await client.final_async(server_first)
+            answer = await challenger.call_remote("respond", client_final, SERVICE, None, None)
+            await challenger.release()
+        else:
+            answer = await root.call_remote("login_one_trip", *trip, SERVICE, None, None)
         marks.append(clock())
-        client_final = await client.final_async(server_first)
-        marks.append(clock())
-        server_final, avatar = await challenger.call_remote("respond", client_final, SERVICE, None, None)
-        marks.append(clock())
+        server_final, avatar, ticket = answer
         client.verify(server_final)
-        await challenger.release()
+        client.keep_ticket(ticket)
         marks.append(clock())
         if await avatar.call_remote("echo", HI) != HI:
             raise AssertionError("wrong echo")
         marks.append(clock())
-        del root, challenger, avatar
+        del root, avatar
         await conn.close()
         marks.append(clock())
-        for step, t0, t1 in zip(steps, marks, marks[1:]):
-            totals[step] += t1 - t0
+        if timed:
+            if trip is None:
+                raise AssertionError("the server issued no ticket: no one-trip login to time")
+            for step, t0, t1 in zip(steps, marks, marks[1:]):
+                totals[step] += t1 - t0
+
+    await one(False)
+    for _ in range(logins):
+        await one(True)
     return {step: 1e3 * t / logins for step, t in totals.items()}
 
 

@@ -96,7 +96,7 @@ async def test_a_replayed_client_proof_fails():
     root = await conn.root()
     challenger, server_first = await root.call_remote("login", client.first())
     final = client.final(server_first)
-    server_final, avatar = await challenger.call_remote("respond", final, "pbecho")
+    server_final, avatar, ticket = await challenger.call_remote("respond", final, "pbecho")
     client.verify(server_final)
     with pytest.raises(broker.RemoteError, match="Unauthorized"):
         await challenger.call_remote("respond", final, "pbecho")

@@ -48,7 +48,7 @@ def test_a_different_password_or_salt_is_not_served_from_the_cache():
 def test_the_cache_holds_no_plaintext_and_is_bounded():
     scram.clear_client_key_cache()
     for i in range(100):
-        scram._CLIENT_KEYS.put(f"secret{i}", b"salt" * 4, 4096, b"x" * 32)
+        scram._CLIENT_KEYS.remember(f"secret{i}", b"salt" * 4, 4096, b"x" * 32)
     entries = scram._CLIENT_KEYS._entries
     assert len(entries) == 64
     assert not any(b"secret" in key for key in entries)
