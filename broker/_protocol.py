@@ -170,7 +170,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             root_object = getattr(root, "root_object", None)
             self.core.refs.set_root(root_object(self.connection) if root_object else root)
         self.core.hello()
-        if not self._hello_with_first_message:
+        if self.server is not None:
+            # A client's first frames are usually on their way: the HELLO
+            # goes out with the answer to them if they arrive within the
+            # next loop turn, else on its own right after.
+            self.loop.call_soon(self.loop.call_soon, self._flush_hello)
+        elif not self._hello_with_first_message:
             self._write_now()
         # else connect() flushes at the end of the turn it returns in, so a
         # first call made right away carries the HELLO in the same packet.
@@ -178,6 +183,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._timer = self.loop.call_later(self.limits.handshake_timeout, self._on_timer)
         if self.server is not None:
             self.server._connection_made(self)
+
+    def _flush_hello(self) -> None:
+        if self.is_open:
+            self._write_now()
 
     # -- receiving ------------------------------------------------------------
 
