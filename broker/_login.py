@@ -25,6 +25,7 @@ import cred
 
 from ._errors import PBError, RemoteError, Unauthorized
 from ._flavors import Referenceable, Root
+from ._remote import RemoteReference
 
 __all__ = ["PortalRoot", "login_over", "login_anonymous_over"]
 
@@ -255,16 +256,14 @@ async def _scram(step: Any) -> Any:
 
 
 def _is_challenge(answer: Any) -> bool:
-    return type(answer) is tuple and len(answer) == 2
+    return type(answer) is tuple and len(answer) == 2 and isinstance(answer[0], RemoteReference)
 
 
 def _welcome(answer: Any) -> tuple[Any, Any, Any]:
     """(server_final, perspective, ticket) from a login's last answer; a
     server that issues no tickets may leave the ticket out."""
-    if type(answer) is tuple and len(answer) == 3:
-        return answer
-    if type(answer) is tuple and len(answer) == 2:
-        return answer[0], answer[1], None
+    if type(answer) is tuple and len(answer) in (2, 3) and isinstance(answer[1], RemoteReference):
+        return answer if len(answer) == 3 else (answer[0], answer[1], None)
     raise Unauthorized("the server's answer to a login was malformed (expected "
                        "server-final, perspective and ticket)")
 

@@ -154,14 +154,12 @@ class Portal:
 
     # --- SCRAM -----------------------------------------------------------------
 
-    async def begin_scram(self, client_first: str, *, source: Hashable | None = None,
-                          nonce: str | None = None) -> ScramChallenge:
+    async def begin_scram(self, client_first: str, *, source: Hashable | None = None) -> ScramChallenge:
         """Start a SCRAM login: parse the client-first message, look up the
         verifier (a fake one for an unknown name) and return a
         :class:`ScramChallenge` whose ``server_first`` goes back to the
-        client.  ``nonce`` is the server's part of the nonce (fresh random
-        if None).  Raises :class:`Unauthorized` if the message is malformed."""
-        server = self._scram_server(client_first, source, nonce)
+        client.  Raises :class:`Unauthorized` if the message is malformed."""
+        server = self._scram_server(client_first, source, None)
         checker, verifier, known = await self._verifier_for(server.username, source)
         return ScramChallenge(self, server, server.start(verifier), checker, known, source)
 

@@ -19,6 +19,12 @@ Key schedule (``H`` = SHA-256, ``HMAC`` = HMAC-SHA-256)::
     ClientProof     = ClientKey XOR ClientSignature
     ServerSignature = HMAC(ServerKey, AuthMessage)
 
+A client that logged in before may send client-first and client-final in
+one message: the server's answer carries a single-use ticket, which the next
+login uses as the server nonce, with the salt and iteration count the client
+remembers (:meth:`ScramClient.one_trip`; the server side is
+``cred.Portal.scram_one_trip``).
+
 The server keeps only a :class:`ScramVerifier` (salt, iterations, StoredKey,
 ServerKey).  At login it recovers ``ClientKey = ClientProof XOR
 ClientSignature`` and checks ``H(ClientKey) == StoredKey``: two HMACs and a
@@ -534,6 +540,7 @@ class ScramClient:
         self._server_signature: bytes | None = None
         self._salt_used: tuple[bytes, int] | None = None
         self._one_trip = False
+        self._ticket_kept = False
 
     @property
     def done(self) -> bool:
@@ -666,12 +673,14 @@ class ScramClient:
         impostor cannot plant tickets) and with a ``server``; a malformed
         ticket, or None (the server issues none), is not kept.  Returns
         whether it was kept."""
-        if self._state != "done" or self._server is None or not _valid_ticket(ticket):
+        if (self._state != "done" or self._server is None or self._ticket_kept
+                or not _valid_ticket(ticket)):
             return False
         remembered = _LOGINS.get((self._server, self.username))
         if remembered is None:
             return False
         remembered.tickets.append(ticket)  # type: ignore[arg-type]
+        self._ticket_kept = True  # one per login: a second copy would only fail later
         return True
 
     def verify(self, server_final: str) -> None:

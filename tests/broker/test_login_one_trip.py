@@ -230,7 +230,11 @@ async def test_a_server_that_issues_no_tickets_still_logs_clients_in():
         assert portal.counts == {"two-call": 3, "one-call": 0, "fallback": 0}
 
 
-async def test_the_client_refuses_a_malformed_final_answer():
+@pytest.mark.parametrize("answer", [
+    ["v=", "not a tuple"], ("v=", "not a reference"), ("v=", "not a reference", "A" * 24),
+    ("v=",), "v=", None,
+])
+async def test_the_client_refuses_a_malformed_final_answer(answer):
     class Odd(broker.Root):
         def remote_login(self, client_first):
             nonce = client_first.split("r=")[1]
@@ -238,7 +242,7 @@ async def test_the_client_refuses_a_malformed_final_answer():
 
     class Answers(Referenceable):
         def remote_respond(self, client_final, service, perspective, mind):
-            return ["v=", "not a tuple"]
+            return answer
 
     async with await broker.serve(Odd(), "127.0.0.1", 0) as server:
         with pytest.raises(broker.Unauthorized, match="malformed"):

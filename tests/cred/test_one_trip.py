@@ -231,6 +231,8 @@ async def test_the_client_keeps_no_ticket_before_verify_or_without_a_server():
     for bad in [None, 42, "short", "A" * 65, "A" * 23 + ",", b"A" * 24]:
         assert client.keep_ticket(bad) is False
     assert client.keep_ticket(challenge.ticket) is True
+    assert client.keep_ticket(challenge.ticket) is False  # once
+    assert len(scram._LOGINS.get((name, "alice")).tickets) == 1
     anonymous = scram.ScramClient("alice", "wonderland")  # no server name
     challenge = await portal.begin_scram(anonymous.first())
     result = await challenge.finish(await anonymous.final_async(challenge.server_first), service="pbecho")
