@@ -114,7 +114,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # header included, however the bytes happen to arrive.
         self.reader = FrameReader(max(limits.handshake_bytes - HEADER.size, 0))
         self.transport: asyncio.Transport | None = None
-        self.connection = Connection(self)
+        self._connection: Connection | None = Connection(self)
+        self._connection_after: weakref.ref[Connection] | None = None
         self._futures: dict[int, asyncio.Future] = {}
         self._tasks: dict[int, asyncio.Task] = {}
         self._oneway_tasks: set[asyncio.Task] = set()
@@ -149,6 +150,18 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.release_hooks: list[Callable[[int, Any], Any]] = []
 
     # -- plumbing -------------------------------------------------------------
+
+    @property
+    def connection(self) -> Connection:
+        """This connection as users see it: the same object for as long as
+        anybody holds it (the protocol lets go of it once closed)."""
+        conn = self._connection
+        if conn is None:
+            conn = self._connection_after() if self._connection_after is not None else None
+            if conn is None:
+                conn = Connection(self)
+                self._connection_after = weakref.ref(conn)
+        return conn
 
     @property
     def is_open(self) -> bool:
@@ -770,11 +783,29 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._wake_close_waiters()
 
     def _wake_close_waiters(self) -> None:
-        if self._close_waiters and self._closed.done() and self._transport_closed.done():
+        if self._closed.done() and self._transport_closed.done():
             waiters, self._close_waiters = self._close_waiters, []
             for waiter in waiters:
                 if not waiter.done():  # a cancelled wait_closed() leaves its own behind
                     waiter.set_result(None)
+            self._unlink()
+
+    def _unlink(self) -> None:
+        """Closed for good: drop the links that make this protocol, its
+        core, its reference tables and its Connection a cycle, so they go as
+        soon as nobody holds them rather than at the next cyclic collection
+        (which, at a connection per login, cost more than the login's own
+        bookkeeping)."""
+        refs = self.core.refs
+        refs.owner = refs._make_proxy = None
+        vars(refs).pop("on_released", None)
+        vars(refs).pop("on_uncached", None)
+        vars(refs).pop("on_cache_miss", None)
+        self.release_hooks = []
+        conn = self._connection
+        if conn is not None:
+            self._connection_after = weakref.ref(conn)
+            self._connection = None
 
     def _run_callback(self, cb: Callable[[Any], Any], arg: Any) -> None:
         try:
