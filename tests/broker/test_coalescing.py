@@ -1,7 +1,8 @@
 """Messages nobody waits for ride with the next one: the client's HELLO goes
-out with its first call, a DECREF with the call after the release.  Checked
-over real sockets by counting the client transport's writes and by reading
-what a raw server receives."""
+out with its first call, the server's with its first answer (or on its own
+soon after, when no call comes), a DECREF with the call after the release.
+Checked over real sockets by counting the client transport's writes and by
+reading what a raw server or a raw client receives."""
 
 import asyncio
 import struct
@@ -114,3 +115,45 @@ async def test_a_release_with_nothing_after_it_is_sent_at_the_end_of_the_turn():
                 await asyncio.sleep(0.005)
             assert held_by_server(server) == 0
             assert [m[0] for m in messages(b"".join(writes))] == [4]
+
+
+async def read_messages(reader, count):
+    got = []
+    data = b""
+    while len(got) < count:
+        chunk = await asyncio.wait_for(reader.read(65536), 5)
+        assert chunk, "the server closed before sending what was expected"
+        data += chunk
+        while len(data) >= 4 and len(data) >= 4 + struct.unpack(">I", data[:4])[0]:
+            (size,) = struct.unpack(">I", data[:4])
+            got.append(msgpack.unpackb(data[4:4 + size], strict_map_key=False))
+            data = data[4 + size:]
+    return got
+
+
+def frame(message):
+    body = msgpack.packb(message)
+    return struct.pack(">I", len(body)) + body
+
+
+async def test_a_server_sends_its_hello_to_a_client_that_sends_nothing():
+    async with await broker.serve(Echo(), "127.0.0.1", 0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            (hello,) = await read_messages(reader, 1)
+            assert hello[:3] == [0, "pb", 1]
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_a_server_sends_its_hello_before_the_answer_to_a_first_call():
+    async with await broker.serve(Echo(), "127.0.0.1", 0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(frame([0, "pb", 1, [], 1 << 20]) + frame([1, 1, 0, "echo", ["x"], {}, True]))
+            hello, answer = await read_messages(reader, 2)
+            assert hello[0] == 0 and answer == [2, 1, "x"]
+        finally:
+            writer.close()
+            await writer.wait_closed()
