@@ -354,9 +354,13 @@ def _attributes(text: str, names: str, what: str) -> list[str]:
     return values
 
 
-def _check_nonce(nonce: str, what: str) -> str:
+def _is_nonce(text: str) -> bool:
     # printable ASCII except ',' (RFC 5802 "printable")
-    if not (nonce.isascii() and nonce.isprintable()) or " " in nonce or "," in nonce or not nonce:
+    return bool(text) and text.isascii() and text.isprintable() and " " not in text and "," not in text
+
+
+def _check_nonce(nonce: str, what: str) -> str:
+    if not _is_nonce(nonce):
         raise ScramError(f"malformed {what}: nonce must be printable ASCII without ','")
     return nonce
 
@@ -475,10 +479,9 @@ def clear_client_key_cache() -> None:
 
 
 def _valid_ticket(value: object) -> bool:
-    """A ticket (a server's single-use nonce for one-trip logins) is 16 to
-    64 printable ASCII characters, none of them a space or ','."""
-    return (type(value) is str and 16 <= len(value) <= 64 and value.isascii()  # type: ignore[arg-type]
-            and value.isprintable() and " " not in value and "," not in value)
+    """A ticket (a server's single-use nonce for one-trip logins) is a nonce
+    of 16 to 64 characters."""
+    return type(value) is str and 16 <= len(value) <= 64 and _is_nonce(value)  # type: ignore[arg-type]
 
 
 class ScramClient:
