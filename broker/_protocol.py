@@ -28,6 +28,7 @@ from ._connection import (
     HelloEvent,
 )
 from . import _eager
+from ._failures import FailureLog
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
 from ._framing import HEADER, FrameReader, FrameTooLarge, describe_foreign
 from ._limits import Limits
@@ -132,6 +133,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._stall_timer: asyncio.TimerHandle | None = None
         self._needs_login = server is not None and getattr(root, "requires_login", False)
         self._login_timer: asyncio.TimerHandle | None = None
+        self._failures: FailureLog | None = None  # made at the first failed call
         #: What the server counts this connection under (max_connections_per_source).
         self.counted_source: Any = None
         self._ready: asyncio.Future = self.loop.create_future()
@@ -385,11 +387,14 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._flush_soon()
 
     def _call_failed(self, event: CallEvent, exc: BaseException) -> None:
+        failures = self._failures
+        if failures is None:
+            failures = self._failures = FailureLog()
+        failures.report(event.func, event.method, exc, self.describe())
         if event.answer_wanted:
             self.core.fail(event.req_id, exc)
         else:
             self.core.finished(event.req_id)
-            log.warning("one-way call %s raised %r", event.method, exc)
         self._flush_soon()
 
     def _track(self, task: asyncio.Task, event: CallEvent, first_step_ran: bool) -> None:
