@@ -9,6 +9,7 @@ The TOML shape (documented in ``docs/running.md``)::
     log_file = "pb.log"
     pidfile = "pb.pid"
     grace = 10                 # seconds
+    loop = "auto"              # auto | asyncio | uvloop
 
     [[service]]                # one table per service, started in order
     plugin = "echo"            # required
@@ -84,6 +85,8 @@ class RunConfig:
     log_file: Path | None = None
     pidfile: Path | None = None
     grace: float = DEFAULT_GRACE
+    #: The event loop: "auto" (uvloop where it is installed), "asyncio" or "uvloop".
+    loop: str = "auto"
     services: list[ServiceSpec] = field(default_factory=list)
     source: str | None = None
 
@@ -304,7 +307,9 @@ def options_from_table(
 
 # -- the file ------------------------------------------------------------
 
-_APPLICATION_KEYS = ("name", "data_dir", "log_level", "log_file", "pidfile", "grace")
+_APPLICATION_KEYS = ("name", "data_dir", "log_level", "log_file", "pidfile", "grace", "loop")
+#: What ``loop`` may be.
+LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def _string(file: str, key: str, value: Any) -> str:
@@ -341,6 +346,11 @@ def _read_application(file: str, table: Any, config: RunConfig) -> None:
                     f"expected a non-negative number of seconds, got {_describe(value)}",
                 )
             config.grace = float(value)
+        elif key == "loop":
+            if value not in LOOPS:
+                raise ConfigError(file, dotted,
+                                  f"expected one of {', '.join(LOOPS)}, got {_describe(value)}")
+            config.loop = value
         else:
             raise _unknown_key(
                 file, dotted, key, list(_APPLICATION_KEYS), "[application] accepts"
