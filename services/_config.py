@@ -31,6 +31,7 @@ import argparse
 import datetime
 import difflib
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,15 @@ from ._service import ServiceError
 __all__ = ["ConfigError", "RunConfig", "ServiceSpec", "load_config", "options_from_table"]
 
 DEFAULT_DATA_DIR = Path("pb-data")
+#: The environment variable that names the data directory when neither the
+#: command line nor a config file does (``pb user`` reads it too).
+DATA_DIR_ENV = "PB_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """``$PB_DATA_DIR``, else ``./pb-data``: the data directory when neither
+    ``--data-dir`` nor ``[application] data_dir`` says otherwise."""
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 DEFAULT_GRACE = 10.0
 DEFAULT_LOG_LEVEL = "info"
 
@@ -80,7 +90,7 @@ class RunConfig:
     directory."""
 
     name: str = "pb"
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = field(default_factory=default_data_dir)
     log_level: str = DEFAULT_LOG_LEVEL
     log_file: Path | None = None
     pidfile: Path | None = None

@@ -414,3 +414,26 @@ def test_loop_uvloop_without_uvloop_fails_clearly(tmp_path):
     assert "uvloop is not installed" in result.stderr and "--loop asyncio" in result.stderr
     auto = pb_run("--grace", "0", "--loop", "bogus", "line-echo", cwd=tmp_path, env=env)
     assert auto.returncode == 2 and "invalid choice: 'bogus'" in auto.stderr
+
+
+def test_the_data_directory_comes_from_the_flag_then_the_file_then_pb_data_dir(tmp_path, running):
+    """One precedence for pb run and pb user: --data-dir (--db), then
+    [application] data_dir, then $PB_DATA_DIR, then ./pb-data."""
+    env = pb_env()
+    env["PB_DATA_DIR"] = str(tmp_path / "from-env")
+    child = running("--grace", "1", "line-echo", env=env)
+    child.wait_for("stderr", r"INFO pb.run: started")
+    assert child.stop()[0] == 0
+    assert (tmp_path / "from-env").is_dir() and not (tmp_path / "pb-data").exists()
+
+    config = write_config(tmp_path, '[application]\ndata_dir = "from-file"\n\n'
+                                    '[[service]]\nplugin = "line-echo"\n')
+    child = running("--grace", "1", "-c", str(config), env=env)
+    child.wait_for("stderr", r"INFO pb.run: started")
+    assert child.stop()[0] == 0
+    assert (tmp_path / "from-file").is_dir()
+
+    child = running("--grace", "1", "--data-dir", "from-flag", "-c", str(config), env=env)
+    child.wait_for("stderr", r"INFO pb.run: started")
+    assert child.stop()[0] == 0
+    assert (tmp_path / "from-flag").is_dir()
