@@ -66,8 +66,9 @@ def _jelly_limits_for(limits: Limits) -> jelly.Limits:
 
 
 @functools.lru_cache(maxsize=32)
-def _hello_frame(max_frame: int) -> bytes:
-    body = jelly.dumps([Op.HELLO, PROTOCOL_NAME, PROTOCOL_VERSION, list(FEATURES), max_frame])
+def _hello_frame(max_frame: int, max_calls: int) -> bytes:
+    body = jelly.dumps([Op.HELLO, PROTOCOL_NAME, PROTOCOL_VERSION, list(FEATURES), max_frame,
+                        max_calls])
     return _pack_header(len(body)) + body
 
 
@@ -164,6 +165,9 @@ class Broker:
         self.peer_max_frame = limits.max_frame
         #: What we may send: the smaller of our limit and the peer's.
         self._send_limit = limits.max_frame
+        #: Calls of ours that may wait for answers at once: our limit, or the
+        #: peer's running limit if its HELLO gave a smaller one.
+        self.call_slots = limits.max_outstanding_calls
         self._jelly_limits = _jelly_limits_for(limits)
         self._registry = registry
         self._out: list[bytes] = []
@@ -172,6 +176,9 @@ class Broker:
         self._next_req = 1
         #: Our calls waiting for an answer.
         self.waiting: set[int] = set()
+        #: Calls we cancelled or gave up on whose answer has not come: the
+        #: peer may still be running them, so each still takes a slot.
+        self.given_up: set[int] = set()
         #: The peer's calls running here.
         self.running: set[int] = set()
         self.hello_sent = False
@@ -224,18 +231,21 @@ class Broker:
     # -- commands from the adapter ---------------------------------------
 
     def hello(self) -> None:
-        self._out.append(_hello_frame(self.limits.max_frame))
+        self._out.append(_hello_frame(self.limits.max_frame, self.limits.max_outstanding_calls))
         self.hello_sent = True
 
     def call(self, target_id: int, method: str, args: tuple, kwargs: dict,
              answer_wanted: bool = True) -> int:
         if self.state is CLOSED:
             raise DeadReference("the connection is closed")
-        if answer_wanted and len(self.waiting) >= self.limits.max_outstanding_calls:
+        if answer_wanted and len(self.waiting) + len(self.given_up) >= self.call_slots:
+            slots = self.call_slots
+            whose = ("max_outstanding_calls" if slots == self.limits.max_outstanding_calls
+                     else "the peer's limit on calls running at once")
             raise LimitExceeded(
                 f"{len(self.waiting)} calls are already waiting for answers on this connection "
-                f"(max_outstanding_calls={self.limits.max_outstanding_calls}); await some first, "
-                "or raise Limits.max_outstanding_calls"
+                f"({whose}: {slots}); await some first, or let calls wait for a slot "
+                "(Limits.wait_for_call_slot=True)"
             )
         req_id = self._next_req
         self._next_req = req_id + 1
@@ -249,10 +259,15 @@ class Broker:
         """Our caller gave up on ``req_id``; a late answer will be ignored."""
         self.waiting.discard(req_id)
 
+    @property
+    def free_call_slots(self) -> int:
+        return self.call_slots - len(self.waiting) - len(self.given_up)
+
     def cancel(self, req_id: int) -> None:
         if req_id in self.waiting:
             self.waiting.discard(req_id)
             if self.state is not CLOSED:
+                self.given_up.add(req_id)
                 self._queue_plain([Op.CANCEL, req_id])
 
     def answer(self, req_id: int, value: Any, perspective: Any = None) -> None:
@@ -483,6 +498,9 @@ class Broker:
             raise self._violation("malformed HELLO")
         self.peer_features = tuple(f for f in features if type(f) is str)
         self.peer_max_frame = max_frame
+        # An optional sixth field: the calls the peer lets us have running.
+        if len(message) > 5 and type(message[5]) is int and message[5] > 0:
+            self.call_slots = min(self.limits.max_outstanding_calls, message[5])
         self._send_limit = min(self.limits.max_frame, max_frame)
         self.state = OPEN
         return HelloEvent(self.peer_features, max_frame)
@@ -544,7 +562,12 @@ class Broker:
         if type(req_id) is not int or not 0 < req_id < self._next_req:
             raise self._violation(f"ANSWER for request id {_brief(req_id)}, which was never sent")
         if req_id not in self.waiting:
-            return None  # cancelled or timed out: a late answer is dropped
+            # Cancelled or timed out: a late answer is dropped, and its slot
+            # is free again (the event has no future left to resolve).
+            if req_id in self.given_up:
+                self.given_up.discard(req_id)
+                return AnswerEvent(req_id, None)
+            return None
         self.waiting.discard(req_id)
         return AnswerEvent(req_id, message[2])
 
@@ -556,6 +579,9 @@ class Broker:
         if type(code) is not str or type(type_name) is not str or type(text) is not str:
             raise self._violation("malformed ERROR")
         if req_id not in self.waiting:
+            if req_id in self.given_up:
+                self.given_up.discard(req_id)
+                return AnswerEvent(req_id, None)  # frees the slot; nobody waits for it
             return None
         self.waiting.discard(req_id)
         error: BaseException | None = None

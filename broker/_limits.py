@@ -25,6 +25,10 @@ class Limits:
     #: Calls one side may have waiting for answers, and calls the peer may
     #: have running here at once.
     max_outstanding_calls: int = 1024
+    #: Past the calls that may wait for answers (ours, or the peer's smaller
+    #: limit from its HELLO), a new call waits for a slot (True) or fails at
+    #: once with LimitExceeded (False).
+    wait_for_call_slot: bool = True
     #: Objects of ours the peer may hold references to.
     max_local_references: int = 10_000
     #: Cacheables of ours the peer may hold copies of, and copies of the
