@@ -22,6 +22,9 @@ class Limits:
     max_depth: int = 64
     #: Items in one list, map, set or tuple.
     max_items: int = 100_000
+    #: Lists, maps and ext values (tuples, sets, copies, references, ...)
+    #: decoded from one message, counted as they are built.
+    max_objects: int = 100_000
     #: Calls one side may have waiting for answers, and calls the peer may
     #: have running here at once.
     max_outstanding_calls: int = 1024
@@ -42,8 +45,9 @@ class Limits:
     idle_timeout: float | None = 90.0
 
     def __post_init__(self) -> None:
-        for name in ("max_frame", "max_depth", "max_items", "max_outstanding_calls",
-                     "max_local_references", "max_caches", "handshake_bytes"):
+        for name in ("max_frame", "max_depth", "max_items", "max_objects",
+                     "max_outstanding_calls", "max_local_references", "max_caches",
+                     "handshake_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
@@ -55,6 +59,7 @@ class Limits:
             max_size=self.max_frame,
             max_depth=self.max_depth,
             max_items=self.max_items,
+            max_objects=self.max_objects,
             max_str_len=self.max_frame,
             max_bin_len=self.max_frame,
         )
