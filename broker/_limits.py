@@ -22,9 +22,6 @@ class Limits:
     max_depth: int = 64
     #: Items in one list, map, set or tuple.
     max_items: int = 100_000
-    #: Lists, maps and ext values (tuples, sets, copies, references, ...)
-    #: decoded from one message, counted as they are built.
-    max_objects: int = 100_000
     #: Calls one side may have waiting for answers, and calls the peer may
     #: have running here at once.
     max_outstanding_calls: int = 1024
@@ -43,6 +40,10 @@ class Limits:
     #: Seconds of silence after which the peer is declared dead (None: never).
     #: Defaults to three missed keepalives.
     idle_timeout: float | None = 90.0
+    #: Lists, maps and ext values (tuples, sets, copies, references, ...)
+    #: decoded from one message, counted as they are built.  (Last, so that
+    #: the fields before it keep their positions.)
+    max_objects: int = 100_000
 
     def __post_init__(self) -> None:
         for name in ("max_frame", "max_depth", "max_items", "max_objects",
