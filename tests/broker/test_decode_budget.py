@@ -331,3 +331,33 @@ async def test_an_answer_or_error_nested_past_msgpacks_cap_fails_only_its_call(m
         raw.close()
         await raw.wait_closed()
         await asyncio.gather(*handlers)
+
+
+# -- the stackless walk, in memory ---------------------------------------------------------
+
+
+def one_of_each_type():
+    """A value with every msgpack type and size class (fix, 8, 16, 32 bits)."""
+    ints = [0, 127, -1, -32, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1,
+            -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63)]
+    texts = ["", "a" * 31, "b" * 32, "c" * 255, "d" * 256, "e" * 65535, "f" * 65536]
+    blobs = [b"", b"\x90" * 255, b"\x91" * 256, b"\xdd" * 65536]
+    exts = [msgpack.ExtType(5, b"\x91" * n) for n in (1, 2, 4, 8, 16, 0, 3, 255, 256, 65536)]
+    return [None, True, False, 1.5, ints, texts, blobs, exts, [], [[]] * 15, [0] * 16,
+            [1] * 65536, {}, {i: [i] for i in range(15)}, {i: None for i in range(16)},
+            {i: i for i in range(65536)}, {"k": {"deeper": [[{}], ({},)]}}]
+
+
+@pytest.mark.parametrize("single_float", [False, True])
+def test_the_stackless_walk_steps_over_every_msgpack_type_like_msgpack(single_float):
+    from broker._connection import _walk
+
+    data = msgpack.packb(one_of_each_type(), use_single_float=single_float)
+    trailer = data + b"\xc3"  # the walk insists on a byte after the values
+    assert _walk(trailer, 0, 1, 10**6) == len(data)
+    assert _walk(trailer, 0, 1, 100) == "too costly"
+    for cut in (1, 5, len(data) // 2, len(data) - 1):
+        with pytest.raises(ValueError, match="truncated"):
+            _walk(data[:cut], 0, 1, 10**6)
+    with pytest.raises(ValueError, match="0xc1"):
+        _walk(b"\x92\x01\xc1\xc3", 0, 1, 10)
