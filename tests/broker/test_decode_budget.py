@@ -305,13 +305,15 @@ REPLIES = {
     "deep_error": lambda req_id, args: (  # its traceback nested deep
         b"\x97\x03" + msgpack.packb(req_id) + msgpack.packb("remote-error")
         + msgpack.packb("Oops") + msgpack.packb("deep") + nested(args[0]) + b"\xc0"),
+    "many_lists": lambda req_id, args: (
+        b"\x93\x02" + msgpack.packb(req_id) + empty_lists(args[0])),
     "echo": lambda req_id, args: msgpack.packb([2, req_id, args[0]]),
 }
 
 
-@pytest.mark.parametrize("method", ["deep_answer", "deep_error"])
-@pytest.mark.parametrize("depth", [2_000, 100_000])
-async def test_an_answer_or_error_nested_past_msgpacks_cap_fails_only_its_call(method, depth):
+@pytest.fixture
+async def raw_server():
+    """The port of a server that answers by hand, as REPLIES say."""
     handlers = set()
 
     def connected(reader, writer):
@@ -320,17 +322,32 @@ async def test_an_answer_or_error_nested_past_msgpacks_cap_fails_only_its_call(m
 
     raw = await asyncio.start_server(connected, "127.0.0.1", 0)
     try:
-        port = raw.sockets[0].getsockname()[1]
-        async with await broker.connect("127.0.0.1", port) as conn:
-            root = await conn.root()
-            with pytest.raises(broker.LimitExceeded, match="max_depth=64"):
-                await root.call_remote(method, depth)
-            assert await root.call_remote("echo", "still open") == "still open"
-            assert conn.is_open
+        yield raw.sockets[0].getsockname()[1]
     finally:
         raw.close()
         await raw.wait_closed()
         await asyncio.gather(*handlers)
+
+
+@pytest.mark.parametrize("method", ["deep_answer", "deep_error"])
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+async def test_an_answer_or_error_nested_past_msgpacks_cap_fails_only_its_call(
+        raw_server, method, depth):
+    async with await broker.connect("127.0.0.1", raw_server) as conn:
+        root = await conn.root()
+        with pytest.raises(broker.LimitExceeded, match="max_depth=64"):
+            await root.call_remote(method, depth)
+        assert await root.call_remote("echo", "still open") == "still open"
+        assert conn.is_open
+
+
+async def test_an_answer_of_millions_of_empty_lists_fails_only_its_call(raw_server):
+    async with await broker.connect("127.0.0.1", raw_server) as conn:
+        root = await conn.root()
+        with pytest.raises(broker.LimitExceeded, match="max_objects=100000"):
+            await root.call_remote("many_lists", 41)
+        assert await root.call_remote("echo", "still open") == "still open"
+        assert conn.is_open
 
 
 # -- the stackless walk, in memory ---------------------------------------------------------
