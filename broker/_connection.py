@@ -463,7 +463,20 @@ class Broker:
         """A frame decoded to something we refuse.  If it was a call, answer
         that call with an error and keep the connection; otherwise it is a
         protocol violation."""
-        envelope = _envelope(frame) if self.state is OPEN else None
+        envelope = None
+        if self.state is OPEN:
+            # Past msgpack's nesting cap the envelope is read a Python step
+            # per value (about 0.2 us): bounded, like the decode itself, by
+            # max_objects; twice, so that a chain of max_objects containers
+            # with a value beside each is still answered.
+            envelope = _envelope(frame, 2 * self.limits.max_objects)
+        if envelope is _TOO_COSTLY:
+            most = self.limits.max_objects
+            reason = (f"refused frame: {exc}; and its CALL is nested past msgpack's cap of "
+                      f"1024 levels, with more than {2 * most} values (twice "
+                      f"max_objects={most}) before answer_wanted: too many to read its envelope")
+            self.goodbye("limit-exceeded", reason)
+            raise ProtocolError(f"the peer went past a limit: {reason}")
         if envelope is None:
             raise self._violation(f"refused frame: {exc}")
         op, req_id, fields, answer_wanted = envelope
@@ -620,11 +633,18 @@ class Broker:
 _INT_FIRST = frozenset(range(0x80)) | frozenset(range(0xCC, 0xD4)) | frozenset(range(0xE0, 0x100))
 
 
-def _envelope(frame: Any) -> tuple[int, int, int, bool | None] | None:
+#: What _envelope returns when reading the envelope would cost too much.
+_TOO_COSTLY: Any = "too costly"
+
+
+def _envelope(frame: Any, budget: int) -> tuple[int, int, int, bool | None] | None:
     """``(opcode, req_id, fields, answer_wanted)`` of a frame jelly refused,
     read without building any other value of it: it may have been refused
-    for its size.  ``answer_wanted`` is None unless the message has 7 fields
-    and the last is a bool.  None if the frame is not ``[op, int, ...]``."""
+    for its size.  ``answer_wanted`` is None unless the message is a CALL
+    of 7 fields and the last is a bool.  None if the frame is not
+    ``[op, int, ...]``; ``_TOO_COSTLY`` if a CALL's ``answer_wanted`` lies
+    past more than ``budget`` values that only a walk in Python can step over
+    (see :func:`_walk`)."""
     unpacker = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
     try:
         unpacker.feed(frame)
@@ -636,15 +656,85 @@ def _envelope(frame: Any) -> tuple[int, int, int, bool | None] | None:
             return None
         req_id = unpacker.unpack()
         answer_wanted = None
-        if fields == 7:
-            for _ in range(4):  # target, method, args, kwargs
-                unpacker.skip()
-            last = frame[unpacker.tell()]
+        if op == Op.CALL and fields == 7:
+            end = _skip(unpacker, frame, 4, budget)  # target, method, args, kwargs
+            if end is _TOO_COSTLY:
+                return end
+            last = frame[end]
             if last in (0xC2, 0xC3):
                 answer_wanted = last == 0xC3
         return op, req_id, fields, answer_wanted
     except Exception:
         return None
+
+
+def _skip(unpacker: msgpack.Unpacker, frame: Any, count: int, budget: int) -> Any:
+    """Position after ``count`` more values of ``frame``; raises on malformed bytes."""
+    for left in range(count, 0, -1):
+        start = unpacker.tell()
+        try:
+            unpacker.skip()
+        except msgpack.StackError:
+            # msgpack's C skip keeps a stack entry per open container and
+            # gives up past 1024 of them: a CALL nested that deep is still
+            # answered from its envelope (protocol.md section 2.2).
+            return _walk(frame, start, left, budget)
+    return unpacker.tell()
+
+
+# Total bytes of the values whose size their first byte gives (nil, bool,
+# int, float, fixext); bytes that carry a length (str, bin, ext 8/16/32), as
+# (width of the length, bytes between it and the payload); and array and map
+# headers, as (width of the count, values per counted item).
+_FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9,
+          0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0),
+          0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1)}
+_COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+
+
+def _walk(frame: Any, pos: int, count: int, budget: int) -> Any:
+    """Position after ``count`` values from ``pos``, found with no stack at
+    all: a container's items just join the values still to step over.
+
+    One Python step per value (about 0.2 us), so at most ``budget`` steps:
+    past them ``_TOO_COSTLY``.  Raises ValueError on bytes that are not
+    msgpack."""
+    end = len(frame)
+    pending = count
+    while pending:
+        if budget <= 0:
+            return _TOO_COSTLY
+        if pos >= end:
+            raise ValueError("truncated frame")
+        budget -= 1
+        pending -= 1
+        first = frame[pos]
+        if first < 0x80 or first >= 0xE0:  # positive and negative fixint
+            pos += 1
+        elif first < 0x90:  # fixmap
+            pending += 2 * (first - 0x80)
+            pos += 1
+        elif first < 0xA0:  # fixarray
+            pending += first - 0x90
+            pos += 1
+        elif first < 0xC0:  # fixstr
+            pos += 1 + first - 0xA0
+        elif first in _FIXED:
+            pos += _FIXED[first]
+        elif first in _COUNTED:
+            width, per = _COUNTED[first]
+            pending += per * int.from_bytes(frame[pos + 1:pos + 1 + width], "big")
+            pos += 1 + width
+        elif first in _SIZED:
+            width, gap = _SIZED[first]
+            size = int.from_bytes(frame[pos + 1:pos + 1 + width], "big")
+            pos += 1 + width + gap + size
+        else:
+            raise ValueError(f"type byte {first:#04x} is not msgpack")
+    if pos >= end:  # answer_wanted must still follow
+        raise ValueError("truncated frame")
+    return pos
 
 
 def _text_of(exc: BaseException) -> str:
