@@ -545,8 +545,9 @@ class Broker:
         func = lookup_method(obj, method)
         if func is None:
             if answer_wanted:
+                hint = getattr(obj, "_pb_missing_method_hint", "")
                 self._queue_error(req_id, "no-such-method", "broker.NoSuchMethod",
-                                  f"{_describe(obj)} has no remote method {_brief(method)}")
+                                  f"{_describe(obj)} has no remote method {_brief(method)}{hint}")
             return None
         self.running.add(req_id)
         perspective = obj.perspective if type(obj) is ViewPoint else entry.perspective
