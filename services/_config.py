@@ -170,8 +170,12 @@ def _expected_element(action: argparse.Action) -> str:
         text = "a number"
     elif kind is bool:
         text = "true or false"
+    elif getattr(kind, "expects", None):
+        text = kind.expects  # type: ignore[union-attr]
     else:
-        text = f"a value accepted by {getattr(kind, '__name__', repr(kind))}"
+        # Never the converter's own (internal) name: the option's.
+        flag = action.option_strings[-1] if action.option_strings else action.dest
+        text = f"a value {flag} accepts"
     if action.choices is not None:
         text += " (one of " + ", ".join(repr(c) for c in action.choices) + ")"
     return text
@@ -203,8 +207,13 @@ def _convert_element(action: argparse.Action, value: Any, file: str, key: str) -
         result = value
     else:
         # A converter written for the command line: give it the text it
-        # would have received there.
+        # would have received there, once the value has the TOML type the
+        # converter declares (services.option_type): 8787, not "8787".
+        toml = getattr(kind, "toml_type", None)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise wrong()
+        if toml is not None and not (isinstance(value, toml) or (toml is float and
+                                                                  isinstance(value, int))):
             raise wrong()
         text = value if isinstance(value, str) else str(value)
         try:

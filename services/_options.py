@@ -11,13 +11,35 @@ import argparse
 import ipaddress
 import math
 import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["port_number", "host_name", "non_negative_seconds"]
+__all__ = ["port_number", "host_name", "non_negative_seconds", "option_type"]
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+def option_type(toml: type, expects: str) -> Callable[[T], T]:
+    """Declare what an argument type takes in a config file: ``toml`` is the
+    TOML value type it requires (``int``, ``float`` — an integer is taken
+    too — or ``str``), ``expects`` how an error names it ("a port number").
+    A config file's value of another type is refused, as for ``type=int``;
+    a type without this gets the value as text, as on the command line."""
+    if toml not in (int, float, str):
+        raise ValueError(f"option_type takes int, float or str, not {toml!r}")
+
+    def mark(func: T) -> T:
+        func.toml_type = toml  # type: ignore[attr-defined]
+        func.expects = expects  # type: ignore[attr-defined]
+        return func
+
+    return mark
 
 # RFC 1123 labels: letters, digits and inner hyphens, 1..63 characters.
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
+@option_type(float, "a number of seconds, 0 or more")
 def non_negative_seconds(text: str) -> float:
     """A number of seconds, 0 or more (``inf``: no limit)."""
     try:
@@ -29,6 +51,7 @@ def non_negative_seconds(text: str) -> float:
     return value
 
 
+@option_type(int, "a port number (0..65535; 0: any free port)")
 def port_number(text: str) -> int:
     """A TCP port to listen on: 0..65535, where 0 asks for any free port."""
     try:
@@ -40,6 +63,7 @@ def port_number(text: str) -> int:
     return value
 
 
+@option_type(str, "an IP address or a host name")
 def host_name(text: str) -> str:
     """An address to listen on: an IPv4 or IPv6 literal, or a host name."""
     try:

@@ -38,6 +38,7 @@ from services import (
     host_name,
     port_number,
     non_negative_seconds,
+    option_type,
 )
 
 __all__ = [
@@ -158,6 +159,7 @@ class EchoService(PortalService):
 # -- the plug-in ----------------------------------------------------------------------------
 
 
+@option_type(str, 'NAME:PASSWORD (a string, "alice:secret")')
 def _user_password(text: str) -> tuple[str, str]:
     name, sep, password = text.partition(":")
     if not sep or not name or not password:

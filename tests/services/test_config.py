@@ -227,3 +227,53 @@ def test_every_truncation_of_a_valid_file_loads_or_is_a_config_error(tmp_path, r
         else:
             loaded += 1
     assert loaded >= 1  # the whole file, at least
+
+
+class _Typed(ServicePlugin):
+    name = "typed"
+    description = "options of every kind of converter"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from services import host_name, non_negative_seconds, port_number
+
+        def _private_converter(text: str) -> str:
+            if not text.startswith("x"):
+                raise ValueError("must start with x")
+            return text
+
+        parser.add_argument("--port", type=port_number, default=1)
+        parser.add_argument("--host", type=host_name, default="127.0.0.1")
+        parser.add_argument("--wait", type=non_negative_seconds, default=1.0)
+        parser.add_argument("--tag", type=_private_converter, action="append", default=[])
+
+    def build(self, options, application):  # pragma: no cover - never run
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("port", '"8787"', 'expected a port number (0..65535; 0: any free port), got a string ("8787")'),
+    ("port", "1.5", "expected a port number (0..65535; 0: any free port), got a number (1.5)"),
+    ("port", "true", "expected a port number (0..65535; 0: any free port), got a boolean (true)"),
+    ("host", "5", "expected an IP address or a host name, got an integer (5)"),
+    ("wait", '"2"', 'expected a number of seconds, 0 or more, got a string ("2")'),
+    ("tag", '"x"', 'expected an array of a value --tag accepts, got a string ("x")'),
+])
+def test_config_values_are_typed_strictly_and_errors_name_no_function(
+        tmp_path, key, value, message):
+    registry = PluginRegistry(lambda: [])
+    registry.register(_Typed())
+    path = write(tmp_path, f'[[service]]\nplugin = "typed"\n{key} = {value}\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, registry=registry)
+    assert str(raised.value) == f"{path}: service[0].{key}: {message}"
+    assert "_private_converter" not in str(raised.value)
+
+
+def test_strictly_typed_values_of_the_right_type_are_taken(tmp_path):
+    registry = PluginRegistry(lambda: [])
+    registry.register(_Typed())
+    path = write(tmp_path, '[[service]]\nplugin = "typed"\nport = 8787\nwait = 2\n'
+                           'host = "::1"\ntag = ["xa", "xb"]\n')
+    (spec,) = load_config(path, registry=registry).services
+    assert (spec.options.port, spec.options.wait, spec.options.host, spec.options.tag) == (
+        8787, 2.0, "::1", ["xa", "xb"])
