@@ -302,6 +302,9 @@ class Console:
             return
         self._readline = readline
         readline.set_completer(self._completer)
+        # Brackets, quotes and dots stay in the word, so that the server
+        # sees services['demo'].ge whole, not the part after ].
+        readline.set_completer_delims(" \t\n`~!@#$%^&*()-=+{}\\|;:,<>/?")
         if "libedit" in (readline.__doc__ or ""):  # pragma: no cover - macOS
             readline.parse_and_bind("bind ^I rl_complete")
         else:

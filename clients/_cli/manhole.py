@@ -213,7 +213,8 @@ def _interactive(target: console.Target, user: str, password: str,
             return _fail(message)
         banner = (f"Manhole at {target} as {user}: Python inside the server. "
                   f"`application`, `services` and `portal` are here;\n"
-                  f"top-level await works. Ctrl-C interrupts, Ctrl-D leaves.")
+                  f"top-level await works. Ctrl-C interrupts at the next await (code "
+                  f"that blocks cannot be), Ctrl-D leaves.")
         return console.Console(loop, perspective, timeout=timeout,
                                history=console.history_path(), banner=banner).interact()
     finally:

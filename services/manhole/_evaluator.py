@@ -38,6 +38,7 @@ import contextvars
 import inspect
 import itertools
 import linecache
+import re
 import traceback
 from collections.abc import Callable
 from types import CodeType
@@ -324,6 +325,10 @@ class Evaluator:
         completer = rlcompleter.Completer(self.namespace)
         found: list[str] = []
         seen: set[str] = set()
+        if "." in text and not _DOTTED.fullmatch(text):
+            # rlcompleter only knows name.name.prefix; this is the
+            # services['demo'].ge<Tab> case.
+            return self._complete_subscripted(text, limit)
         for state in range(limit * 2):
             try:
                 match = completer.complete(text, state)
@@ -337,3 +342,40 @@ class Evaluator:
                 if len(found) >= limit:
                     break
         return found
+
+    def _complete_subscripted(self, text: str, limit: int) -> list[str]:
+        """Attributes of ``expr.prefix`` where ``expr`` is names, attributes
+        and subscripts by literal keys (``services['demo'].ge``): evaluated
+        as the interpreter's completer would, but never a call."""
+        expr, _, prefix = text.rpartition(".")
+        try:
+            tree = ast.parse(expr, mode="eval")
+        except SyntaxError:
+            return []
+        if not all(isinstance(node, _LOOKUPS) for node in ast.walk(tree)):
+            return []
+        try:
+            obj = eval(compile(tree, "<completion>", "eval"), self.namespace)
+        except Exception:
+            return []
+        import rlcompleter
+
+        postfix = rlcompleter.Completer(self.namespace)._callable_postfix
+        found = []
+        for name in sorted(set(dir(obj))):
+            if not name.startswith(prefix) or (name.startswith("_") and not prefix.startswith("_")):
+                continue
+            word = f"{expr}.{name}"
+            try:
+                word = postfix(getattr(obj, name), word)  # "(" or "()", as rlcompleter does
+            except Exception:
+                pass
+            found.append(word)
+            if len(found) >= limit:
+                break
+        return found
+
+
+#: What an expression before a completed attribute may be made of.
+_LOOKUPS = (ast.Expression, ast.Name, ast.Attribute, ast.Subscript, ast.Constant, ast.Load)
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.\w*)*")

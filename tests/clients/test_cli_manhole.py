@@ -381,6 +381,11 @@ def test_the_interactive_console(server, tmp_path):
         term.send(".name\n")
         assert "'pb'" in term.read_until(">>> ")
 
+        term.send("services['demo']['echo'].stat\t")  # through subscripts, as the README shows
+        term.read_until("services['demo']['echo'].stats()")
+        term.send("['echoes']\n")
+        assert "0" in term.read_until(">>> ")
+
         term.send("print('ok'); 1 / 0\n")
         out = term.read_until(">>> ")
         assert "ok" in out and "ZeroDivisionError: division by zero" in out

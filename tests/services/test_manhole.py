@@ -221,6 +221,20 @@ async def test_completion_of_names_and_attributes(evaluator):
     assert evaluator.complete("") == []
 
 
+async def test_completion_through_subscripts_and_never_through_calls(evaluator):
+    await evaluator.run("class Svc:\n    ready = True\n    def get(self, key): pass\n"
+                        "    def gear(self): pass\n"
+                        "services = {'demo': Svc()}\ncalls = []\n"
+                        "def spy():\n    calls.append(1)\n    return services\n")
+    assert evaluator.complete("services['demo'].ge") == ["services['demo'].gear()",
+                                                          "services['demo'].get("]
+    assert evaluator.complete('services["demo"].re') == ['services["demo"].ready']
+    assert evaluator.complete("services['nope'].ge") == []
+    assert evaluator.complete("spy()['demo'].ge") == []  # a call is never made
+    assert evaluator.complete("services[spy()].ge") == []
+    assert (await evaluator.run("calls"))["value"] == "[]"
+
+
 async def test_concurrent_sessions_do_not_mix_output():
     first, second = Evaluator(), Evaluator()
     source = ("for i in range(5):\n"
