@@ -24,6 +24,8 @@ from typing import Any, Callable, ClassVar
 
 import jelly
 
+from ._threads import exposed
+
 __all__ = ["Referenceable", "Root", "Perspective", "Viewable", "ViewPoint", "lookup_method"]
 
 
@@ -50,7 +52,8 @@ def _build_table(cls: type, prefix: str) -> dict[str, Any]:
                     f"{prefix}* are exposed to peers and must be methods"
                 )
             table[name] = value
-    return table
+    class_wide = bool(getattr(cls, "pb_in_thread", False))
+    return {name: exposed(value, class_wide) for name, value in table.items()}
 
 
 class _Exposed(jelly.Flavored):
