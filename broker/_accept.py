@@ -43,10 +43,12 @@ class Acceptor:
         self._loop = asyncio.get_running_loop()
         self._connect = connect
         self._describe = describe
+        self._backlog = backlog
         self._pending: set[asyncio.Task] = set()
+        self._retries: dict[socket.socket, asyncio.TimerHandle] = {}
         self._last_report = -REPORT_EVERY
         self._missed = 0
-        self._tasks: list[asyncio.Task] = []
+        self._closed = False
         self._sockets: list[socket.socket] = []
         try:
             for listening in sockets:
@@ -59,50 +61,59 @@ class Acceptor:
             for sock in self._sockets:
                 sock.close()
             raise
-        self._tasks = [self._loop.create_task(self._accept_forever(sock))
-                       for sock in self._sockets]
+        for sock in self._sockets:
+            self._loop.add_reader(sock, self._accept, sock)
 
     def close(self) -> None:
         """Stop accepting and close the sockets, now."""
+        if self._closed:
+            return
+        self._closed = True
+        for timer in self._retries.values():
+            timer.cancel()
+        self._retries.clear()
         for sock in self._sockets:
             if sock.fileno() >= 0:
-                # Unwatched before it is closed: the number may be reused at
-                # once, and the cancelled sock_accept() must not unwatch
-                # that newcomer later (removing cancels its handle).
-                self._loop.remove_reader(sock.fileno())
+                self._loop.remove_reader(sock)
                 sock.close()
-        for task in self._tasks:
-            task.cancel()
         for task in self._pending:  # TLS handshakes still under way
             task.cancel()
 
     async def wait_closed(self) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks)
         if self._pending:
             await asyncio.wait(list(self._pending))
 
-    async def _accept_forever(self, sock: socket.socket) -> None:
-        loop = self._loop
-        try:
-            while True:
-                try:
-                    conn, _ = await loop.sock_accept(sock)
-                except OSError as exc:
-                    if exc.errno in _OUT_OF_RESOURCES:
-                        self._out_of_resources(exc)
-                        await asyncio.sleep(RETRY_DELAY)
-                    elif not isinstance(exc, ConnectionAbortedError):
-                        # Not ours to fix (EPERM from a firewall, say): the
-                        # listener goes on, a little later.
-                        log.warning("%s: accept() failed: %s", self._describe(), exc)
-                        await asyncio.sleep(RETRY_DELAY)
-                    continue
-                task = loop.create_task(self._connect_one(conn))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
-        finally:
-            sock.close()
+    def _accept(self, sock: socket.socket) -> None:
+        # As asyncio does: up to a backlog's worth per readiness event.
+        for _ in range(self._backlog):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._out_of_resources(exc)
+                else:
+                    # Not ours to fix (EPERM from a firewall, say): the
+                    # listener goes on, a little later.
+                    log.warning("%s: accept() failed: %s", self._describe(), exc)
+                self._pause(sock)
+                return
+            conn.setblocking(False)
+            task = self._loop.create_task(self._connect_one(conn))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    def _pause(self, sock: socket.socket) -> None:
+        """Stop watching ``sock`` for RETRY_DELAY: Linux keeps reporting a
+        listening socket readable while accept() fails."""
+        self._loop.remove_reader(sock)
+        self._retries[sock] = self._loop.call_later(RETRY_DELAY, self._resume, sock)
+
+    def _resume(self, sock: socket.socket) -> None:
+        self._retries.pop(sock, None)
+        if not self._closed:
+            self._loop.add_reader(sock, self._accept, sock)
 
     async def _connect_one(self, conn: socket.socket) -> None:
         try:
@@ -122,4 +133,3 @@ class Acceptor:
                   "descriptors are free (%d more failures since the last report); "
                   "raise the limit (ulimit -n), or lower max_connections",
                   self._describe(), exc.strerror or exc, RETRY_DELAY, missed)
-

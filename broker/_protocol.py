@@ -950,8 +950,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if not self._ready.done():
             self._fail_ready(ConnectionLost(reason))
         futures, self._futures = self._futures, {}
-        queued, self._call_queue = self._call_queue, collections.deque()
-        for fut in [*futures.values(), *(entry[0] for entry in queued if entry[0] is not None)]:
+        pending = list(futures.values())
+        queue = self._call_queue
+        if queue:
+            pending += [entry[0] for entry in queue if entry[0] is not None]
+            queue.clear()
+        for fut in pending:
             if not fut.done():
                 _fail(fut, ConnectionLost(reason))
         # Calls still waiting for their turn never start: their peer is gone.
