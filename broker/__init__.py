@@ -24,6 +24,7 @@ from ._flavors import Perspective, Referenceable, Root, Viewable
 from ._limits import DEFAULT_LIMITS, Limits
 from ._threads import in_thread, use_thread_pool
 from ._protocol import Connection
+from ._reconnecting import Reconnecting, reconnecting
 from ._remote import RemoteReference
 from ._streaming import RemoteStream, collect, stream_bytes, stream_file
 
@@ -32,7 +33,7 @@ __all__ = [
     "Referenceable", "Root", "Perspective", "Viewable", "RemoteReference",
     "Cacheable", "RemoteCache", "RemoteCacheObserver", "register_cache", "unregister_cache",
     "RemoteStream", "stream_bytes", "stream_file", "collect", "expected_errors",
-    "in_thread", "use_thread_pool",
+    "in_thread", "use_thread_pool", "reconnecting", "Reconnecting",
     "Limits", "DEFAULT_LIMITS",
     "PBError", "ConnectionLost", "DeadReference", "RemoteError", "NoSuchMethod",
     "CallTimeout", "ProtocolError", "InsecureJelly", "LimitExceeded", "Unauthorized",

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         login_anonymous,
         shutdown,
     )
+    from ._reconnecting import Reconnecting, reconnecting
 
 __all__ = [
     "connect",
@@ -43,12 +44,18 @@ __all__ = [
     "RemoteStream",
     "DEFAULT_TIMEOUT",
     "USE_CONNECTION_TIMEOUT",
+    "reconnecting",
+    "Reconnecting",
 ]
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that ``pb run`` and ``pb user`` (which live
     # in this package) do not pay for importing the broker.
+    if name in ("reconnecting", "Reconnecting"):
+        from . import _reconnecting
+
+        return getattr(_reconnecting, name)
     if name in __all__:
         from . import _blocking
 

@@ -574,7 +574,8 @@ def test_wait_closed_gives_up_after_its_timeout(server):
 def test_the_public_names_are_pinned():
     assert sorted(clients.__all__) == sorted([
         "connect", "login", "login_anonymous", "shutdown", "Connection", "RemoteReference",
-        "RemoteStream", "DEFAULT_TIMEOUT", "USE_CONNECTION_TIMEOUT"])
+        "RemoteStream", "DEFAULT_TIMEOUT", "USE_CONNECTION_TIMEOUT", "reconnecting",
+        "Reconnecting"])
     for name in clients.__all__:
         assert getattr(clients, name) is not None
     with pytest.raises(AttributeError):
