@@ -425,7 +425,8 @@ async def login_anonymous(host: str | None = None, port: int | None = None, *,
                           mind: Any = None, path: str | os.PathLike[str] | None = None,
                           ssl: _ssl.SSLContext | None = None,
                           server_hostname: str | None = None,
-                          limits: Limits | None = None, timeout: float | None = 30.0) -> Any:
+                          limits: Limits | None = None,
+                          timeout: float | None = 30.0) -> RemoteReference:
     """Connect and log in anonymously, where the service allows it."""
     conn = await connect(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
                          limits=limits, timeout=timeout)
