@@ -94,19 +94,26 @@ class PortalService(Service):
                 f"the application's realm already has a cred service {self.service_name!r}; "
                 f"run one {type(self).__name__} per application, or give it another name"
             )
-        await ensure_service_name(self.store, self.service_name)
-        for user, password in self.users:
-            created = await ensure_account(self.store, user, password, [(self.service_name, None)])
-            _log.info("account created" if created else "account password reset",
-                      user=user, grant=f"{self.service_name}:{user}")
-        realm.add_service(self.realm_service)
+        # Bind first: a port that is taken must change nothing in the
+        # account store.  Logins that arrive before the realm has the
+        # service are refused like any other; there is no window the other
+        # way round.
+        server = await self.listen()
         try:
-            self.server = await self.listen()
+            await ensure_service_name(self.store, self.service_name)
+            for user, password in self.users:
+                created = await ensure_account(self.store, user, password,
+                                               [(self.service_name, None)])
+                _log.info("account created" if created else "account password reset",
+                          user=user, grant=f"{self.service_name}:{user}")
+            realm.add_service(self.realm_service)
         except BaseException:
-            realm.services.pop(self.service_name, None)
+            server.close()
+            await server.wait_closed()
             raise
+        self.server = server
         if self.socket_path is None:
-            self.port = self.server.port or self.port
+            self.port = server.port or self.port
         self.started_at = time.monotonic()
 
     async def listen(self) -> broker.Server:

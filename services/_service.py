@@ -309,7 +309,9 @@ class MultiService(Service):
 
     Children start in the order they were added, after this service's own
     ``on_start()``, and stop in reverse, before its own ``on_stop()``.  The
-    stop grace is a deadline shared by all children.
+    stop grace is a deadline shared by all children.  ``on_started()`` runs
+    once every child has started; if it raises, the start fails and the
+    children are stopped again.
     """
 
     def __init__(self, name: str | None = None) -> None:
@@ -379,6 +381,7 @@ class MultiService(Service):
             for child in self:
                 await child.start()
                 started.append(child)
+            await self.on_started()
         except BaseException:
             for child in reversed(started):
                 try:
@@ -392,6 +395,9 @@ class MultiService(Service):
                 _log.exception("service failed to stop after a failed start",
                                service=self.path)
             raise
+
+    async def on_started(self) -> None:
+        """Runs after every child has started (hook; does nothing here)."""
 
     async def _stop_hooks(self, deadline: float | None) -> None:
         loop = asyncio.get_running_loop()

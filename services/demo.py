@@ -3,9 +3,9 @@
 ``pb run demo`` builds the ``echo`` and ``manhole`` services through their
 own plug-ins (as ``pb run echo --port P`` and ``pb run manhole --port M``
 would), both on 127.0.0.1 and sharing the application's portal and account
-store, and puts them under one service named ``demo``.  At each start it
-creates the account ``admin`` (or resets its password) with a fresh random
-password, grants it ``pbecho:admin`` and ``manhole:admin``, and prints once
+store, and puts them under one service named ``demo``.  At each start,
+once both listen, it creates the account ``admin`` (or resets its password)
+with a fresh random password, grants it ``pbecho:admin`` and ``manhole:admin``, and prints once
 what a newcomer needs to try it.
 
 From the manhole the two services are ``services['demo']['echo']`` and
@@ -75,9 +75,9 @@ class DemoService(MultiService):
     def manhole(self) -> ManholeService:
         return self.get("manhole")  # type: ignore[return-value]
 
-    async def on_start(self) -> None:
-        # Runs before the children start, so the account exists when they
-        # accept logins.
+    async def on_started(self) -> None:
+        # After the children are listening: a port that is taken fails the
+        # start before the admin's password is touched.
         password = secrets.token_urlsafe(12)
         grants: list[tuple[str, str | None]] = [
             (self.echo.service_name, None),

@@ -205,3 +205,24 @@ def test_banner_matches_the_documented_example():
                         text.read_text(), re.S)
     assert example, "docs/manhole.md shows the demo banner"
     assert BANNER.match(example[1].rstrip("\n")), example[1]
+
+
+def test_a_busy_port_changes_nothing_in_the_account_store(tmp_path):
+    """Issue 16: pb run demo binds its ports before it touches the store."""
+    import socket
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    with cred.AccountStore(data / "accounts.sqlite3", create=True) as store:
+        store.add_user("admin", "the-old-password")
+    before = (data / "accounts.sqlite3").read_bytes()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = pb("run", "demo", "--port", str(busy), "--manhole-port", "0",
+                    "--data-dir", str(data), cwd=tmp_path, env=pb_env())
+    assert result.returncode == 1
+    assert "failed to start" in result.stderr and "address already in use" in result.stderr
+    # Not a byte of the store changed: the admin's password, the services.
+    assert (data / "accounts.sqlite3").read_bytes() == before
