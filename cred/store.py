@@ -88,7 +88,8 @@ def check_name(kind: str, name: object) -> str:
 
     Names are 1–128 characters, without whitespace or control characters,
     already in SASLprep form (so the name typed at login is the name
-    stored); service names also exclude ``:`` (``SERVICE:PERSPECTIVE``).
+    stored), and without ``:``, the keyring's separator
+    (``SERVICE:PERSPECTIVE``: a user ``a:b`` would make ``pbecho:a:b``).
     Raises :class:`~cred.errors.InvalidName` naming the problem.
     """
     if not isinstance(name, str) or not name:
@@ -97,8 +98,9 @@ def check_name(kind: str, name: object) -> str:
         raise InvalidName(f"{kind} name {name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
     if any(ch.isspace() or not ch.isprintable() for ch in name):
         raise InvalidName(f"{kind} name {name!r} contains whitespace or control characters")
-    if kind == "service" and ":" in name:
-        raise InvalidName(f"service name {name!r} contains ':' (reserved for SERVICE:PERSPECTIVE)")
+    if ":" in name:
+        raise InvalidName(f"{kind} name {name!r} contains ':', which separates SERVICE:PERSPECTIVE "
+                          f"on a keyring")
     try:
         prepared = scram.saslprep(name)
     except scram.ScramError as exc:

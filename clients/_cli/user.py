@@ -133,9 +133,13 @@ def _remove(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        for name in store.users():
+        names = store.users()
+        for name in names:
             ring = " ".join(f"{s}:{p}" for s, p in sorted(store.keyring(name)))
             print(f"{name}\t{ring}" if ring else name)
+        if not names:
+            # On stderr: standard output stays one line per account.
+            print(f"no users in {store.path} (add one: pb user add NAME)", file=sys.stderr)
     return 0
 
 

@@ -307,3 +307,24 @@ def test_a_damaged_database_on_a_real_command_line(accounts):
     result = pb_raw(accounts.parent, "list", "--db", str(accounts))
     assert result.returncode == 1
     assert result.stderr.startswith(b"pb user: ") and b"malformed" in result.stderr
+
+
+def test_list_says_when_there_are_no_users(workdir):
+    assert pb(workdir, "add-service", "pbecho").returncode == 0
+    result = pb(workdir, "list")
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert "no users in" in result.stderr and "pb user add NAME" in result.stderr
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("a:b", "contains ':', which separates SERVICE:PERSPECTIVE"),
+    ("tab\there", "whitespace or control characters"),
+    ("bell\x07", "whitespace or control characters"),
+    ("esc\x1b[31m", "whitespace or control characters"),
+])
+def test_add_refuses_the_keyring_separator_and_control_characters(workdir, name, reason):
+    result = pb(workdir, "add", name, stdin="pw\n")
+    assert result.returncode == 2
+    assert reason in result.stderr
+    assert pb(workdir, "grant", "alice", f"svc:{name}").returncode != 0
