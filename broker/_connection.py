@@ -483,8 +483,10 @@ class Broker:
         limit = isinstance(exc, jelly.LimitExceeded)
         if op == Op.CALL and fields == 7 and answer_wanted is not None:
             if answer_wanted:
+                # Named as the broker's own errors (docs/protocol.md §2.2),
+                # not as the serializer's private classes.
                 self._queue_error(req_id, "limit-exceeded" if limit else "insecure-jelly",
-                                  type(exc), str(exc))
+                                  LimitExceeded if limit else InsecureJelly, str(exc))
             return None
         if op in (Op.ANSWER, Op.ERROR) and req_id in self.waiting:
             # The answer holds something we refuse: that call fails, the

@@ -436,3 +436,28 @@ async def test_a_stream_that_is_not_pb_is_told_so_not_that_it_sent_too_much(open
         assert hint in goodbye[2]
         assert "sent more than" not in goodbye[2]
         await assert_server_still_serves(server)
+
+
+async def test_refused_arguments_are_named_as_the_broker_s_errors():
+    """docs/protocol.md: ERROR.type for these codes is broker.InsecureJelly /
+    broker.LimitExceeded, not the serializer's private classes."""
+    async with await broker.serve(Echo(), "127.0.0.1", 0) as server:
+        reader, writer = await raw_client(server.port)
+        deep = [1]
+        for _ in range(80):
+            deep = [deep]
+        writer.write(frame(HELLO))
+        writer.write(frame([1, 1, 0, "echo", [msgpack.ExtType(99, b"")], {}, True]))
+        writer.write(frame([1, 2, 0, "echo", [deep], {}, True]))
+        await writer.drain()
+        errors = {}
+        async with asyncio.timeout(5):
+            while len(errors) < 2:
+                (size,) = struct.unpack(">I", await reader.readexactly(4))
+                message = msgpack.unpackb(await reader.readexactly(size))
+                if message[0] == 3:
+                    errors[message[1]] = message[2:4]
+        assert errors == {1: ["insecure-jelly", "broker.InsecureJelly"],
+                          2: ["limit-exceeded", "broker.LimitExceeded"]}
+        writer.close()
+        await writer.wait_closed()
