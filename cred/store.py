@@ -83,6 +83,10 @@ CREATE TABLE keyring (
 """
 
 
+#: What AccountStore.verifier builds for a name without an account.
+_NO_ROW = (b"\0" * scram.SALT_LENGTH, scram.DEFAULT_ITERATIONS, b"\0" * 32, b"\0" * 32)
+
+
 def check_name(kind: str, name: object) -> str:
     """Validate an account, service or perspective name and return it.
 
@@ -357,10 +361,12 @@ class AccountStore:
         rows = self._query(
             "SELECT salt, iterations, stored_key, server_key FROM accounts WHERE name = ?", (name,)
         )
-        if not rows:
-            return None
-        salt, iterations, stored, server = rows[0]
-        return scram.ScramVerifier(bytes(salt), int(iterations), bytes(stored), bytes(server))
+        # A name without an account takes the same steps as one with: a
+        # verifier is built from a placeholder row, then dropped.  A login's
+        # first step must not tell them apart by its time.
+        salt, iterations, stored, server = rows[0] if rows else _NO_ROW
+        verifier = scram.ScramVerifier(bytes(salt), int(iterations), bytes(stored), bytes(server))
+        return verifier if rows else None
 
     # --- keyrings --------------------------------------------------------------
 
