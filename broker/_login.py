@@ -139,7 +139,12 @@ class _ConnectionRoot(Referenceable):
             challenge.abandon("abandoned (the connection closed)")
             raise Unauthorized(cred.LOGIN_FAILED)
         challenger = _Challenger(self, challenge)
-        self.challengers.add(challenger)
+        challengers = self.challengers
+        if len(challengers) >= 16:
+            # Expired ones the client still holds (the wire has no way to
+            # take a reference back): forget them here at least.
+            self.challengers = challengers = {c for c in challengers if not c._challenge.done}
+        challengers.add(challenger)
         return challenger
 
     async def remote_login_anonymous(self, service: Any = None, perspective: Any = None,

@@ -27,6 +27,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable
@@ -117,6 +118,8 @@ class Portal:
         self._opening = 0
         #: connection -> its SCRAM logins open (opening, or holding a challenge)
         self._per_connection: dict[Hashable, int] = {}
+        self._refused_full = 0
+        self._full_logged_at = -math.inf
         #: ticket -> (user name, expiry on the monotonic clock); oldest first
         self._tickets: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._secret = server_secret if server_secret is not None else secrets.token_bytes(32)
@@ -193,9 +196,9 @@ class Portal:
                           connection: Hashable | None = None) -> ScramChallenge:
         """Start a SCRAM login: parse the client-first message, wait out the
         throttle and start an attempt on it, look up the verifier (a fake
-        one for an unknown name, with the same work as for a known one) and
-        return a :class:`ScramChallenge` whose ``server_first`` goes back to
-        the client.  ``offered`` is as for :meth:`login`; the challenge
+        one for an unknown name, with the same work as for a known one),
+        and return a :class:`ScramChallenge` whose ``server_first`` goes
+        back to the client.  ``offered`` is as for :meth:`login`; the challenge
         keeps it for :meth:`ScramChallenge.finish`.  ``connection`` (any
         hashable, e.g. the transport's connection object) is what
         ``max_challenges_per_connection`` counts by.  Raises
@@ -289,20 +292,29 @@ class Portal:
 
     def _hold(self, connection: Hashable | None, account: str, source: Hashable | None) -> None:
         """Count a SCRAM login that is starting, or refuse it past a cap."""
-        if len(self._challenges) + self._opening >= self.max_challenges:
-            # The server is full, which is not this client's doing: logged,
-            # not counted by the throttle.
-            log.warning("login refused: account=%r source=%r: %d SCRAM logins are open "
-                        "(max_challenges=%d)", account, source,
-                        len(self._challenges) + self._opening, self.max_challenges)
+        open_now = len(self._challenges) + self._opening
+        if open_now >= self.max_challenges:
+            # The server is full, which is not this client's doing: not
+            # counted by the throttle, and logged once a second at most (a
+            # flood would otherwise write a line per refusal).
+            self._refused_full += 1
+            now = time.monotonic()
+            if now - self._full_logged_at >= 1.0:
+                log.warning("%d SCRAM logins refused in the last %.0f s, the latest account=%r "
+                            "source=%r: %d are open (max_challenges=%d)", self._refused_full,
+                            min(now - self._full_logged_at, 999), account, source, open_now,
+                            self.max_challenges)
+                self._full_logged_at, self._refused_full = now, 0
             raise Unauthorized()
         if connection is not None:
             held = self._per_connection.get(connection, 0)
             if held >= self.max_challenges_per_connection:
-                self._log_failure(_Failed(
-                    f"{held} SCRAM logins are already open on this connection "
-                    f"(max_challenges_per_connection={self.max_challenges_per_connection})"),
-                    account, source)
+                # Counted against the source, not the account: it is how this
+                # client uses its connection, not a guess at anyone's password.
+                self.throttle.failure(None, source)
+                log.info("login failed: account=%r source=%r: %d SCRAM logins are already open "
+                         "on this connection (max_challenges_per_connection=%d)", account, source,
+                         held, self.max_challenges_per_connection)
                 raise Unauthorized()
             self._per_connection[connection] = held + 1
         self._opening += 1
@@ -500,6 +512,11 @@ class ScramChallenge:
         #: After a successful :meth:`finish`: a single-use ticket for this
         #: account's next one-trip login (None if the portal issues none).
         self.ticket: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the challenge was answered, expired or abandoned."""
+        return self._used
 
     def _close(self) -> None:
         """Leave the portal's tables and drop what the exchange held (the

@@ -249,3 +249,20 @@ async def test_unanswered_challenges_are_freed_and_counted_at_the_challenge_time
             assert portal.open_challenges == 0
     finally:
         cred.ScramServer.__init__ = original
+
+
+async def test_a_refusal_past_the_connections_cap_counts_against_the_source_not_the_account():
+    # Four logins run at once without waiting (free_failures=4); the fifth
+    # is refused, and that refusal is a failure of the source's only.
+    portal = make_portal(cred.Throttle(base_delay=10, free_failures=4))
+    async with await broker.serve(portal, "127.0.0.1", 0) as server:
+        async with await broker.connect("127.0.0.1", server.port) as conn:
+            root = await conn.root()
+            held = [await root.call_remote("login", first("user0")) for _ in range(4)]
+            assert portal.throttle.delay_for("someone", "127.0.0.1") == 0
+            with pytest.raises(broker.RemoteError) as info:
+                await root.call_remote("login", first("user0"))
+            assert refused(info.value)
+            assert portal.throttle.delay_for("someone", "127.0.0.1") > 9
+            assert portal.throttle.delay_for("user0", "192.0.2.1") == 0
+            del held
