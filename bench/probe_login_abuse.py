@@ -12,6 +12,10 @@ it is answered.  Prints the proofs the server checked per second, from one
 source address, over ``--seconds``.  The server's portal has the default
 ``Throttle()`` and default limits, as ``pb run`` has.
 
+``--per-connection N`` sets the server portal's
+``max_challenges_per_connection`` (to see the throttle alone hold, raise it
+above ``--concurrent``).
+
 ``flood``: each connection sends ``--challenges`` ``login`` calls and never
 answers one.  Prints the server's RSS (from /proc) before, when every call
 was answered (a challenge or a refusal), and after the challenge timeout
@@ -44,14 +48,15 @@ sys.path.insert(0, str(REPO))
 
 # --- the server (child process) ------------------------------------------------
 
-async def _serve(challenge_timeout: float) -> None:
+async def _serve(challenge_timeout: float, per_connection: int | None) -> None:
     import broker
     import cred
 
     checker = cred.InMemoryChecker({"alice": "correct horse battery staple"},
                                    keyring={"alice": [("pbecho", None)]})
+    caps = {} if per_connection is None else {"max_challenges_per_connection": per_connection}
     portal = cred.Portal(cred.ServiceRealm(cred.Service("pbecho")), [checker],
-                         challenge_timeout=challenge_timeout)
+                         challenge_timeout=challenge_timeout, **caps)
     server = await broker.serve(portal, "127.0.0.1", 0)
     print(server.port, flush=True)
     async with server:
@@ -65,9 +70,10 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def _start_server(challenge_timeout: float) -> tuple[subprocess.Popen, int]:
+def _start_server(challenge_timeout: float, per_connection: int | None) -> tuple[subprocess.Popen, int]:
+    extra = [] if per_connection is None else ["--per-connection", str(per_connection)]
     child = subprocess.Popen(
-        [sys.executable, __file__, "serve", "--challenge-timeout", str(challenge_timeout)],
+        [sys.executable, __file__, "serve", "--challenge-timeout", str(challenge_timeout), *extra],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     port = int(child.stdout.readline())
     return child, port
@@ -134,31 +140,47 @@ async def _flood(pid: int, port: int, connections: int, challenges: int, timeout
     kept = []
     answered = refused = 0
 
-    async def one(root) -> None:
+    async def one(root, slots: asyncio.Semaphore) -> None:
         nonlocal answered, refused
         try:
             kept.append(await root.call_remote("login", cred.ScramClient("mallory", "x").first()))
             answered += 1
         except broker.RemoteError:
             refused += 1
+        finally:
+            slots.release()
 
+    async def send_all(root) -> None:
+        slots = asyncio.Semaphore(1000)  # the client's own cap on calls in flight is 1024
+        for _ in range(challenges):
+            await slots.acquire()
+            tasks.append(asyncio.create_task(one(root, slots)))
+
+    tasks: list[asyncio.Task] = []
     try:
         roots = [await c.root() for c in conns]
-        for sent in range(0, challenges, 1000):  # the client's own cap on calls in flight
-            batch = min(1000, challenges - sent)
-            await asyncio.gather(*[one(root) for root in roots for _ in range(batch)])
-        await asyncio.sleep(0.5)
+        await asyncio.gather(*[send_all(root) for root in roots])
+        # Wait until the answers stop coming (logins the throttle holds back
+        # may stay unanswered for a long time: that is the point).
+        last = -1
+        while answered + refused != last:
+            last = answered + refused
+            await asyncio.sleep(1.0)
         peak = _rss_mib(pid)
+        issued, pending = answered, len(tasks) - answered - refused
         await asyncio.sleep(timeout + 1)
         after = _rss_mib(pid)
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for c in conns:
             await c.close()
-    print(f"{connections} connections x {challenges} challenges never answered: "
-          f"{answered} issued, {refused} refused; server RSS {before:.0f} MiB before, "
-          f"{peak:.0f} MiB with them open (+{peak - before:.0f}), "
-          f"{after:.0f} MiB {timeout + 1:.0f} s later, after the challenge timeout "
-          f"(+{after - before:.0f})")
+    print(f"{connections} connections x {challenges} login calls, challenges never answered: "
+          f"{issued} challenges issued, {refused} logins refused, {pending} held back by the "
+          f"throttle; server RSS {before:.0f} MiB before, {peak:.0f} MiB when the answers "
+          f"stopped (+{peak - before:.0f}), {after:.0f} MiB {timeout + 1:.0f} s later, after "
+          f"the challenge timeout (+{after - before:.0f})")
 
 
 # --- first step ------------------------------------------------------------------
@@ -198,16 +220,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--challenges", type=int, default=10_000)
     parser.add_argument("--challenge-timeout", type=float, default=60.0)
+    parser.add_argument("--per-connection", type=int, default=None,
+                        help="the server's max_challenges_per_connection (default: the portal's)")
     args = parser.parse_args()
     if args.mode == "serve":
-        asyncio.run(_serve(args.challenge_timeout))
+        asyncio.run(_serve(args.challenge_timeout, args.per_connection))
         return
     if args.mode == "first-step":
         asyncio.run(_first_step(3000))
         return
     timeout = args.challenge_timeout if args.mode == "flood" and "--challenge-timeout" in sys.argv else (
         5.0 if args.mode == "flood" else 60.0)
-    child, port = _start_server(timeout)
+    child, port = _start_server(timeout, args.per_connection)
     try:
         if args.mode == "guess":
             asyncio.run(_guess(port, args.connections or 4, args.concurrent, args.seconds))
