@@ -14,6 +14,12 @@ The exchange is SCRAM-SHA-256 (RFC 5802/7677 messages) carried as two calls::
 
 The server never runs the KDF during a login: it holds StoredKey/ServerKey
 only.  Every refusal is ``Unauthorized`` with one fixed message.
+
+Each connection counts as one ``connection=`` for the portal's cap on open
+challenges (``Portal.max_challenges_per_connection``, 4 by default).  A
+challenge ends when it is answered, when the portal's challenge timeout
+passes, when the client drops the challenger, or when the connection
+closes; the last two abandon it (counted as a failed login).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 import cred
 
-from ._errors import PBError, RemoteError, Unauthorized
+from ._errors import NoSuchMethod, PBError, RemoteError, Unauthorized
 from ._flavors import Referenceable, Root
 from ._remote import RemoteReference
 
@@ -96,6 +102,9 @@ class _ConnectionRoot(Referenceable):
         self.offered = offered
         self.connection = connection
         self.sessions: list[_Session] = []
+        #: challengers handed out on this connection whose challenge may
+        #: still be open: abandoned if the connection closes first
+        self.challengers: set[_Challenger] = set()
         protocol = connection._protocol
         protocol.release_hooks.append(self._released)
         # A session whose perspective never reached the peer (its answer
@@ -113,10 +122,10 @@ class _ConnectionRoot(Referenceable):
         # malformed messages like any other failed login.
         try:
             challenge = await self.portal.begin_scram(client_first, source=self._source(),
-                                                      offered=self.offered)
+                                                      offered=self.offered, connection=self)
         except cred.Unauthorized:
             raise Unauthorized(cred.LOGIN_FAILED) from None
-        return _Challenger(self, challenge), challenge.server_first
+        return self._challenger(challenge), challenge.server_first
 
     async def remote_login_one_trip(self, client_first: Any, ticket: Any, server_first: Any,
                                     client_final: Any, service: Any = None,
@@ -124,12 +133,28 @@ class _ConnectionRoot(Referenceable):
         try:
             challenge, result = await self.portal.scram_one_trip(
                 client_first, ticket, server_first, client_final, source=self._source(),
-                service=service, perspective=perspective, mind=mind, offered=self.offered)
+                service=service, perspective=perspective, mind=mind, offered=self.offered,
+                connection=self)
         except cred.Unauthorized:
             raise Unauthorized(cred.LOGIN_FAILED) from None
         if result is None:
-            return _Challenger(self, challenge), challenge.server_first
+            return self._challenger(challenge), challenge.server_first
         return self._welcome(challenge, result, mind)
+
+    def _challenger(self, challenge: Any) -> _Challenger:
+        if not self.connection.is_open:
+            # Closed while the portal looked the verifier up: nobody will
+            # answer, and the close has already abandoned the others.
+            challenge.abandon("abandoned (the connection closed)")
+            raise Unauthorized(cred.LOGIN_FAILED)
+        challenger = _Challenger(self, challenge)
+        challengers = self.challengers
+        if len(challengers) >= 16:
+            # Expired ones the client still holds (the wire has no way to
+            # take a reference back): forget them here at least.
+            self.challengers = challengers = {c for c in challengers if not c._challenge.done}
+        challengers.add(challenger)
+        return challenger
 
     async def remote_login_anonymous(self, service: Any = None, perspective: Any = None,
                                      mind: Any = None) -> Any:
@@ -165,6 +190,9 @@ class _ConnectionRoot(Referenceable):
         return result.server_final, self._attach(result.avatar, mind, result.logout), challenge.ticket
 
     def _disconnected(self, connection: Any) -> None:
+        challengers, self.challengers = self.challengers, set()
+        for challenger in challengers:
+            challenger.abandon("abandoned (the connection closed)")
         sessions, self.sessions = self.sessions, []
         for session in sessions:
             session.end()
@@ -172,6 +200,10 @@ class _ConnectionRoot(Referenceable):
     def _released(self, object_id: int, entry: Any) -> None:
         """The peer dropped a reference (or the connection closed)."""
         obj = entry.obj
+        if type(obj) is _Challenger:
+            self.challengers.discard(obj)
+            obj.abandon("dropped by the client")
+            return
         if obj is self:
             sessions, self.sessions = self.sessions, []
             for session in sessions:
@@ -197,8 +229,12 @@ class _Challenger(Referenceable):
         self._root = root
         self._challenge = challenge
 
+    def abandon(self, reason: str) -> None:
+        self._challenge.abandon(reason)  # nothing if it was answered or expired
+
     async def remote_respond(self, client_final: Any, service: Any = None,
                              perspective: Any = None, mind: Any = None) -> tuple[str, Any, str | None]:
+        self._root.challengers.discard(self)  # answered: nothing left to abandon
         try:  # the portal uses the challenge up even for a malformed proof
             result = await self._challenge.finish(client_final, service=service,
                                                   perspective=perspective, mind=mind)
@@ -230,8 +266,18 @@ async def login_over(connection: Any, username: str, password: str, *,
     challenger = None
     try:
         trip = await _scram(client.one_trip_async())
+        answer = None
         if trip is not None:
-            answer = await root.call_remote("login_one_trip", *trip, service, perspective, mind)
+            try:
+                answer = await root.call_remote("login_one_trip", *trip, service, perspective,
+                                                mind)
+            except NoSuchMethod:
+                # Another server on that address now (one without one-trip
+                # logins, or not a portal at all): the ordinary exchange,
+                # with a client that holds no ticket.
+                client = cred.ScramClient(username, password)
+                trip = None
+        if answer is not None:
             if _is_challenge(answer):
                 challenger, server_first = answer
             else:

@@ -9,9 +9,13 @@ Two ways in, both ending in the same checks and the same single error:
   :meth:`Portal.scram_one_trip`, the same proof in one message from a client
   that remembers the account's salt.
 
-Each login: pick the checker (or verifier source), wait out the throttle,
-check the proof, check the keyring if a service was named, ask the realm for
-the avatar of a :class:`~cred.perspective.PerspectiveKey`.  Any failure is
+Each login: pick the checker (or verifier source), wait out the throttle
+and start an attempt on it (for SCRAM: before the first answer, so the
+challenge itself is throttled and counted), check the proof, check the
+keyring if a service was named, ask the realm for the avatar of a
+:class:`~cred.perspective.PerspectiveKey`, and tell the throttle how the
+attempt ended.  Open SCRAM challenges are bounded per connection and in all,
+and each is freed when it is answered, abandoned or times out.  Any failure is
 :class:`~cred.errors.Unauthorized` with one fixed message; the real reason
 goes to the ``cred.portal`` logger (at ERROR when the account store itself
 failed: a client must not learn the database's path or SQLite's message).
@@ -23,6 +27,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable
@@ -32,7 +37,7 @@ from . import scram
 from .errors import CredError, ScramError, StoreError, Unauthorized
 from .interfaces import ICredentials, ICredentialsChecker, IKeyring, IRealm, IScramVerifierSource
 from .perspective import ANONYMOUS, PerspectiveKey
-from .throttle import Throttle
+from .throttle import Attempt, Throttle
 
 __all__ = ["Portal", "ScramChallenge", "LoginResult", "ScramLoginResult"]
 
@@ -64,7 +69,13 @@ class Portal:
     ``server_secret`` seeds fake SCRAM verifiers only when no checker is an
     ``IScramVerifierSource`` (so SCRAM starts still look normal); sources
     make their own fakes.  ``challenge_timeout`` bounds the time between
-    :meth:`begin_scram` and :meth:`ScramChallenge.finish`.  Each SCRAM
+    :meth:`begin_scram` and :meth:`ScramChallenge.finish`: a challenge
+    still unanswered then is freed and counted as a failed login.  At most
+    ``max_challenges`` SCRAM logins are open at once (started and not yet
+    answered, expired or abandoned), and at most
+    ``max_challenges_per_connection`` for one ``connection=`` (what the
+    transport passes to tell its connections apart); a login past either
+    cap is refused at once.  Each SCRAM
     login issues a single-use ticket for a later one-trip login
     (:meth:`scram_one_trip`); the portal keeps at most ``max_tickets`` (the
     oldest go first; 0 turns one-trip logins off), each for
@@ -81,6 +92,8 @@ class Portal:
         challenge_timeout: float = 60.0,
         max_tickets: int = 10_000,
         ticket_lifetime: float = 3600.0,
+        max_challenges: int = 10_000,
+        max_challenges_per_connection: int = 4,
     ) -> None:
         if not IRealm.providedBy(realm) and not callable(getattr(realm, "request_avatar", None)):
             raise TypeError(f"{realm!r} is not a realm (it needs request_avatar)")
@@ -93,6 +106,20 @@ class Portal:
         if not isinstance(ticket_lifetime, (int, float)) or not ticket_lifetime > 0:
             raise ValueError(f"ticket_lifetime must be a positive number of seconds, not {ticket_lifetime!r}")
         self.ticket_lifetime = ticket_lifetime
+        for name, value in (("max_challenges", max_challenges),
+                            ("max_challenges_per_connection", max_challenges_per_connection)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, not {value!r}")
+        self.max_challenges = max_challenges
+        self.max_challenges_per_connection = max_challenges_per_connection
+        #: SCRAM challenges sent and not yet answered, expired or abandoned
+        self._challenges: set[ScramChallenge] = set()
+        #: SCRAM logins waiting for the throttle or the verifier (no challenge yet)
+        self._opening = 0
+        #: connection -> its SCRAM logins open (opening, or holding a challenge)
+        self._per_connection: dict[Hashable, int] = {}
+        self._refused_full = 0
+        self._full_logged_at = -math.inf
         #: ticket -> (user name, expiry on the monotonic clock); oldest first
         self._tickets: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._secret = server_secret if server_secret is not None else secrets.token_bytes(32)
@@ -132,22 +159,28 @@ class Portal:
         """
         username = getattr(credentials, "username", None)
         account = username if isinstance(username, str) else None
+        attempt = None
         try:
             _check_request(service, perspective, offered)
             checker = self._checker_for(credentials)
-            await self._wait(account, source)
+            attempt = await self._admit(account, source)
             try:
                 identity = await checker.request_avatar_id(credentials)
             except Unauthorized:
                 raise _Failed("bad credentials") from None
-            return await self._enter(identity, checker, mind, interfaces, service, perspective,
-                                     account, source)
+            result = await self._enter(identity, checker, mind, interfaces, service, perspective)
         except _Failed as failure:
-            self._log_failure(failure, account, source)
+            self._log_failure(failure, account, source, attempt)
             raise Unauthorized() from None
         except StoreError as exc:
-            _log_store_failure(exc, account, source)
+            _log_store_failure(exc, account, source, attempt)
             raise Unauthorized() from None
+        except BaseException:
+            if attempt is not None:
+                attempt.failure()  # cancelled mid-check: it may have been a guess
+            raise
+        attempt.success()
+        return result
 
     def _checker_for(self, credentials: Any) -> Any:
         if ICredentials.providedBy(credentials):
@@ -159,16 +192,34 @@ class Portal:
     # --- SCRAM -----------------------------------------------------------------
 
     async def begin_scram(self, client_first: str, *, source: Hashable | None = None,
-                          offered: Collection[str] | None = None) -> ScramChallenge:
-        """Start a SCRAM login: parse the client-first message, look up the
-        verifier (a fake one for an unknown name) and return a
-        :class:`ScramChallenge` whose ``server_first`` goes back to the
-        client.  ``offered`` is as for :meth:`login`; the challenge keeps it
-        for :meth:`ScramChallenge.finish`.  Raises :class:`Unauthorized` if
-        the message is malformed."""
+                          offered: Collection[str] | None = None,
+                          connection: Hashable | None = None) -> ScramChallenge:
+        """Start a SCRAM login: parse the client-first message, wait out the
+        throttle and start an attempt on it, look up the verifier (a fake
+        one for an unknown name, with the same work as for a known one),
+        and return a :class:`ScramChallenge` whose ``server_first`` goes
+        back to the client.  ``offered`` is as for :meth:`login`; the challenge
+        keeps it for :meth:`ScramChallenge.finish`.  ``connection`` (any
+        hashable, e.g. the transport's connection object) is what
+        ``max_challenges_per_connection`` counts by.  Raises
+        :class:`Unauthorized` if the message is malformed or a cap on open
+        challenges is reached."""
         server = self._scram_server(client_first, source, None)
-        checker, verifier, known = await self._verifier_for(server.username, source)
-        return ScramChallenge(self, server, server.start(verifier), checker, known, source, offered)
+        username = server.username
+        self._hold(connection, username, source)
+        attempt = None
+        try:
+            attempt = await self._admit(username, source)
+            checker, verifier, known = await self._verifier_for(username, source, attempt)
+        except BaseException:
+            self._unhold(connection)
+            if attempt is not None:
+                attempt.failure()  # cancelled after it started (a no-op if already ended)
+            raise
+        finally:
+            self._opening -= 1
+        return self._challenge(server, server.start(verifier), checker, known, source, offered,
+                               attempt, connection)
 
     async def scram_one_trip(
         self,
@@ -183,6 +234,7 @@ class Portal:
         mind: Any = None,
         interfaces: Iterable[Any] = (),
         offered: Collection[str] | None = None,
+        connection: Hashable | None = None,
     ) -> tuple[ScramChallenge, ScramLoginResult | None]:
         """A SCRAM login in one message from the client.
 
@@ -207,17 +259,81 @@ class Portal:
         plausible = scram._valid_ticket(ticket)
         server = self._scram_server(client_first, source, ticket if plausible else None)
         username = server.username
-        checker, verifier, known = await self._verifier_for(username, source)
+        self._hold(connection, username, source)
+        attempt = None
+        try:
+            attempt = await self._admit(username, source)
+            checker, verifier, known = await self._verifier_for(username, source, attempt)
+        except BaseException:
+            self._unhold(connection)
+            if attempt is not None:
+                attempt.failure()
+            raise
+        finally:
+            self._opening -= 1
         if plausible:
             expected = server.start(verifier)
             if self._redeem(ticket, username) and server_first == expected:
-                challenge = ScramChallenge(self, server, expected, checker, known, source, offered)
+                challenge = self._challenge(server, expected, checker, known, source, offered,
+                                            attempt, connection)
                 result = await challenge.finish(client_final, service=service, perspective=perspective,
                                                 mind=mind, interfaces=interfaces)
                 return challenge, result
             server = scram.ScramServer(client_first)  # the fallback's own fresh nonce
-        return (ScramChallenge(self, server, server.start(verifier), checker, known, source, offered),
-                None)
+        # The fallback challenge carries on the attempt started above: one
+        # login, one attempt, however many calls it takes.
+        return (self._challenge(server, server.start(verifier), checker, known, source, offered,
+                                attempt, connection), None)
+
+    @property
+    def open_challenges(self) -> int:
+        """SCRAM challenges sent and not yet answered, expired or abandoned."""
+        return len(self._challenges)
+
+    def _hold(self, connection: Hashable | None, account: str, source: Hashable | None) -> None:
+        """Count a SCRAM login that is starting, or refuse it past a cap."""
+        open_now = len(self._challenges) + self._opening
+        if open_now >= self.max_challenges:
+            # The server is full, which is not this client's doing: not
+            # counted by the throttle, and logged once a second at most (a
+            # flood would otherwise write a line per refusal).
+            self._refused_full += 1
+            now = time.monotonic()
+            if now - self._full_logged_at >= 1.0:
+                log.warning("%d SCRAM logins refused in the last %.0f s, the latest account=%r "
+                            "source=%r: %d are open (max_challenges=%d)", self._refused_full,
+                            min(now - self._full_logged_at, 999), account, source, open_now,
+                            self.max_challenges)
+                self._full_logged_at, self._refused_full = now, 0
+            raise Unauthorized()
+        if connection is not None:
+            held = self._per_connection.get(connection, 0)
+            if held >= self.max_challenges_per_connection:
+                # Counted against the source, not the account: it is how this
+                # client uses its connection, not a guess at anyone's password.
+                self.throttle.failure(None, source)
+                log.info("login failed: account=%r source=%r: %d SCRAM logins are already open "
+                         "on this connection (max_challenges_per_connection=%d)", account, source,
+                         held, self.max_challenges_per_connection)
+                raise Unauthorized()
+            self._per_connection[connection] = held + 1
+        self._opening += 1
+
+    def _unhold(self, connection: Hashable | None) -> None:
+        if connection is not None:
+            held = self._per_connection.pop(connection) - 1
+            if held:
+                self._per_connection[connection] = held
+
+    def _challenge(self, server: scram.ScramServer, server_first: str, checker: Any, known: bool,
+                   source: Hashable | None, offered: Collection[str] | None, attempt: Attempt,
+                   connection: Hashable | None) -> ScramChallenge:
+        challenge = ScramChallenge(self, server, server_first, checker, known, source, offered,
+                                   attempt=attempt, connection=connection)
+        self._challenges.add(challenge)
+        challenge._timer = asyncio.get_running_loop().call_later(self.challenge_timeout,
+                                                                 challenge.abandon, "expired")
+        return challenge
 
     def _issue_ticket(self, username: str) -> str | None:
         if self.max_tickets <= 0:
@@ -245,28 +361,42 @@ class Portal:
             self._log_failure(_Failed(f"malformed client-first: {exc}"), None, source)
             raise Unauthorized() from None
 
-    async def _verifier_for(self, username: str, source: Hashable | None) -> tuple[Any, Any, bool]:
+    async def _verifier_for(self, username: str, source: Hashable | None,
+                            attempt: Attempt | None = None) -> tuple[Any, Any, bool]:
         """(checker, verifier, known): the account's verifier, or a fake one
-        shaped like it for an unknown name."""
+        shaped like it for an unknown name.
+
+        Both are looked up whether the name is known or not, so the first
+        step does the same work either way: an unknown name used to cost
+        the fake's derivation on top (about 28 µs, enough to tell which
+        users exist)."""
         checker = next((c for c in self._checkers if IScramVerifierSource.providedBy(c)), None)
         try:
-            verifier = await checker.get_scram_verifier(username) if checker is not None else None
-            known = verifier is not None
-            if verifier is None:
-                if checker is not None:
-                    verifier = await checker.fake_scram_verifier(username)
-                else:
-                    verifier = scram.fake_verifier(self._secret, username)
+            if checker is not None:
+                real = await checker.get_scram_verifier(username)
+                fake = await checker.fake_scram_verifier(username)
+            else:
+                real = None
+                fake = scram.fake_verifier(self._secret, username)
         except StoreError as exc:
-            _log_store_failure(exc, username, source)
+            _log_store_failure(exc, username, source, attempt)
             raise Unauthorized() from None
-        return checker, verifier, known
+        known = real is not None
+        return checker, real if known else fake, known
 
     # --- shared tail -----------------------------------------------------------
 
-    async def _wait(self, account: str | None, source: Hashable | None) -> None:
-        delay = self.throttle.delay_for(account, source)
-        if delay > 0:
+    async def _admit(self, account: str | None, source: Hashable | None) -> Attempt:
+        """Wait until the throttle lets a login for ``account`` from
+        ``source`` start, and start it.  Attempts that wait together wake
+        together; the first to run takes the slot (no ``await`` between the
+        last check and the start) and the others go back to sleep, so they
+        start one at a time, as far apart as sequential failures would."""
+        throttle = self.throttle
+        while True:
+            delay = throttle.delay_for(account, source)
+            if delay <= 0:
+                return throttle.start(account, source)
             await asyncio.sleep(delay)
 
     async def _enter(
@@ -277,8 +407,6 @@ class Portal:
         interfaces: tuple,
         service: str | None,
         perspective: str | None,
-        account: str | None,
-        source: Hashable | None,
     ) -> LoginResult:
         if identity is ANONYMOUS:
             key = PerspectiveKey(ANONYMOUS, service, perspective)
@@ -298,7 +426,6 @@ class Portal:
             interface, avatar, logout = result
         except (KeyError, CredError) as exc:
             raise _Failed(f"realm refused {key!r}: {exc!r}") from None
-        self.throttle.success(account, source)
         return LoginResult(interface, avatar, logout)
 
     async def _keyring(self, identity: str, checker: Any) -> set[tuple[str, str]] | None:
@@ -309,13 +436,20 @@ class Portal:
                 return await other.get_keyring(identity)
         return None
 
-    def _log_failure(self, failure: Exception, account: str | None, source: Hashable | None) -> None:
-        self.throttle.failure(account, source)
+    def _log_failure(self, failure: Exception, account: str | None, source: Hashable | None,
+                     attempt: Attempt | None = None) -> None:
+        if attempt is not None and not attempt.done:
+            attempt.failure()
+        else:  # refused before any attempt started, or a replay of one that ended
+            self.throttle.failure(account, source)
         log.info("login failed: account=%r source=%r: %s", account, source, failure)
 
 
-def _log_store_failure(exc: StoreError, account: str | None, source: Hashable | None) -> None:
+def _log_store_failure(exc: StoreError, account: str | None, source: Hashable | None,
+                       attempt: Attempt | None = None) -> None:
     # The server's fault, not the client's: not counted by the throttle.
+    if attempt is not None:
+        attempt.release()
     log.error("login could not be checked: account=%r source=%r: the account store failed: %s",
               account, source, exc)
 
@@ -341,7 +475,12 @@ class ScramChallenge:
 
     Send :attr:`server_first` to the client, then hand its client-final
     message to :meth:`finish`.  One shot: a second ``finish`` (a replayed
-    proof) fails, and so does one after ``Portal.challenge_timeout``.
+    proof) fails, and so does one after ``Portal.challenge_timeout``.  A
+    transport that will not deliver an answer (the client dropped the
+    challenge, or its connection closed) calls :meth:`abandon`.  Either way
+    the challenge then leaves the portal's tables and lets go of the
+    verifier and the SCRAM state, and an unanswered one is counted as a
+    failed login.
     """
 
     def __init__(
@@ -353,13 +492,19 @@ class ScramChallenge:
         known: bool,
         source: Hashable | None,
         offered: Collection[str] | None = None,
+        *,
+        attempt: Attempt | None = None,
+        connection: Hashable | None = None,
     ) -> None:
         self._portal = portal
         self._offered = offered
-        self._server = server
+        self._server: scram.ScramServer | None = server
         self._checker = checker
         self._known = known
         self._source = source
+        self._attempt = attempt
+        self._connection = connection
+        self._timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
         self._used = False
         self.username: str = server.username
@@ -367,6 +512,35 @@ class ScramChallenge:
         #: After a successful :meth:`finish`: a single-use ticket for this
         #: account's next one-trip login (None if the portal issues none).
         self.ticket: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the challenge was answered, expired or abandoned."""
+        return self._used
+
+    def _close(self) -> None:
+        """Leave the portal's tables and drop what the exchange held (the
+        verifier and the SCRAM state), so that a challenge a client keeps
+        a reference to costs next to nothing once it is over."""
+        self._used = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        portal = self._portal
+        if self in portal._challenges:
+            portal._challenges.discard(self)
+            portal._unhold(self._connection)
+        self._server = self._checker = self._offered = None
+
+    def abandon(self, reason: str = "abandoned") -> None:
+        """End a challenge that will not be answered: freed, and counted as
+        a failed login (an unanswered challenge is how a flood, or a guess
+        broken off, looks).  Does nothing once the challenge was answered."""
+        if self._used:
+            return
+        self._close()
+        self._portal._log_failure(_Failed(f"challenge {reason} without an answer"),
+                                  self.username, self._source, self._attempt)
 
     async def finish(
         self,
@@ -385,29 +559,38 @@ class ScramChallenge:
         """
         portal = self._portal
         account, source = self.username, self._source
+        attempt = self._attempt
         try:
             if self._used:
-                raise _Failed("challenge already used (replayed client-final?)")
-            self._used = True  # before any await: concurrent finishes cannot both run
-            if time.monotonic() - self._started > portal.challenge_timeout:
+                raise _Failed("challenge already used (replayed client-final?) or expired")
+            server, checker, offered, known = self._server, self._checker, self._offered, self._known
+            expired = time.monotonic() - self._started > portal.challenge_timeout
+            self._close()  # before any await: concurrent finishes cannot both run
+            assert server is not None
+            if expired:
                 raise _Failed("challenge expired")
             interfaces = tuple(interfaces)
-            _check_request(service, perspective, self._offered)
-            await portal._wait(account, source)
+            _check_request(service, perspective, offered)
+            if attempt is None:  # not made by the portal: throttle here
+                attempt = await portal._admit(account, source)
             try:
-                server_final = self._server.finish(client_final)
+                server_final = server.finish(client_final)
             except ScramError as exc:
                 raise _Failed(f"SCRAM proof refused: {exc}") from None
-            if not self._known:
+            if not known:
                 raise _Failed("no such account")  # unreachable in practice: fakes match no proof
             interface, avatar, logout = await portal._enter(
-                account, self._checker, mind, interfaces, service, perspective, account, source
-            )
+                account, checker, mind, interfaces, service, perspective)
         except _Failed as failure:
-            portal._log_failure(failure, account, source)
+            portal._log_failure(failure, account, source, attempt)
             raise Unauthorized() from None
         except StoreError as exc:
-            _log_store_failure(exc, account, source)
+            _log_store_failure(exc, account, source, attempt)
             raise Unauthorized() from None
+        except BaseException:
+            if attempt is not None:
+                attempt.failure()  # cancelled after the proof arrived
+            raise
+        attempt.success()
         self.ticket = portal._issue_ticket(account)
         return ScramLoginResult(server_final, interface, avatar, logout)

@@ -12,10 +12,12 @@ application_id`` = :data:`APPLICATION_ID`)::
             PRIMARY KEY (account, service, perspective))
 
 Neither the password nor any unsalted hash of it is stored: only the salt,
-the iteration count, StoredKey and ServerKey (see :mod:`cred.scram`).  The
-file is created with mode 0600 before SQLite opens it (and its directory,
-if missing, with 0700); SQLite gives its journal the same mode.  Deleted
-rows are overwritten (``secure_delete``).
+the iteration count, StoredKey and ServerKey (see :mod:`cred.scram`).  A
+new database is written whole into a file of mode 0600 beside its path and
+then linked into place (its directory, if missing, is made with 0700), so
+the path never holds a half-made one; SQLite gives its journal the same
+mode.  An empty file found at the path is not an account database, and is
+never filled in.  Deleted rows are overwritten (``secure_delete``).
 
 The synchronous methods suit the ``pb user`` command.  Servers use the
 ``async`` ones, which run in a worker thread: key derivation and disk I/O
@@ -83,6 +85,10 @@ CREATE TABLE keyring (
 """
 
 
+#: What AccountStore.verifier builds for a name without an account.
+_NO_ROW = (b"\0" * scram.SALT_LENGTH, scram.DEFAULT_ITERATIONS, b"\0" * 32, b"\0" * 32)
+
+
 def check_name(kind: str, name: object) -> str:
     """Validate an account, service or perspective name and return it.
 
@@ -122,6 +128,8 @@ class AccountStore:
 
     ``create=True`` creates the file (mode 0600) and schema when missing;
     otherwise a missing file raises :class:`~cred.errors.MissingDatabase`.
+    A file that exists is never initialised: an empty one (0 bytes), or an
+    SQLite file without our schema, raises :class:`~cred.errors.StoreError`.
     The file is opened lazily, on first use.  ``iterations`` is the default
     iteration count for new verifiers and for fake ones; keep every account
     at that count so unknown names cannot be told from known ones.
@@ -181,19 +189,25 @@ class AccountStore:
                                              f"{parent} is not a directory")
                         break
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileExistsError:
-                    pass  # someone else created it meanwhile; open theirs
-                else:
-                    os.close(fd)
-            mode = stat.S_IMODE(path.stat().st_mode)
+                self._create_file(path)
+            stat_result = path.stat()
+            mode = stat.S_IMODE(stat_result.st_mode)
         except OSError as exc:  # a file where a directory should be, no permission, ...
             raise StoreError(
                 f"cannot {'create' if self.create else 'open'} account database {path}: "
                 f"{exc.strerror or exc}"
                 + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else "")
             ) from None
+        if stat_result.st_size == 0:
+            # SQLite takes an empty file for a new database, and would let us
+            # write a schema and a new server secret into it.  A database is
+            # only ever created whole (see _create_file), so an empty file is
+            # damage (a truncated copy, `: > file`) and not ours to fill; a
+            # new secret would also change every unknown name's fake salt.
+            raise StoreError(
+                f"{path} is empty (0 bytes), not an account database: restore it from a "
+                f"backup, or delete it and let `pb user add NAME` (or `pb run`) create a new one"
+            )
         if mode & 0o077:
             log.warning("account database %s has mode %04o; it should be 0600 (chmod 600 %s)", path, mode, path)
         uri = path.resolve().as_uri() + "?mode=rw"  # never let sqlite create the file itself
@@ -208,13 +222,44 @@ class AccountStore:
             raise
         return conn
 
+    def _create_file(self, path: Path) -> None:
+        """Create the database at ``path`` whole: schema and server secret
+        are written to a new file (mode 0600) beside it, which is then
+        linked to ``path`` unless another process created ``path``
+        meanwhile (then theirs is used).  So ``path`` is never seen empty,
+        and an empty file there is never a database being created."""
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        try:
+            try:
+                conn = sqlite3.connect(temporary.resolve().as_uri() + "?mode=rw", uri=True,
+                                       timeout=10.0, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot create account database {path}: {exc}") from None
+            try:
+                self._create_schema(conn)
+            finally:
+                conn.close()
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass  # someone else created it meanwhile; open theirs
+            except OSError:
+                # A file system without hard links: a rename, which would
+                # replace a database created in the last instant, so check.
+                if not path.exists():
+                    os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+
     def _prepare(self, conn: sqlite3.Connection) -> None:
         path = self.path
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA secure_delete = ON")
-            # One statement, so one consistent read: another process may be
-            # creating the schema at this very moment.
+            # One statement, so one consistent read.
             app_id, version, tables = conn.execute(
                 "SELECT (SELECT application_id FROM pragma_application_id),"
                 " (SELECT user_version FROM pragma_user_version),"
@@ -237,29 +282,31 @@ class AccountStore:
                 f"perspective-broker writes: the file is damaged; restore it from a backup"
             )
         if version == 0:
-            if tables:
-                raise StoreError(f"{path} is an SQLite file but not a Perspective Broker account database")
-            with self._sqlite_errors():
-                conn.execute("BEGIN IMMEDIATE")
-            try:
-                # re-check under the write lock: another process may have won
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO meta (key, value) VALUES ('server_secret', ?)",
-                        (secrets.token_bytes(32),),
-                    )
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                _rollback(conn)
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"cannot create account database {path}: {exc}") from exc
-                raise
+            # Only _create_file writes a schema, into a file of its own; an
+            # existing SQLite file without one is someone else's.
+            raise StoreError(f"{path} is an SQLite file but not a Perspective Broker account database")
         # (versions 1..SCHEMA_VERSION-1 would be migrated here)
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        path = self.path
+        with self._sqlite_errors():
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('server_secret', ?)",
+                (secrets.token_bytes(32),),
+            )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot create account database {path}: {exc}") from exc
+            raise
 
     def _transaction(self):
         return _Transaction(self)
@@ -359,10 +406,12 @@ class AccountStore:
         rows = self._query(
             "SELECT salt, iterations, stored_key, server_key FROM accounts WHERE name = ?", (name,)
         )
-        if not rows:
-            return None
-        salt, iterations, stored, server = rows[0]
-        return scram.ScramVerifier(bytes(salt), int(iterations), bytes(stored), bytes(server))
+        # A name without an account takes the same steps as one with: a
+        # verifier is built from a placeholder row, then dropped.  A login's
+        # first step must not tell them apart by its time.
+        salt, iterations, stored, server = rows[0] if rows else _NO_ROW
+        verifier = scram.ScramVerifier(bytes(salt), int(iterations), bytes(stored), bytes(server))
+        return verifier if rows else None
 
     # --- keyrings --------------------------------------------------------------
 

@@ -247,3 +247,33 @@ async def test_the_client_refuses_a_malformed_final_answer(answer):
     async with await broker.serve(Odd(), "127.0.0.1", 0) as server:
         with pytest.raises(broker.Unauthorized, match="malformed"):
             await broker.login("127.0.0.1", server.port, "alice", "wonderland")
+
+
+async def test_a_ticket_for_an_address_now_served_by_a_server_without_one_trip_falls_back():
+    """A client keeps tickets per address; another server there (an older
+    one, or a test's next server on a reused port) gets the two-call login."""
+    checker = cred.InMemoryChecker({"alice": "wonderland"}, keyring={"alice": [("pbecho", None)]})
+
+    class Svc(cred.Service):
+        def create_perspective(self, name):
+            return broker.Perspective()
+
+    portal = cred.Portal(cred.ServiceRealm(Svc("pbecho")), [checker],
+                         throttle=cred.Throttle(base_delay=0))
+    server = await broker.serve(portal, "127.0.0.1", 0)
+    port = server.port
+    me = await broker.login("127.0.0.1", port, "alice", "wonderland", service="pbecho")
+    await me.connection.close()  # the client now holds a ticket for 127.0.0.1:port
+    server.close()
+    await server.wait_closed()
+    reached = []
+
+    class Old(broker.Root):
+        def remote_login(self, client_first):
+            reached.append(client_first)
+            raise broker.Unauthorized("refused by the old server")
+
+    async with await broker.serve(Old(), "127.0.0.1", port):
+        with pytest.raises(broker.Unauthorized):
+            await broker.login("127.0.0.1", port, "alice", "wonderland", service="pbecho")
+    assert len(reached) == 1  # the ordinary first step, after the one-trip call was refused

@@ -437,3 +437,16 @@ def test_the_data_directory_comes_from_the_flag_then_the_file_then_pb_data_dir(t
     child.wait_for("stderr", r"INFO pb.run: started")
     assert child.stop()[0] == 0
     assert (tmp_path / "from-flag").is_dir()
+
+@pytest.mark.parametrize("service", [["echo", "--port", "0"],
+                                     ["demo", "--port", "0", "--manhole-port", "0"]])
+def test_an_empty_account_database_stops_the_start_naming_the_file(tmp_path, service):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    db = data / "accounts.sqlite3"
+    db.touch()
+    result = pb_run("--data-dir", str(data), *service, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"{db} is empty (0 bytes), not an account database" in result.stderr
+    assert "restore it from a backup" in result.stderr
+    assert db.stat().st_size == 0

@@ -328,3 +328,19 @@ def test_add_refuses_the_keyring_separator_and_control_characters(workdir, name,
     assert result.returncode == 2
     assert reason in result.stderr
     assert pb(workdir, "grant", "alice", f"svc:{name}").returncode != 0
+
+@pytest.mark.parametrize(
+    "args",
+    [["list"], ["services"], ["add", "alice"], ["add-service", "pbecho"], ["passwd", "alice"],
+     ["grant", "alice", "pbecho"], ["remove", "alice"]],
+)
+def test_an_empty_database_file_is_refused_with_its_path_and_left_empty(workdir, args):
+    db = workdir / "pb-data" / "accounts.sqlite3"
+    db.parent.mkdir()
+    db.touch()  # `: > accounts.sqlite3`
+    result = pb(workdir, *args, stdin="pw\n")
+    assert result.returncode == 1, result.stderr
+    assert "pb-data/accounts.sqlite3 is empty (0 bytes), not an account database" in result.stderr
+    assert "restore it from a backup" in result.stderr
+    assert db.stat().st_size == 0
+    assert os.listdir(db.parent) == ["accounts.sqlite3"]

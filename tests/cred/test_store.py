@@ -132,6 +132,36 @@ def test_a_file_that_is_not_an_account_database_is_refused(tmp_path):
         AccountStore(other).users()
 
 
+@pytest.mark.parametrize("create", [False, True])
+def test_an_empty_file_is_not_an_account_database_and_is_left_alone(tmp_path, create):
+    empty = tmp_path / "accounts.sqlite3"
+    empty.touch()
+    with pytest.raises(StoreError) as info:
+        AccountStore(empty, create=create).users()
+    assert str(empty) in str(info.value) and "empty (0 bytes)" in str(info.value)
+    assert empty.stat().st_size == 0  # no schema, no server secret written into it
+    assert os.listdir(tmp_path) == ["accounts.sqlite3"]
+
+
+def test_a_new_database_is_created_whole_and_leaves_nothing_beside_it(tmp_path):
+    db = tmp_path / "accounts.sqlite3"
+    with AccountStore(db, create=True) as store:
+        assert store.users() == []
+        assert len(store.server_secret()) == 32
+    assert os.listdir(tmp_path) == ["accounts.sqlite3"]
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_an_sqlite_file_without_any_schema_is_not_taken_over(tmp_path):
+    blank = tmp_path / "blank.sqlite3"
+    conn = sqlite3.connect(blank)
+    conn.execute("VACUUM")  # a valid SQLite file with nothing in it
+    conn.close()
+    assert blank.stat().st_size > 0
+    with pytest.raises(StoreError, match="not a Perspective Broker account database"):
+        AccountStore(blank, create=True).users()
+
+
 def test_duplicate_and_unknown_users_are_named_errors(store):
     store.add_user("alice", PASSWORD)
     with pytest.raises(DuplicateUser, match="alice"):
