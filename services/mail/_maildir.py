@@ -137,7 +137,8 @@ class Maildir:
         """INBOX and every Maildir++ folder, sorted after INBOX."""
         names = []
         try:
-            entries = list(os.scandir(self.path))
+            with os.scandir(self.path) as scan:
+                entries = list(scan)
         except FileNotFoundError:
             return [INBOX]
         for entry in entries:
@@ -190,7 +191,8 @@ class Maildir:
         host = _host()
         now = time.time()
         try:
-            entries = list(os.scandir(self.path / "tmp"))
+            with os.scandir(self.path / "tmp") as scan:
+                entries = list(scan)
         except FileNotFoundError:
             return 0
         for entry in entries:
@@ -214,7 +216,8 @@ class Maildir:
         found = []
         for subdir in ("new", "cur"):
             try:
-                entries = list(os.scandir(self.path / subdir))
+                with os.scandir(self.path / subdir) as scan:
+                    entries = list(scan)
             except FileNotFoundError:
                 continue
             for entry in entries:
@@ -222,7 +225,7 @@ class Maildir:
                     continue
                 found.append(self._info(subdir, entry))
         found = [info for info in found if info is not None]
-        found.sort(key=lambda info: (_time_of(info.key), info.key))
+        found.sort(key=lambda info: _order_of(info.key))
         return found
 
     def _info(self, subdir: str, entry: os.DirEntry) -> MessageInfo | None:
@@ -254,11 +257,12 @@ class Maildir:
             if plain.exists():
                 return self._info(subdir, _Entry(plain))  # type: ignore[return-value]
             try:
-                for entry in os.scandir(directory):
-                    if entry.name.startswith(key + ":"):
-                        info = self._info(subdir, entry)
-                        if info is not None:
-                            return info
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(key + ":"):
+                            info = self._info(subdir, entry)
+                            if info is not None:
+                                return info
             except FileNotFoundError:
                 continue
         raise MaildirError(f"no message {key!r} in {self.path} (deleted or moved?)")
@@ -328,9 +332,16 @@ class _Entry:
         return os.stat(self.path)
 
 
-def _time_of(key: str) -> int:
+_ORDER = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
+
+
+def _order_of(key: str) -> tuple[int, int, int, str]:
+    """Delivery order: seconds, then microseconds and counter (numerically)."""
+    match = _ORDER.match(key)
+    if match:
+        return int(match[1]), int(match[2]), int(match[3]), key
     head = key.split(".", 1)[0]
-    return int(head) if head.isdigit() else 0
+    return (int(head) if head.isdigit() else 0), 0, 0, key
 
 
 def _pid_alive(pid: int) -> bool:
