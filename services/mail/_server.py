@@ -171,9 +171,11 @@ class MailService(Service):
                 import broker
 
                 if self.pb_socket is not None:
-                    self.pb_server = await broker.serve(self.portal, path=self.pb_socket)
+                    self.pb_server = await broker.serve(self.portal, path=self.pb_socket,
+                                                        services={self.service_name})
                 else:
-                    self.pb_server = await broker.serve(self.portal, self.host, self.pb_port)
+                    self.pb_server = await broker.serve(self.portal, self.host, self.pb_port,
+                                                        services={self.service_name})
                     self.pb_port = self.pb_server.port or self.pb_port
         except BaseException:
             await self._close_listeners()
@@ -348,7 +350,7 @@ class MailService(Service):
             result = await self.portal.login(
                 cred.UsernamePassword(user, password), None,
                 service=self.service_name, perspective=perspective,
-                source=source,
+                offered={self.service_name}, source=source,
             )
         except cred.Unauthorized:
             return None
