@@ -1,0 +1,109 @@
+"""``pb run mail`` as a real process: two virtual domains, smtplib in,
+poplib out, swaks and fetchmail where installed, PB, clean SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import poplib
+import shutil
+import smtplib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ._proc import MailChild, domain_args
+
+pytestmark = pytest.mark.timeout(60)
+
+PASSWORD = "proc-pw-1"
+USERS = ("alice@example.com", "carol@example.org")
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    child = MailChild(tmp_path, *domain_args(tmp_path / "mail", *USERS, password=PASSWORD),
+                      "--smtp-port", "0", "--pop3-port", "0", "--pb-port", "0", "--allow-plain-auth")
+    try:
+        yield child.ready()
+    finally:
+        code, _, stderr = child.stop()
+        child.close()
+        assert code == 0, stderr
+        assert "ResourceWarning" not in stderr and "Traceback" not in stderr, stderr
+
+
+def _retrieve_all(port: int, user: str) -> list[bytes]:
+    client = poplib.POP3("127.0.0.1", port, timeout=10)
+    client.user(user)
+    client.pass_(PASSWORD)
+    messages = [b"\n".join(client.retr(i + 1)[1]) for i in range(client.stat()[0])]
+    for i in range(len(messages)):
+        client.dele(i + 1)
+    client.quit()
+    return messages
+
+
+def test_mail_to_two_domains_is_read_back_over_pop3(server, tmp_path):
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+        client.sendmail("sender@remote.test", list(USERS),
+                        b"From: sender@remote.test\r\nSubject: both\r\n\r\nto both domains\r\n")
+        client.sendmail("sender@remote.test", ["carol@example.org"],
+                        b"From: sender@remote.test\r\nSubject: carol only\r\n\r\njust carol\r\n")
+    alice = _retrieve_all(server.pop3, "alice@example.com")
+    carol = _retrieve_all(server.pop3, "carol@example.org")
+    assert [b"Subject: both" in m for m in alice] == [True]
+    assert [b"Subject: both" in m or b"Subject: carol only" in m for m in carol] == [True, True]
+    assert _retrieve_all(server.pop3, "alice@example.com") == []  # deleted at QUIT
+    assert (tmp_path / "mail" / "example.org" / "carol" / "new").is_dir()
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (apt-get install swaks)")
+def test_swaks_delivers_and_is_refused_relaying(server):
+    ok = subprocess.run(["swaks", "--server", f"127.0.0.1:{server.smtp}", "--to", "alice@example.com",
+                         "--from", "s@remote.test", "--header", "Subject: via swaks", "--body", "hi"],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    relay = subprocess.run(["swaks", "--server", f"127.0.0.1:{server.smtp}", "--to", "victim@elsewhere.test",
+                            "--from", "s@remote.test"], capture_output=True, text=True, timeout=30)
+    assert relay.returncode != 0 and "554 5.7.1" in relay.stdout
+    auth = subprocess.run(["swaks", "--server", f"127.0.0.1:{server.smtp}", "--to", "carol@example.org",
+                           "--from", "alice@example.com", "--auth", "LOGIN", "--auth-user", "alice@example.com",
+                           "--auth-password", PASSWORD], capture_output=True, text=True, timeout=30)
+    assert auth.returncode == 0, auth.stdout
+    assert len(_retrieve_all(server.pop3, "alice@example.com")) == 1
+    assert len(_retrieve_all(server.pop3, "carol@example.org")) == 1
+
+
+@pytest.mark.skipif(shutil.which("fetchmail") is None, reason="fetchmail is not installed (apt-get install fetchmail)")
+def test_fetchmail_retrieves_over_pop3(server, tmp_path):
+    with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
+        for i in range(3):
+            client.sendmail("s@remote.test", ["alice@example.com"],
+                            f"From: s@remote.test\r\nSubject: fm {i}\r\n\r\n.dotted {i}\r\n".encode())
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "fetched.mbox"
+    rc = home / ".fetchmailrc"
+    rc.write_text(f'poll 127.0.0.1 service {server.pop3} protocol POP3 auth password\n'
+                  f'  user "alice@example.com" password "{PASSWORD}" sslproto "" no keep\n'
+                  f'  mda "/bin/sh -c \'cat >> {out}\'"\n')
+    os.chmod(rc, 0o600)
+    result = subprocess.run(["fetchmail", "--nodetach", "--nosyslog", "-f", str(rc)],
+                            capture_output=True, text=True, timeout=30, env={**os.environ, "HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    fetched = out.read_bytes()
+    assert all(f"Subject: fm {i}".encode() in fetched for i in range(3))
+    assert b"\n.dotted 2\n" in fetched  # dot-stuffing undone by the client
+    assert _retrieve_all(server.pop3, "alice@example.com") == []
+
+
+def test_bad_options_are_usage_errors_that_name_the_problem(tmp_path):
+    child = MailChild(tmp_path, "--domain", "not a domain=x")
+    code, _, stderr = child.finish()
+    child.close()
+    assert code != 0 and "--domain" in stderr
+    child = MailChild(tmp_path, "--domain", f"example.com={tmp_path}", "--user", "bob@other.test:pw")
+    code, _, stderr = child.finish()
+    child.close()
+    assert code != 0 and "not one of the --domain names" in stderr
