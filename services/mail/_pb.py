@@ -64,6 +64,19 @@ def _summary(maildir: Maildir, info: Any) -> dict[str, Any]:
             "date": header("Date"), "message_id": header("Message-ID")}
 
 
+async def _stream_file(path: Any, key: str, chunk: int = 256 * 1024) -> Any:
+    # Opened on the first pull, so a stream dropped unread holds no file.
+    try:
+        handle = await asyncio.to_thread(open, path, "rb")
+    except FileNotFoundError:
+        raise MailError(f"message {key!r} was moved or deleted meanwhile") from None
+    try:
+        while data := await asyncio.to_thread(handle.read, chunk):
+            yield data
+    finally:
+        handle.close()
+
+
 class MailPerspective(broker.Perspective):
     """What a login to ``mail:NAME@DOMAIN`` holds."""
 
@@ -106,15 +119,13 @@ class MailPerspective(broker.Perspective):
             maildir = self._folder(folder)
             try:
                 info = maildir.find(key)
-                path = maildir.file_of(info)
-                handle = open(path, "rb")
-            except (MaildirError, FileNotFoundError) as exc:
+                if info.subdir == "new" or "S" not in info.flags:
+                    maildir.mark_seen(info)
+                    info = maildir.find(key)
+            except MaildirError as exc:
                 raise MailError(f"no message {key!r} in {folder}: {exc}") from None
-            if info.subdir == "new" or "S" not in info.flags:
-                maildir.mark_seen(info)  # the open handle still reads it
-            return handle
-        handle = await asyncio.to_thread(find)
-        return broker.stream_file(handle)
+            return maildir.file_of(info)
+        return _stream_file(await asyncio.to_thread(find), key)
 
     # -- changing --------------------------------------------------------------------
 
