@@ -8,9 +8,10 @@ import ssl
 from pathlib import Path
 
 import cred
-from services import Application, ServicePlugin, account_portal, host_name, port_number
+from services import Application, Service, ServicePlugin, account_portal, host_name, port_number
 
 from ._core import AddressError, Domain, check_mailbox_name, parse_address
+from ._personal import DEFAULT_MAILDIR, DEFAULT_SOCKET, PersonalService
 from ._server import MIN_AUTOLOGOUT, MailService
 
 __all__ = ["MailPlugin", "plugin"]
@@ -58,6 +59,26 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _personal_socket(text: str) -> tuple[str, str]:
+    mailbox, sep, path = text.partition("=")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME@DOMAIN=PATH, got {text[:60]!r}")
+    try:
+        return check_mailbox_name(mailbox).mailbox, path
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(f"--personal-socket {mailbox[:60]!r}: {exc}") from None
+
+
+def _mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an octal mode such as 0600, got {text!r}") from None
+    if value & ~0o777 or value & 0o007:
+        raise argparse.ArgumentTypeError(f"mode {text}: only owner and group bits (others may never connect)")
+    return value
+
+
 def _seconds(minimum: float = 0.0):
     def parse(text: str) -> float:
         try:
@@ -85,6 +106,23 @@ class MailPlugin(ServicePlugin):
     description = "SMTP in, Maildir storage, POP3 out, smarthost relay, mailboxes over PB"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        personal = parser.add_argument_group(
+            "personal server", "pb run mail --personal: take this user's mail over PB on a UNIX socket")
+        personal.add_argument("--personal", action="store_true",
+                              help="run as a personal server instead of the mail server")
+        personal.add_argument("--socket", metavar="PATH", default=DEFAULT_SOCKET,
+                              help=f"the personal server's socket (default: {DEFAULT_SOCKET})")
+        personal.add_argument("--socket-mode", metavar="OCTAL", type=_mode, default=0o600,
+                              help="its permissions (default: 0600; 0660 lets the socket's group, "
+                                   "the mail server's, connect)")
+        personal.add_argument("--maildir", metavar="DIR", default=DEFAULT_MAILDIR,
+                              help=f"where the personal server stores mail (default: {DEFAULT_MAILDIR})")
+        personal.add_argument("--mailbox", metavar="NAME@DOMAIN", action="append", default=[],
+                              help="take mail only for this mailbox (repeatable; default: any)")
+        parser.add_argument("--personal-socket", metavar="NAME@DOMAIN=PATH", type=_personal_socket,
+                            action="append", default=[],
+                            help="hand mail for this mailbox to the personal server on PATH, "
+                                 "falling back to the server's Maildir when it is down")
         parser.add_argument("--domain", metavar="DOMAIN=DIR", type=_domain_dir, action="append",
                             default=[], help="a virtual domain and the directory of its Maildirs "
                                              "(repeatable; DIR/NAME is the Maildir of NAME@DOMAIN)")
@@ -132,7 +170,22 @@ class MailPlugin(ServicePlugin):
         parser.add_argument("--grace", type=_seconds(), default=10.0,
                             help="when stopping, how long messages being stored may take")
 
-    def build(self, options: argparse.Namespace, application: Application) -> MailService:
+    def build(self, options: argparse.Namespace, application: Application) -> Service:
+        if options.personal:
+            if options.domain or options.user:
+                raise ValueError("--personal runs a personal server: --domain and --user are for the "
+                                 "mail server")
+            for mailbox in options.mailbox:
+                try:
+                    check_mailbox_name(mailbox)
+                except AddressError as exc:
+                    raise ValueError(f"--mailbox {mailbox}: {exc}") from None
+            return PersonalService("mail", socket_path=options.socket, maildir=options.maildir,
+                                   mailboxes=options.mailbox, socket_mode=options.socket_mode,
+                                   max_message_size=options.max_message_size, grace=options.grace)
+        if (options.socket != DEFAULT_SOCKET or options.maildir != DEFAULT_MAILDIR or options.mailbox
+                or options.socket_mode != 0o600):
+            raise ValueError("--socket, --socket-mode, --maildir and --mailbox are for --personal")
         if not options.domain:
             raise ValueError("give at least one --domain DOMAIN=DIR")
         names = [name for name, _ in options.domain]
@@ -145,6 +198,9 @@ class MailPlugin(ServicePlugin):
         for mailbox, _ in options.user:
             if mailbox.rpartition("@")[2] not in names:
                 raise ValueError(f"--user {mailbox}: its domain is not one of the --domain names")
+        for mailbox, _ in options.personal_socket:
+            if mailbox.rpartition("@")[2] not in names:
+                raise ValueError(f"--personal-socket {mailbox}: its domain is not one of the --domain names")
         if (options.tls_cert is None) != (options.tls_key is None):
             raise ValueError("give both --tls-cert and --tls-key, or neither")
         if options.pb_port is not None and options.pb_socket is not None:
@@ -166,6 +222,7 @@ class MailPlugin(ServicePlugin):
             pb_port=options.pb_port,
             pb_socket=options.pb_socket,
             smarthost=options.smarthost,
+            personal_sockets=dict(options.personal_socket),
             users=options.user,
             allow_plain_auth=options.allow_plain_auth,
             tls=tls,

@@ -33,6 +33,7 @@ from services import Service, ensure_account, ensure_service_name, get_logger
 from ._core import AddressError, Domain, Local, MailCore, check_mailbox_name
 from ._maildir import Maildir, MaildirError
 from ._pop3 import Close, Commit, Login, Pop3Machine, Pop3Message, Retrieve, StartTls
+from ._personal import PersonalRouter
 from ._queue import QueueRunner, RelayQueue
 from ._smtp import Accepted, MailSMTP, SmtpPolicy, is_loopback
 
@@ -70,6 +71,7 @@ class MailService(Service):
         pb_port: int | None = None,
         pb_socket: str | None = None,
         smarthost: tuple[str, int] | None = None,
+        personal_sockets: dict[str, str] | None = None,
         users: Iterable[tuple[str, str]] = (),
         allow_plain_auth: bool = False,
         tls: _ssl.SSLContext | None = None,
@@ -128,8 +130,9 @@ class MailService(Service):
         self._idle.set()
         #: Called with (mailbox, folder, key) after each local delivery (the PB face's minds).
         self.new_mail_listeners: list[Callable[[str, str, str], None]] = []
-        #: Delivery to personal servers; see _personal.py (None: Maildir only).
-        self.personal: Any = None
+        #: Delivery to personal servers (see _personal.py); None: Maildir only.
+        self.personal: PersonalRouter | None = (
+            PersonalRouter(personal_sockets) if personal_sockets else None)
         self.delivered = 0
 
     # -- lifecycle ---------------------------------------------------------------
@@ -193,6 +196,8 @@ class MailService(Service):
             await self._idle.wait()
         finally:
             await self._close_listeners()
+            if self.personal is not None:
+                await self.personal.close()
             services = self.portal.realm.services
             if services.get(self.service_name) is self.realm_service:
                 del services[self.service_name]
