@@ -123,6 +123,7 @@ class MailService(Service):
         self._smtp_protocols: set[MailSMTP] = set()
         self._pop3_protocols: set[Pop3Protocol] = set()
         self._locks: dict[str, int] = {}
+        self._maildirs: dict[Path, Maildir] = {}
         self._last_refresh = 0.0
         self._refreshing: asyncio.Task | None = None
         self._in_flight = 0
@@ -249,7 +250,23 @@ class MailService(Service):
     # -- mailboxes ------------------------------------------------------------------
 
     def maildir(self, local: Local) -> Maildir:
-        return Maildir(Path(local.domain.root) / local.local, fsync=self.fsync)
+        """The Maildir of *local*, made once (its directories are created on
+        first delivery, in a worker thread)."""
+        path = Path(local.domain.root) / local.local
+        box = self._maildirs.get(path)
+        if box is None:
+            box = self._maildirs[path] = Maildir(path, create=False, fsync=self.fsync)
+        return box
+
+    @staticmethod
+    def _store(box: Maildir, content: bytes) -> str:
+        try:
+            return box.deliver(content)
+        except MaildirError:
+            if box.exists():
+                raise
+            box.create()  # first delivery, or the directory was removed: make it and retry once
+            return box.deliver(content)
 
     def maildir_of(self, mailbox: str) -> Maildir | None:
         local = self.core.local_for(mailbox)
@@ -305,7 +322,7 @@ class MailService(Service):
                 if self.personal is not None:
                     key = await self.personal.deliver(local.mailbox, accepted.content)
                 if key is None:
-                    key = await asyncio.to_thread(self.maildir(local).deliver, accepted.content)
+                    key = await asyncio.to_thread(self._store, self.maildir(local), accepted.content)
                 self.delivered += 1
                 for listener in list(self.new_mail_listeners):
                     try:

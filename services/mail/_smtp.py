@@ -33,7 +33,6 @@ import binascii
 import collections
 import ipaddress
 import logging
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,7 +46,6 @@ __all__ = ["Accepted", "MailSMTP", "SmtpPolicy", "has_bare_line_end", "is_loopba
 
 log = logging.getLogger("pb.mail.smtp")
 
-_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 #: (mailbox) -> None when the login holds that mailbox; raise to refuse.
 Authenticator = Callable[[str, str, str], Awaitable[str | None]]
@@ -55,7 +53,10 @@ Authenticator = Callable[[str, str, str], Awaitable[str | None]]
 
 def has_bare_line_end(data: bytes) -> bool:
     """True if *data* holds a CR not followed by LF, or an LF without a CR."""
-    return _BARE.search(data) is not None
+    # Three C-speed counts: a regex with look-behind took 0.3 ms per 10 KiB
+    # message, a tenth of the server's CPU per message (bench_mail).
+    pairs = data.count(b"\r\n")
+    return data.count(b"\n") != pairs or data.count(b"\r") != pairs
 
 
 def is_loopback(peer: Any) -> bool:
