@@ -152,10 +152,16 @@ def serve_twisted(root: str) -> None:
             p.delivery = Delivery()
             return p
 
+    class Mailbox(maildir.MaildirMailbox):
+        # Twisted's getMessage opens the file in text mode, and POP3's
+        # byte-level transform then fails on Python 3: open it as bytes.
+        def getMessage(self, i):
+            return open(self.list[i], "rb")
+
     @implementer(portal.IRealm)
     class Realm:
         def requestAvatar(self, avatar_id, mind, *interfaces):
-            return pop3.IMailbox, maildir.MaildirMailbox(box), lambda: None
+            return pop3.IMailbox, Mailbox(os.fsencode(box)), lambda: None
 
     users = checkers.InMemoryUsernamePasswordDatabaseDontUse()
     users.addUser(b"alice@example.com", PASSWORD.encode())
