@@ -107,3 +107,38 @@ def test_bad_options_are_usage_errors_that_name_the_problem(tmp_path):
     code, _, stderr = child.finish()
     child.close()
     assert code != 0 and "not one of the --domain names" in stderr
+
+
+def test_a_toml_file_configures_the_mail_service(tmp_path):
+    root = tmp_path / "mail"
+    (tmp_path / "app.toml").write_text(f"""
+[application]
+data_dir = "{tmp_path / 'data'}"
+log_level = "warning"
+
+[[service]]
+plugin = "mail"
+domain = ["example.com={root / 'example.com'}"]
+catch_all = ["example.com=alice"]
+user = ["alice@example.com:{PASSWORD}"]
+smtp_port = 0
+pop3_port = 0
+allow_plain_auth = true
+max_recipients = 5
+""")
+    import sys
+
+    from tests._child import OutputChild
+
+    from ._proc import BANNER, child_env
+    child = OutputChild([sys.executable, "-m", "clients._cli", "run", "-c", str(tmp_path / "app.toml")],
+                        cwd=tmp_path, env=child_env())
+    try:
+        match = child.wait_for("stdout", BANNER)
+        with smtplib.SMTP("127.0.0.1", int(match[1]), timeout=10) as client:
+            client.sendmail("s@remote.test", ["anybody@example.com"], b"Subject: toml\r\n\r\nx\r\n")
+        assert len(_retrieve_all(int(match[2]), "alice@example.com")) == 1
+    finally:
+        code, _, stderr = child.stop()
+        child.close()
+    assert code == 0, stderr
