@@ -36,7 +36,10 @@ __all__ = ["MailPerspective", "MailError"]
 
 #: Headers read for a listing: enough for any sane header block.
 HEADER_BYTES = 16 * 1024
-MAX_LISTING = 10_000
+#: Messages per listing call: with each header cut to HEADER_CHARS, a page
+#: stays well inside one PB frame (4 MiB).
+MAX_PAGE = 1000
+HEADER_CHARS = 300
 
 
 class MailError(Exception):
@@ -61,7 +64,8 @@ def _summary(maildir: Maildir, info: Any) -> dict[str, Any]:
 
     return {"key": info.key, "size": info.size, "flags": info.flags, "seen": "S" in info.flags,
             "from": header("From"), "to": header("To"), "subject": header("Subject"),
-            "date": header("Date"), "message_id": header("Message-ID")}
+            "date": header("Date"), "message_id": header("Message-ID"),
+            "return_path": header("Return-Path").strip("<>")}
 
 
 async def _stream_file(path: Any, key: str, chunk: int = 256 * 1024) -> Any:
@@ -104,12 +108,25 @@ class MailPerspective(broker.Perspective):
         """INBOX first, then every folder."""
         return await asyncio.to_thread(lambda: self._root().folders())
 
-    async def perspective_list(self, folder: str = INBOX) -> list[dict[str, Any]]:
-        """Each message of *folder*, oldest first: key, size, flags, and the
-        From, To, Subject, Date and Message-ID headers."""
+    async def perspective_list(self, folder: str = INBOX, start: int = 0,
+                               count: int = 200) -> list[dict[str, Any]]:
+        """Messages *start* to *start* + *count* (at most 1000) of *folder*,
+        oldest first: key, size, flags, seen, and the From, To, Subject,
+        Date, Message-ID and Return-Path (the envelope sender) headers."""
+        if type(start) is not int or type(count) is not int or start < 0 or not 0 < count <= MAX_PAGE:
+            raise MailError(f"list(folder, start >= 0, 0 < count <= {MAX_PAGE})")
+
         def work() -> list[dict[str, Any]]:
             maildir = self._folder(folder)
-            return [s for s in (_summary(maildir, i) for i in maildir.messages()[:MAX_LISTING]) if s]
+            page = maildir.messages()[start:start + count]
+            return [s for s in (_summary(maildir, i) for i in page) if s]
+        return await asyncio.to_thread(work)
+
+    async def perspective_count(self, folder: str = INBOX) -> dict[str, int]:
+        """How many messages *folder* holds, and how many are unseen."""
+        def work() -> dict[str, int]:
+            messages = self._folder(folder).messages()
+            return {"messages": len(messages), "unseen": sum("S" not in m.flags for m in messages)}
         return await asyncio.to_thread(work)
 
     async def perspective_fetch(self, folder: str, key: str) -> Any:

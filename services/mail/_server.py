@@ -317,12 +317,15 @@ class MailService(Service):
         self._in_flight += 1
         self._idle.clear()
         try:
+            # RFC 5321 4.4: the final delivery records the reverse path.
+            content = (b"Return-Path: <" + accepted.sender.encode("utf-8", "surrogateescape")
+                       + b">\n" + accepted.content) if accepted.local else b""
             for local in accepted.local:
                 key = None
                 if self.personal is not None:
-                    key = await self.personal.deliver(local.mailbox, accepted.content)
+                    key = await self.personal.deliver(local.mailbox, content)
                 if key is None:
-                    key = await asyncio.to_thread(self._store, self.maildir(local), accepted.content)
+                    key = await asyncio.to_thread(self._store, self.maildir(local), content)
                 self.delivered += 1
                 for listener in list(self.new_mail_listeners):
                     try:
@@ -409,7 +412,10 @@ class MailService(Service):
             tls_context=self.tls,
             timeout=self.command_timeout,
             auth_require_tls=True,
-            command_call_limit=None,
+            # Per connection: a few AUTH attempts (each one is throttled by the
+            # portal too) and little junk; mail itself is not limited.
+            command_call_limit={"AUTH": 10, "STARTTLS": 3, "EHLO": 50, "HELO": 50, "VRFY": 20,
+                                "HELP": 20, "NOOP": 1000, "*": 1_000_000},
             loop=asyncio.get_running_loop(),
         )
 

@@ -47,10 +47,15 @@ async def test_list_fetch_delete_to_trash_and_move(pbmail):
         listing = await box.call_remote("list", "INBOX")
         assert [m["subject"] for m in listing] == ["pb0", "pb1"]
         assert listing[0]["from"] == "x@remote.test" and not listing[0]["seen"]
+        assert listing[0]["return_path"] == "x@remote.test"
         stream = await box.call_remote("fetch", "INBOX", listing[0]["key"])
         data = await broker.collect(stream)
         assert data.count(b"A") == 299_700 and b"Subject: pb0\n" in data
         assert (await box.call_remote("list", "INBOX"))[0]["seen"]
+        assert await box.call_remote("count", "INBOX") == {"messages": 2, "unseen": 1}
+        assert [m["subject"] for m in await box.call_remote("list", "INBOX", 1, 5)] == ["pb1"]
+        with pytest.raises(broker.RemoteError, match="count <= 1000"):
+            await box.call_remote("list", "INBOX", 0, 10_000)
         assert await box.call_remote("delete", "INBOX", listing[0]["key"]) == "moved to Trash"
         assert await box.call_remote("move", "INBOX", listing[1]["key"], "Archive") == "moved to Archive"
         assert await box.call_remote("folders") == ["INBOX", "Archive", "Trash"]

@@ -40,7 +40,7 @@ async def test_mail_goes_to_the_personal_server_and_falls_back_when_it_is_down(t
         assert _count(personal_box) == 1 and env.stored("alice@example.com") == []
         assert len(env.stored("bob@example.com")) == 1  # no personal server: the server's Maildir
         (stored,) = [p.read_bytes() for p in (personal_box / "new").iterdir()]
-        assert stored.startswith(b"Received: from client.test") and b"Subject: p1\n" in stored
+        assert stored.startswith(b"Return-Path: <x@remote.test>\nReceived: from client.test") and b"Subject: p1\n" in stored
         await personal.stop(grace=1)
         await in_thread(send, env.smtp, "x@remote.test", ["alice@example.com"], message("p2"))
         assert _count(personal_box) == 1 and len(env.stored("alice@example.com")) == 1

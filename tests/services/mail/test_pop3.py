@@ -8,6 +8,8 @@ import poplib
 import ssl
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.mail._pop3 import Close, Commit, Login, Pop3Machine, Pop3Message, Retrieve, StartTls, dot_stuff
 from tests._tls import write_tls_files
@@ -111,6 +113,27 @@ def test_an_endless_line_closes_the_session_before_memory_is_spent():
     assert isinstance(machine.next_event(), Close)
 
 
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=300) | st.sampled_from(
+    [b"USER a\r\n", b"PASS b\r\n", b"STAT\r\n", b"LIST 1\r\n", b"RETR 1\r\n", b"TOP 1 2\r\n", b"DELE 2\r\n",
+     b"UIDL\r\n", b"AUTH PLAIN\r\n", b"QUIT\r\n", b"STLS\r\n", b"CAPA\r\n", b"\r\n"]), max_size=40))
+def test_no_input_makes_the_machine_raise_or_hold_unbounded_state(chunks):
+    machine = Pop3Machine(plain_allowed=True, tls_available=True)
+    for chunk in chunks:
+        machine.receive(chunk)
+        while (event := machine.next_event()) is not None:
+            if isinstance(event, Login):
+                machine.login_done("a@b", MESSAGES)
+            elif isinstance(event, Retrieve):
+                machine.send_message(b"Subject: x\n\nbody\n", event.lines)
+            elif isinstance(event, StartTls):
+                machine.tls_started()
+            elif isinstance(event, Commit):
+                machine.committed()
+        assert len(machine._in) <= Pop3Machine.max_pending
+        machine.data_to_send()
+
+
 def test_three_failed_logins_close_the_session():
     machine = Pop3Machine(plain_allowed=True)
     for _ in range(3):
@@ -152,7 +175,7 @@ async def test_poplib_lists_retrieves_tops_and_deletes_at_quit(mail):
     assert stat[0] == 3
     assert len(uidl) == 3
     assert b"Subject: m1" in lines and b".dot" in lines and b"body 1" in lines
-    assert lines[0].startswith(b"Received: from client.test")
+    assert lines[0] == b"Return-Path: <x@remote.test>" and lines[1].startswith(b"Received: from client.test")
     assert top[-1] == b"" and b"body 0" not in top
     assert len(mail.stored("alice@example.com")) == 2
     sizes = [int(x.split()[1]) for x in (await in_thread(_list_sizes, mail.pop3))]

@@ -198,3 +198,10 @@ async def test_garbage_auth_data_is_refused_without_a_traceback(mail):
     assert answers[2][:1] == b"5" and answers[3][:1] == b"5" and answers[4].startswith(b"504")
     assert b"Traceback" not in b"".join(answers) and b"Error: (" not in b"".join(answers)
     assert answers[-1].startswith(b"250")
+
+
+async def test_auth_attempts_per_connection_are_capped(mail):
+    bad = b"AUTH PLAIN " + base64.b64encode(b"\0alice@example.com\0wrong")
+    answers = await in_thread(raw_session, mail.smtp, b"EHLO c", *[bad] * 11)
+    assert all(a.startswith(b"535") for a in answers[2:12])
+    assert answers[12].startswith(b"421")
