@@ -47,7 +47,7 @@ __all__ = ["Accepted", "MailSMTP", "SmtpPolicy", "has_bare_line_end", "is_loopba
 log = logging.getLogger("pb.mail.smtp")
 
 
-#: (mailbox) -> None when the login holds that mailbox; raise to refuse.
+#: (user, password, peer host) -> the mailbox the login holds, or None if refused.
 Authenticator = Callable[[str, str, str], Awaitable[str | None]]
 
 

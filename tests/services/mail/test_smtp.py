@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import smtplib
 import socket
-import ssl
 
 import pytest
 
-from .conftest import PASSWORD, in_thread, message, send, start_mail
+from .conftest import in_thread, message, send, start_mail
 
 pytestmark = pytest.mark.timeout(30)
 

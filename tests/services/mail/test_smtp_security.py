@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import smtplib
-import socket
 import ssl
 from pathlib import Path
 

@@ -3,6 +3,7 @@ poplib out, swaks and fetchmail where installed, PB, clean SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import poplib
 import shutil
@@ -44,12 +45,27 @@ def _retrieve_all(port: int, user: str) -> list[bytes]:
     return messages
 
 
-def test_mail_to_two_domains_is_read_back_over_pop3(server, tmp_path):
+async def _subjects_over_pb(port: int) -> dict[str, list[str]]:
+    import broker
+
+    found = {}
+    for user in USERS:
+        box = await broker.login("127.0.0.1", port, user, PASSWORD, service="mail", perspective=user)
+        try:
+            found[user] = [m["subject"] for m in await box.call_remote("list", "INBOX")]
+        finally:
+            await box.connection.close()
+    return found
+
+
+def test_mail_to_two_domains_is_read_back_over_pb_and_pop3(server, tmp_path):
     with smtplib.SMTP("127.0.0.1", server.smtp, timeout=10) as client:
         client.sendmail("sender@remote.test", list(USERS),
                         b"From: sender@remote.test\r\nSubject: both\r\n\r\nto both domains\r\n")
         client.sendmail("sender@remote.test", ["carol@example.org"],
                         b"From: sender@remote.test\r\nSubject: carol only\r\n\r\njust carol\r\n")
+    over_pb = asyncio.run(_subjects_over_pb(server.pb))
+    assert over_pb == {"alice@example.com": ["both"], "carol@example.org": ["both", "carol only"]}
     alice = _retrieve_all(server.pop3, "alice@example.com")
     carol = _retrieve_all(server.pop3, "carol@example.org")
     assert [b"Subject: both" in m for m in alice] == [True]
