@@ -263,9 +263,43 @@ async def run_application(
             remove_pidfile(pidfile)
 
 
+def raise_open_file_limit() -> tuple[int, int] | None:
+    """Raise the soft limit on open descriptors to the hard one (each
+    connection is a descriptor; the soft default of 1,024 is a few hundred
+    idle clients).  Returns the (soft, hard) limits in force, None where
+    the platform has none."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard
+        if hard == resource.RLIM_INFINITY:
+            # Some kernels refuse "unlimited" for descriptors: ask for what
+            # the kernel can give.
+            try:
+                wanted = int(Path("/proc/sys/fs/nr_open").read_text())
+            except (OSError, ValueError):
+                wanted = 1 << 20
+        if wanted > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                soft = wanted
+            except (OSError, ValueError) as exc:
+                _log.warning("cannot raise the open file limit", soft=soft, hard=hard,
+                             error=str(exc))
+    return soft, hard
+
+
 async def _main(config: RunConfig, stdout: TextIO | None) -> int:
     if config.pidfile is not None:
         check_pidfile(config.pidfile)
+    limits = raise_open_file_limit()
+    if limits is not None:
+        soft, hard = limits
+        _log.info("open file limit", soft=soft,
+                  hard="unlimited" if hard < 0 or hard > 1 << 62 else hard)
     application = await build_application(config)
     return await run_application(
         application, grace=config.grace, pidfile=config.pidfile, stdout=stdout

@@ -339,3 +339,23 @@ plugin = "ticker"
     assert "INFO pb.run: started services=ticker" in log
     assert (tmp_path / "from-cli" / "ticker.ticks").exists()
     assert not (tmp_path / "from-file").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ulimit as on Linux")
+def test_pb_run_raises_its_open_file_limit_to_the_hard_limit_and_logs_it(tmp_path):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 512:
+        pytest.skip(f"the hard limit here is only {hard}")
+    hard = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    command = " ".join(f"'{part}'" for part in pb_command("--grace", "1", "line-echo"))
+    child = OutputChild(["sh", "-c", f"ulimit -S -n 256 && ulimit -H -n {hard} && exec {command}"],
+                        cwd=tmp_path, env=pb_env())
+    try:
+        child.wait_for("stderr", rf"INFO pb.run: open file limit soft={hard} hard={hard}$")
+        child.wait_for("stderr", r"INFO pb.run: started")
+        code, _, stderr = child.stop()
+    finally:
+        child.close()
+    assert code == 0, stderr
