@@ -104,10 +104,12 @@ class MailPerspective(broker.Perspective):
 
     # -- reading ---------------------------------------------------------------------
 
+    @broker.expected_errors(MailError)
     async def perspective_folders(self) -> list[str]:
         """INBOX first, then every folder."""
         return await asyncio.to_thread(lambda: self._root().folders())
 
+    @broker.expected_errors(MailError)
     async def perspective_list(self, folder: str = INBOX, start: int = 0,
                                count: int = 200) -> list[dict[str, Any]]:
         """Messages *start* to *start* + *count* (at most 1000) of *folder*,
@@ -122,6 +124,7 @@ class MailPerspective(broker.Perspective):
             return [s for s in (_summary(maildir, i) for i in page) if s]
         return await asyncio.to_thread(work)
 
+    @broker.expected_errors(MailError)
     async def perspective_count(self, folder: str = INBOX) -> dict[str, int]:
         """How many messages *folder* holds, and how many are unseen."""
         def work() -> dict[str, int]:
@@ -129,6 +132,7 @@ class MailPerspective(broker.Perspective):
             return {"messages": len(messages), "unseen": sum("S" not in m.flags for m in messages)}
         return await asyncio.to_thread(work)
 
+    @broker.expected_errors(MailError)
     async def perspective_fetch(self, folder: str, key: str) -> Any:
         """The message, streamed in chunks (``broker.collect`` joins them);
         marks it seen."""
@@ -146,6 +150,7 @@ class MailPerspective(broker.Perspective):
 
     # -- changing --------------------------------------------------------------------
 
+    @broker.expected_errors(MailError)
     async def perspective_delete(self, folder: str, key: str) -> str:
         """Move the message to Trash; from Trash itself, delete it for good."""
         def work() -> str:
@@ -161,6 +166,7 @@ class MailPerspective(broker.Perspective):
                 raise MailError(str(exc)) from None
         return await asyncio.to_thread(work)
 
+    @broker.expected_errors(MailError)
     async def perspective_move(self, folder: str, key: str, target: str) -> str:
         """Move the message to the folder *target* (created if missing)."""
         def work() -> str:
@@ -173,6 +179,7 @@ class MailPerspective(broker.Perspective):
             return f"moved to {target}"
         return await asyncio.to_thread(work)
 
+    @broker.expected_errors(MailError)
     async def perspective_send(self, recipients: list[str], message: bytes) -> str:
         """Send *message* (a whole RFC 5322 message, CRLF or LF line ends)
         as this mailbox, through the same checks as SMTP AUTH senders."""

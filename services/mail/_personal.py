@@ -51,6 +51,7 @@ class PersonalDelivery(broker.Root):
         self.max_size = max_size
         self.delivered = 0
 
+    @broker.expected_errors(TypeError, ValueError)
     async def remote_deliver(self, mailbox: str, message: bytes) -> str:
         """Store *message* (LF line ends, trace header included) for *mailbox*."""
         if not isinstance(mailbox, str) or not isinstance(message, bytes):
