@@ -306,15 +306,42 @@ async def _main(config: RunConfig, stdout: TextIO | None) -> int:
     )
 
 
+class LoopUnavailable(ServiceError):
+    """``loop = "uvloop"`` was asked for where uvloop is not installed."""
+
+
+def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """(name, factory) of the event loop ``choice`` asks for: ``"auto"`` is
+    uvloop where it is installed (``pip install 'perspective-broker[uvloop]'``,
+    the production install) and asyncio's own loop elsewhere."""
+    if choice not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"unknown event loop {choice!r}: expected auto, asyncio or uvloop")
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise LoopUnavailable(
+                    "--loop uvloop: uvloop is not installed; "
+                    "pip install 'perspective-broker[uvloop]', or use --loop asyncio") from None
+        else:
+            return "uvloop", uvloop.new_event_loop
+    return "asyncio", asyncio.new_event_loop
+
+
 def run(config: RunConfig, *, stdout: TextIO | None = None) -> int:
-    """Run *config* in the foreground with :func:`asyncio.run`; return an exit code.
+    """Run *config* in the foreground on the event loop it names; return an
+    exit code.
 
     Logging should already be configured (:func:`~services.configure_logging`).
     Build and pidfile failures are logged and return 1; :class:`ConfigError`
     (duplicate service names) propagates for the caller to report as usage.
     """
     try:
-        return asyncio.run(_main(config, stdout))
+        name, factory = loop_factory(config.loop)
+        _log.info("event loop", loop=name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(_main(config, stdout))
     except ConfigError:
         raise
     except ServiceError as exc:
