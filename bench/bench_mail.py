@@ -6,8 +6,10 @@ beside Twisted mail and a bare aiosmtpd floor, in one run.
 Systems (each server is its own subprocess on 127.0.0.1, storing into its
 own Maildir under a temporary directory, fsync on for all):
 
-* ``pb``: ``pb run mail`` (aiosmtpd + our policy, Maildir delivery in a
-  worker thread: tmp → fsync → rename → fsync new/; POP3 is ours);
+* ``pb``: ``pb run --loop asyncio mail`` (aiosmtpd + our policy, Maildir
+  delivery in a worker thread: tmp → fsync → rename → fsync new/; POP3 is
+  ours); ``pb-uvloop`` the same on uvloop (what ``pb run`` picks where
+  uvloop is installed);
 * ``floor``: aiosmtpd with a bare handler writing the same Maildir steps in
   a worker thread: no recipient checks, no Received: header, no POP3;
 * ``twisted``: ``twisted.mail.smtp.ESMTP`` with an ``IMessageDelivery``
@@ -189,9 +191,10 @@ class Server:
         self.root = root
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env.pop("PYTHONASYNCIODEBUG", None)
-        if name == "pb":
-            command = [sys.executable, "-m", "clients._cli", "run", "--data-dir", str(root / "data"),
-                       "--log-level", "warning", "mail",
+        if name in ("pb", "pb-uvloop"):
+            loop = "uvloop" if name == "pb-uvloop" else "asyncio"  # the floor runs on asyncio
+            command = [sys.executable, "-m", "clients._cli", "run", "--loop", loop,
+                       "--data-dir", str(root / "data"), "--log-level", "warning", "mail",
                        "--domain", f"example.com={root / 'example.com'}", "--user",
                        f"alice@example.com:{PASSWORD}", "--smtp-port", "0", "--pop3-port", "0",
                        "--allow-plain-auth", "--hostname", "bench.test"]
@@ -295,7 +298,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one SMTP window")
     parser.add_argument("--windows", type=int, default=3, help="windows per system")
-    parser.add_argument("--only", default="pb,floor,twisted", help="systems to run")
+    parser.add_argument("--only", default="pb,pb-uvloop,floor,twisted", help="systems to run")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("root", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -306,6 +309,12 @@ def main() -> int:
         serve_twisted(args.root)
         return 0
     names = [n for n in args.only.split(",") if n]
+    if "pb-uvloop" in names:
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            log("skipped: pb-uvloop, uvloop not installed (pip install -e '.[uvloop]')")
+            names.remove("pb-uvloop")
     if "twisted" in names:
         try:
             import twisted.mail  # noqa: F401

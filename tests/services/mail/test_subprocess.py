@@ -158,3 +158,39 @@ max_recipients = 5
         code, _, stderr = child.stop()
         child.close()
     assert code == 0, stderr
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_starttls_and_stls_work_on_each_event_loop(tmp_path, loop):
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not installed (pip install -e '.[uvloop]')")
+    import ssl
+    import sys
+
+    from tests._child import OutputChild
+    from tests._tls import write_tls_files
+
+    from ._proc import BANNER, child_env
+    cert, key, ca = write_tls_files(tmp_path)
+    command = [sys.executable, "-m", "clients._cli", "run", "--loop", loop, "--data-dir", str(tmp_path / "data"),
+               "mail", *domain_args(tmp_path / "mail", *USERS, password=PASSWORD), "--smtp-port", "0",
+               "--pop3-port", "0", "--tls-cert", str(cert), "--tls-key", str(key)]
+    child = OutputChild(command, cwd=tmp_path, env=child_env())
+    try:
+        match = child.wait_for("stdout", BANNER)
+        context = ssl.create_default_context(cafile=str(ca))
+        with smtplib.SMTP("127.0.0.1", int(match[1]), timeout=10) as client:
+            client.starttls(context=context)
+            client.login("alice@example.com", PASSWORD)
+            client.sendmail("alice@example.com", ["carol@example.org"], b"Subject: tls\r\n\r\nsecret\r\n")
+        pop = poplib.POP3("127.0.0.1", int(match[2]), timeout=10)
+        pop.stls(context=context)
+        pop.user("carol@example.org")
+        pop.pass_(PASSWORD)
+        assert b"secret" in b"\n".join(pop.retr(1)[1])
+        pop.quit()
+    finally:
+        code, _, stderr = child.stop()
+        child.close()
+    assert code == 0, stderr
+    assert f"loop={loop}" in stderr or loop == "asyncio"
