@@ -167,6 +167,10 @@ class MailPlugin(ServicePlugin):
                             help="relay: longest wait between retries (default: 3600)")
         parser.add_argument("--give-up", type=_seconds(1.0), default=5 * 86400.0,
                             help="relay: bounce to the sender after this long (default: 5 days)")
+        parser.add_argument("--max-connections", type=_positive, default=256,
+                            help="connections at once on each listener (default: 256)")
+        parser.add_argument("--max-connections-per-host", type=_positive, default=32,
+                            help="connections at once from one address, per listener (default: 32)")
         parser.add_argument("--grace", type=_seconds(), default=10.0,
                             help="when stopping, how long messages being stored may take")
 
@@ -234,6 +238,8 @@ class MailPlugin(ServicePlugin):
             retry_base=options.retry_base,
             retry_max=options.retry_max,
             give_up=options.give_up,
+            max_connections=options.max_connections,
+            max_connections_per_host=options.max_connections_per_host,
             grace=options.grace,
         )
 

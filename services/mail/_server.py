@@ -84,6 +84,8 @@ class MailService(Service):
         retry_base: float = 60.0,
         retry_max: float = 3600.0,
         give_up: float = 5 * 86400.0,
+        max_connections: int = 256,
+        max_connections_per_host: int = 32,
         grace: float = 10.0,
         service_name: str = SERVICE_NAME,
     ) -> None:
@@ -124,6 +126,8 @@ class MailService(Service):
         self._pop3_protocols: set[Pop3Protocol] = set()
         self._locks: dict[str, int] = {}
         self._maildirs: dict[Path, Maildir] = {}
+        self.smtp_gate = ConnectionGate(max_connections, max_connections_per_host)
+        self.pop3_gate = ConnectionGate(max_connections, max_connections_per_host)
         self._last_refresh = 0.0
         self._refreshing: asyncio.Task | None = None
         self._in_flight = 0
@@ -388,20 +392,8 @@ class MailService(Service):
     # -- listeners --------------------------------------------------------------------------
 
     def _smtp_factory(self) -> MailSMTP:
-        service = self
-
-        class _Tracked(MailSMTP):
-            def connection_made(self, transport: Any) -> None:
-                if self._original_transport is None:
-                    service._smtp_protocols.add(self)
-                super().connection_made(transport)
-
-            def connection_lost(self, error: Exception | None) -> None:
-                super().connection_lost(error)
-                service._smtp_protocols.discard(self)
-
-
-        return _Tracked(
+        return _ServiceSMTP(
+            self,
             self.policy,
             allow_plain_auth=self.allow_plain_auth,
             data_size_limit=self.max_message_size,
@@ -445,6 +437,69 @@ class MailService(Service):
             os.close(fd)  # closing releases the flock
 
 
+class ConnectionGate:
+    """Caps connections on one listener: ``total`` at once, ``per_host``
+    from one address, so one client cannot take every slot."""
+
+    def __init__(self, total: int, per_host: int) -> None:
+        self.total = total
+        self.per_host = per_host
+        self._hosts: dict[str, int] = {}
+        self._count = 0
+
+    def admit(self, host: str) -> bool:
+        if self._count >= self.total or self._hosts.get(host, 0) >= self.per_host:
+            return False
+        self._count += 1
+        self._hosts[host] = self._hosts.get(host, 0) + 1
+        return True
+
+    def release(self, host: str) -> None:
+        self._count -= 1
+        left = self._hosts.get(host, 1) - 1
+        if left:
+            self._hosts[host] = left
+        else:
+            self._hosts.pop(host, None)
+
+
+def _peer_host(transport: Any) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+class _ServiceSMTP(MailSMTP):
+    """A connection of the service's SMTP listener: counted, capped, closed at stop."""
+
+    def __init__(self, service: MailService, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._service = service
+        self._admitted: str | None = None
+        self._turned_away = False
+
+    def connection_made(self, transport: Any) -> None:
+        service = self._service
+        if self._original_transport is None:  # not the STARTTLS re-entry
+            host = _peer_host(transport)
+            if not service.running or not service.smtp_gate.admit(host):
+                self._turned_away = True
+                transport.write(b"421 4.7.0 Too many connections; try again later\r\n")
+                transport.close()
+                return
+            self._admitted = host
+            service._smtp_protocols.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._turned_away:
+            return
+        super().connection_lost(error)
+        if self._admitted is not None:
+            self._service.smtp_gate.release(self._admitted)
+            self._admitted = None
+        self._service._smtp_protocols.discard(self)
+
+
 class _MailRealmService(cred.Service):
     """The cred service ``mail``: one perspective per mailbox (the portal
     has checked the keyring)."""
@@ -484,16 +539,19 @@ class Pop3Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
         self._closed = False
+        self._admitted = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         service = self.service
         peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if isinstance(peer, tuple) else str(peer)
-        if not service.running:
+        self.peer = _peer_host(transport)
+        if not service.running or not service.pop3_gate.admit(self.peer):
+            transport.write(b"-ERR [SYS/TEMP] too many connections; try again later\r\n")
             transport.close()
             self._closed = True
             return
+        self._admitted = True
         service._pop3_protocols.add(self)
         self.machine = Pop3Machine(hostname=service.hostname,
                                    plain_allowed=service.allow_plain_auth and is_loopback(peer),
@@ -516,6 +574,9 @@ class Pop3Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._admitted:
+            self._admitted = False
+            self.service.pop3_gate.release(self.peer)
         self.service._pop3_protocols.discard(self)
         if self._timer is not None:
             self._timer.cancel()

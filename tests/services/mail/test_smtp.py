@@ -219,3 +219,25 @@ async def test_the_null_sender_of_bounces_is_accepted(mail):
     assert answers[2].startswith(b"250") and answers[-1].startswith(b"250")
     (stored,) = mail.stored("bob@example.com")
     assert stored.startswith(b"Return-Path: <>\n")
+
+
+async def test_connections_per_host_are_capped_on_both_listeners(tmp_path):
+    env = await start_mail(tmp_path, "--max-connections-per-host", "2")
+    try:
+        def crowd(port: int) -> bytes:
+            first, second = Raw(port), Raw(port)
+            try:
+                first.line(), second.line()
+                with Raw(port) as third:
+                    refused = third.line()
+                    assert third.closed()
+                return refused
+            finally:
+                first.close()
+                second.close()
+        assert (await in_thread(crowd, env.smtp)).startswith(b"421 4.7.0")
+        assert (await in_thread(crowd, env.pop3)).startswith(b"-ERR [SYS/TEMP]")
+        await asyncio.sleep(0.1)  # the slots are free again
+        assert (await in_thread(send, env.smtp, "x@remote.test", ["alice@example.com"], message())) == {}
+    finally:
+        await env.application.stop(grace=2)
