@@ -290,9 +290,12 @@ class Pop3Machine:
         verb = verb.upper()
         handler = (_AUTH_COMMANDS if self.state is State.AUTHORIZATION else _TRANSACTION_COMMANDS).get(verb)
         if handler is None:
-            known = verb in _AUTH_COMMANDS or verb in _TRANSACTION_COMMANDS
-            where = "after login" if self.state is State.AUTHORIZATION else "once logged in"
-            self._bad_command(f"{verb[:20]} is not valid {where}" if known else f"unknown command {verb[:20]!r}")
+            if verb in _TRANSACTION_COMMANDS and self.state is State.AUTHORIZATION:
+                self._bad_command(f"{verb} needs a login first (USER/PASS or AUTH PLAIN)")
+            elif verb in _AUTH_COMMANDS:
+                self._bad_command(f"{verb} is not valid once logged in")
+            else:
+                self._bad_command(f"unknown command {verb[:20]!r}")
             return
         handler(self, arg)
 

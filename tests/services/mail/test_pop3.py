@@ -284,6 +284,20 @@ async def test_stls_then_plain_login_and_auth_plain(tmp_path):
             client.quit()
             return count
         assert await in_thread(session) == 1
+
+        def injected() -> bytes:
+            with Raw(env.pop3) as raw:
+                raw.line()
+                raw.send(b"STLS\r\nUSER alice@example.com\r\nPASS " + PASSWORD.encode() + b"\r\n")
+                assert raw.line().startswith(b"+OK")
+                tls = ssl.create_default_context(cafile=str(ca)).wrap_socket(raw.sock, server_hostname="localhost")
+                tls.settimeout(10)
+                raw.sock, raw.buffer = tls, b""
+                raw.send(b"STAT\r\n")  # had the pipelined login counted, this would be "+OK 1 ..."
+                answer = raw.line()
+                tls.close()
+                return answer
+        assert (await in_thread(injected)).startswith(b"-ERR STAT needs a login first")
     finally:
         await env.application.stop(grace=2)
 
