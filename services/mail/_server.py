@@ -563,7 +563,8 @@ class Pop3Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.machine is not None:
             self.machine.receive(data)
-            self._touch()
+            if b"\n" in data:
+                self._touch()  # only whole lines count as activity: trickled bytes do not
             self._wake.set()
 
     def eof_received(self) -> bool | None:
