@@ -28,7 +28,6 @@ import logging
 import os
 import secrets
 import smtplib
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -177,8 +176,7 @@ class QueueRunner:
     def __init__(self, queue: RelayQueue, smarthost: tuple[str, int], *,
                  bounce: Callable[[str, bytes], Awaitable[None]], hostname: str,
                  retry_base: float = 60.0, retry_max: float = 3600.0,
-                 give_up: float = 5 * 86400.0, timeout: float = 60.0,
-                 starttls: bool = False) -> None:
+                 give_up: float = 5 * 86400.0, timeout: float = 60.0) -> None:
         self.queue = queue
         self.smarthost = smarthost
         self.bounce = bounce
@@ -187,7 +185,6 @@ class QueueRunner:
         self.retry_max = retry_max
         self.give_up = give_up
         self.timeout = timeout
-        self.starttls = starttls
         self.delivered = 0
         self._wake = asyncio.Event()
 
@@ -276,9 +273,6 @@ class QueueRunner:
         host, port = self.smarthost
         with smtplib.SMTP(host, port, local_hostname=self.hostname, timeout=self.timeout) as client:
             client.ehlo()
-            if self.starttls:
-                client.starttls(context=ssl.create_default_context())
-                client.ehlo()
             # smtplib dot-stuffs and sends CRLF; the stored message has LF line ends.
             data = content.replace(b"\n", b"\r\n")
             options = ["SMTPUTF8"] if not message.sender.isascii() or not all(

@@ -125,15 +125,15 @@ def test_bad_options_are_usage_errors_that_name_the_problem(tmp_path):
     assert code != 0 and "not one of the --domain names" in stderr
 
 
-def test_a_toml_file_configures_the_mail_service(tmp_path):
+@pytest.mark.parametrize("table", ["[[service]]\nplugin = \"mail\"", "[mail]"])
+def test_a_toml_file_configures_the_mail_service(tmp_path, table):
     root = tmp_path / "mail"
     (tmp_path / "app.toml").write_text(f"""
 [application]
 data_dir = "{tmp_path / 'data'}"
 log_level = "warning"
 
-[[service]]
-plugin = "mail"
+{table}
 domain = ["example.com={root / 'example.com'}"]
 catch_all = ["example.com=alice"]
 user = ["alice@example.com:{PASSWORD}"]
@@ -194,3 +194,17 @@ def test_starttls_and_stls_work_on_each_event_loop(tmp_path, loop):
         child.close()
     assert code == 0, stderr
     assert f"loop={loop}" in stderr or loop == "asyncio"
+
+
+def test_a_mail_table_is_checked_like_a_service_table(tmp_path):
+    from services import ConfigError, load_config
+
+    (tmp_path / "bad.toml").write_text('[mail]\nsmtp_port = "x"\n')
+    with pytest.raises(ConfigError, match=r"mail\.smtp_port"):
+        load_config(tmp_path / "bad.toml")
+    (tmp_path / "other.toml").write_text('[mail]\nplugin = "echo"\n')
+    with pytest.raises(ConfigError, match=r"leave 'plugin' out"):
+        load_config(tmp_path / "other.toml")
+    (tmp_path / "unknown.toml").write_text('[nosuchplugin]\nx = 1\n')
+    with pytest.raises(ConfigError, match="nosuchplugin"):
+        load_config(tmp_path / "unknown.toml")
