@@ -39,6 +39,9 @@ __all__ = [
 _ATEXT = r"A-Za-z0-9#$&'*+\-/=?^_`{|}~"
 _LOCAL_ASCII = re.compile(rf"[{_ATEXT}]+(\.[{_ATEXT}]+)*\Z")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+#: Postfix's default message_size_limit.  aiosmtpd holds a message in memory
+#: while it arrives, so this times the connection cap bounds that memory.
+DEFAULT_MAX_MESSAGE = 10_240_000
 MAX_LOCAL = 64
 MAX_DOMAIN = 255
 MAX_ADDRESS = 254

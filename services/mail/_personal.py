@@ -30,7 +30,7 @@ from typing import Any
 import broker
 from services import Service, get_logger
 
-from ._core import AddressError, check_mailbox_name
+from ._core import DEFAULT_MAX_MESSAGE, AddressError, check_mailbox_name
 from ._maildir import Maildir
 
 __all__ = ["DEFAULT_SOCKET", "PersonalDelivery", "PersonalRouter", "PersonalService"]
@@ -70,7 +70,7 @@ class PersonalService(Service):
 
     def __init__(self, name: str | None = "mail", *, socket_path: str = DEFAULT_SOCKET,
                  maildir: str = DEFAULT_MAILDIR, mailboxes: list[str] = (), socket_mode: int = 0o600,
-                 max_message_size: int = 32 * 1024 * 1024, grace: float = 10.0) -> None:
+                 max_message_size: int = DEFAULT_MAX_MESSAGE, grace: float = 10.0) -> None:
         super().__init__(name)
         self.socket_path = str(Path(socket_path).expanduser())
         self.maildir_path = Path(maildir).expanduser()

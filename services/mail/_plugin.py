@@ -10,7 +10,7 @@ from pathlib import Path
 import cred
 from services import Application, Service, ServicePlugin, account_portal, host_name, port_number
 
-from ._core import AddressError, Domain, check_mailbox_name, parse_address
+from ._core import DEFAULT_MAX_MESSAGE, AddressError, Domain, check_mailbox_name, parse_address
 from ._personal import DEFAULT_MAILDIR, DEFAULT_SOCKET, PersonalService
 from ._server import MIN_AUTOLOGOUT, MailService
 
@@ -153,8 +153,8 @@ class MailPlugin(ServicePlugin):
         parser.add_argument("--tls-key", metavar="PEM", default=None, help="its private key")
         parser.add_argument("--hostname", default=None,
                             help="the name this server gives in greetings and Received: headers")
-        parser.add_argument("--max-message-size", type=_positive, default=32 * 1024 * 1024,
-                            help="SMTP SIZE limit in bytes (default: 32 MiB)")
+        parser.add_argument("--max-message-size", type=_positive, default=DEFAULT_MAX_MESSAGE,
+                            help=f"SMTP SIZE limit in bytes (default: {DEFAULT_MAX_MESSAGE}, as Postfix)")
         parser.add_argument("--max-recipients", type=_positive, default=100,
                             help="recipients per message (default: 100)")
         parser.add_argument("--command-timeout", type=_seconds(1.0), default=300.0,

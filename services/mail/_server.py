@@ -30,7 +30,7 @@ from typing import Any
 import cred
 from services import Service, ensure_account, ensure_service_name, get_logger
 
-from ._core import AddressError, Domain, Local, MailCore, check_mailbox_name
+from ._core import DEFAULT_MAX_MESSAGE, AddressError, Domain, Local, MailCore, check_mailbox_name
 from ._maildir import Maildir, MaildirError
 from ._pop3 import Close, Commit, Login, Pop3Machine, Pop3Message, Retrieve, StartTls
 from ._personal import PersonalRouter
@@ -76,7 +76,7 @@ class MailService(Service):
         allow_plain_auth: bool = False,
         tls: _ssl.SSLContext | None = None,
         hostname: str | None = None,
-        max_message_size: int = 32 * 1024 * 1024,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
         max_recipients: int = 100,
         command_timeout: float = 300.0,
         autologout: float = MIN_AUTOLOGOUT,
@@ -129,7 +129,6 @@ class MailService(Service):
         self.smtp_gate = ConnectionGate(max_connections, max_connections_per_host)
         self.pop3_gate = ConnectionGate(max_connections, max_connections_per_host)
         self._last_refresh = 0.0
-        self._refreshing: asyncio.Task | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -189,6 +188,7 @@ class MailService(Service):
             await self._close_listeners()
             if realm.services.get(self.service_name) is self.realm_service:
                 del realm.services[self.service_name]
+            await asyncio.to_thread(self.store.close)  # reopens on next use, as after a stop
             raise
         _log.info("listening", smtp=self.smtp_port, pop3=self.pop3_port,
                   domains=",".join(sorted(self.core.domains)))
