@@ -101,6 +101,34 @@ def _positive(text: str) -> int:
     return value
 
 
+def _smarthost_security(options: argparse.Namespace) -> tuple[ssl.SSLContext | None, tuple[str, str] | None]:
+    if options.smarthost is None:
+        if options.smarthost_tls or options.smarthost_ca or options.smarthost_user:
+            raise ValueError("--smarthost-tls, --smarthost-ca and --smarthost-user need --smarthost")
+        return None, None
+    tls = None
+    if options.smarthost_tls or options.smarthost_ca:
+        try:
+            tls = ssl.create_default_context(cafile=options.smarthost_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"--smarthost-ca {options.smarthost_ca}: cannot load it: {exc}") from None
+    if (options.smarthost_user is None) != (options.smarthost_password_file is None):
+        raise ValueError("give --smarthost-user and --smarthost-password-file together")
+    login = None
+    if options.smarthost_user is not None:
+        try:
+            password = Path(options.smarthost_password_file).read_text().splitlines()[0]
+        except (OSError, IndexError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--smarthost-password-file {options.smarthost_password_file}: "
+                             f"cannot read a password from it ({exc!r})") from None
+        login = (options.smarthost_user, password)
+        host = options.smarthost[0]
+        if tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("--smarthost-user sends a password: add --smarthost-tls "
+                             "(only a loopback smarthost may be logged in to without TLS)")
+    return tls, login
+
+
 class MailPlugin(ServicePlugin):
     name = "mail"
     description = "SMTP in, Maildir storage, POP3 out, smarthost relay, mailboxes over PB"
@@ -145,6 +173,14 @@ class MailPlugin(ServicePlugin):
         parser.add_argument("--smarthost", metavar="HOST:PORT", type=_host_port, default=None,
                             help="relay mail for other domains (from authenticated senders only) "
                                  "through this SMTP server")
+        parser.add_argument("--smarthost-tls", action="store_true",
+                            help="require STARTTLS with the smarthost, checking its certificate")
+        parser.add_argument("--smarthost-ca", metavar="PEM", default=None,
+                            help="CA certificates for the smarthost (default: the system's)")
+        parser.add_argument("--smarthost-user", metavar="NAME", default=None,
+                            help="log in to the smarthost as NAME (with --smarthost-password-file)")
+        parser.add_argument("--smarthost-password-file", metavar="PATH", default=None,
+                            help="file whose first line is the smarthost password")
         parser.add_argument("--allow-plain-auth", action="store_true",
                             help="allow AUTH PLAIN/LOGIN and POP3 USER/PASS without TLS, "
                                  "on loopback connections only")
@@ -209,6 +245,7 @@ class MailPlugin(ServicePlugin):
             raise ValueError("give both --tls-cert and --tls-key, or neither")
         if options.pb_port is not None and options.pb_socket is not None:
             raise ValueError("give either --pb-port or --pb-socket, not both")
+        smarthost_tls, smarthost_login = _smarthost_security(options)
         tls = None
         if options.tls_cert is not None:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -226,6 +263,8 @@ class MailPlugin(ServicePlugin):
             pb_port=options.pb_port,
             pb_socket=options.pb_socket,
             smarthost=options.smarthost,
+            smarthost_tls=smarthost_tls,
+            smarthost_login=smarthost_login,
             personal_sockets=dict(options.personal_socket),
             users=options.user,
             allow_plain_auth=options.allow_plain_auth,

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
 import logging
 import os
 import secrets
 import smtplib
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -125,6 +127,13 @@ class RelayQueue:
         (self.path / "state" / f"{qid}.json").unlink(missing_ok=True)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def make_bounce(message: QueuedMessage, content: bytes, *, hostname: str,
                 reasons: dict[str, str]) -> bytes:
     """A delivery status notification (RFC 3464) for the failed recipients,
@@ -171,12 +180,21 @@ class QueueRunner:
     ``retry_base``/``retry_max`` shape the back-off (base · 2^attempts, capped);
     ``give_up`` is how long a message may wait in all.  ``bounce`` stores a
     DSN for the sender (the service decides: a local mailbox or the queue).
+    ``tls``: an SSL context; then STARTTLS is required before anything is
+    sent (the smarthost's certificate is checked against its host name).
+    ``login``: ``(user, password)`` for AUTH, only ever sent over TLS or to
+    a loopback smarthost.
     """
 
     def __init__(self, queue: RelayQueue, smarthost: tuple[str, int], *,
                  bounce: Callable[[str, bytes], Awaitable[None]], hostname: str,
                  retry_base: float = 60.0, retry_max: float = 3600.0,
-                 give_up: float = 5 * 86400.0, timeout: float = 60.0) -> None:
+                 give_up: float = 5 * 86400.0, timeout: float = 60.0,
+                 tls: ssl.SSLContext | None = None, login: tuple[str, str] | None = None) -> None:
+        if login is not None and tls is None and not _is_loopback(smarthost[0]):
+            raise ValueError("a smarthost login is only sent over TLS (or to a loopback smarthost)")
+        self.tls = tls
+        self.login = login
         self.queue = queue
         self.smarthost = smarthost
         self.bounce = bounce
@@ -231,6 +249,11 @@ class QueueRunner:
                     message.failed[rcpt] = error
             message.recipients = [r for r in message.recipients if r in temporary]
             message.last_error = "; ".join(temporary.values())
+        except smtplib.SMTPAuthenticationError as exc:
+            # Our login is wrong: the operator's to fix, not the sender's fault. Keep the mail.
+            message.last_error = f"smarthost refused our login ({exc.smtp_code}): check --smarthost-user"
+            log.error("relay: the smarthost %s:%d refused our login: %s", *self.smarthost,
+                      exc.smtp_error)
         except smtplib.SMTPResponseException as exc:
             error = f"{exc.smtp_code} {exc.smtp_error.decode('utf-8', 'replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
             if 500 <= exc.smtp_code < 600:
@@ -273,6 +296,15 @@ class QueueRunner:
         host, port = self.smarthost
         with smtplib.SMTP(host, port, local_hostname=self.hostname, timeout=self.timeout) as client:
             client.ehlo()
+            if self.tls is not None:
+                if not client.has_extn("starttls"):
+                    # Temporary: the smarthost may be misconfigured for a while; never send in clear.
+                    raise smtplib.SMTPResponseException(
+                        454, "smarthost offers no STARTTLS; not sending in clear")
+                client.starttls(context=self.tls)
+                client.ehlo()
+            if self.login is not None:
+                client.login(*self.login)
             # smtplib dot-stuffs and sends CRLF; the stored message has LF line ends.
             data = content.replace(b"\n", b"\r\n")
             options = ["SMTPUTF8"] if not message.sender.isascii() or not all(

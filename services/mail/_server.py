@@ -71,6 +71,8 @@ class MailService(Service):
         pb_port: int | None = None,
         pb_socket: str | None = None,
         smarthost: tuple[str, int] | None = None,
+        smarthost_tls: _ssl.SSLContext | None = None,
+        smarthost_login: tuple[str, str] | None = None,
         personal_sockets: dict[str, str] | None = None,
         users: Iterable[tuple[str, str]] = (),
         allow_plain_auth: bool = False,
@@ -116,6 +118,8 @@ class MailService(Service):
         for domain in domains:
             self.core.add_domain(domain)
         self.retry = (retry_base, retry_max, give_up)
+        self.smarthost_tls = smarthost_tls
+        self.smarthost_login = smarthost_login
         self.realm_service = _MailRealmService(service_name, self)
         self.queue: RelayQueue | None = None
         self.runner: QueueRunner | None = None
@@ -163,7 +167,8 @@ class MailService(Service):
                 base, cap, give_up = self.retry
                 self.runner = QueueRunner(self.queue, self.core.smarthost, bounce=self._bounce,
                                           hostname=self.hostname, retry_base=base, retry_max=cap,
-                                          give_up=give_up)
+                                          give_up=give_up, tls=self.smarthost_tls,
+                                          login=self.smarthost_login)
                 self.create_task(self.runner.run(), name="mail relay queue")
             loop = asyncio.get_running_loop()
             if self.smtp_port is not None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import smtplib
+import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,58 @@ async def test_after_the_give_up_time_the_sender_gets_a_bounce(tmp_path: Path):
         await _until(lambda: not list((tmp_path / "data" / "mail-queue" / "queue").iterdir()))
     finally:
         await env.application.stop(grace=2)
+
+
+async def test_the_smarthost_gets_starttls_and_a_login_and_a_wrong_one_keeps_the_mail(tmp_path: Path):
+    from aiosmtpd.smtp import AuthResult
+
+    from tests._tls import write_tls_files
+
+    cert, key, ca = write_tls_files(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server, session, envelope, mechanism, data):
+        logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"relay-secret", handled=False)
+
+    sink = Sink()
+    port = _free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=server_tls,
+                            require_starttls=True, auth_required=True, authenticator=authenticator)
+    controller.start()
+    password_file = tmp_path / "relay.pw"
+    password_file.write_text("wrong-secret\n")
+    args = ("--allow-plain-auth", "--smarthost", f"127.0.0.1:{port}", "--smarthost-tls",
+            "--smarthost-ca", str(ca), "--smarthost-user", "relay",
+            "--smarthost-password-file", str(password_file), "--retry-base", "0.2", "--retry-max", "0.3")
+    env = await start_mail(tmp_path, *args)
+    try:
+        await in_thread(_send_authenticated, env.smtp, ["friend@elsewhere.test"], message("tls"))
+        await _until(lambda: len(logins) >= 2)  # refused, retried, never bounced
+        assert sink.received == [] and env.stored("alice@example.com") == []
+    finally:
+        await env.application.stop(grace=2)
+    password_file.write_text("relay-secret\n")
+    env = await start_mail(tmp_path, *args)
+    try:
+        await _until(lambda: sink.received)
+        assert logins[-1] == (b"relay", b"relay-secret")
+        assert b"Subject: tls" in sink.received[0][2]
+    finally:
+        await env.application.stop(grace=2)
+        controller.stop()
+
+
+def test_a_smarthost_password_is_never_sent_without_tls(tmp_path: Path):
+    from services import plugin_parser
+    from services.mail import plugin
+
+    (tmp_path / "pw").write_text("x\n")
+    options = plugin_parser(plugin).parse_args([
+        "--domain", f"example.com={tmp_path}", "--smarthost", "relay.example.net:25",
+        "--smarthost-user", "u", "--smarthost-password-file", str(tmp_path / "pw")])
+    from services import Application
+    with pytest.raises(ValueError, match="add --smarthost-tls"):
+        plugin.build(options, Application("t", data_dir=tmp_path / "d"))
