@@ -19,7 +19,8 @@ from ._accounts import (
 from ._application import Application
 from ._config import ConfigError, RunConfig, ServiceSpec, load_config, options_from_table
 from ._logging import LOG_LEVELS, configure_logging, get_logger
-from ._options import host_name, port_number
+from ._options import host_name, non_negative_seconds, port_number
+from ._portal_service import PortalService
 from ._plugins import (
     ENTRY_POINT_GROUP,
     EXTRA_PLUGINS_ENV,
@@ -67,6 +68,7 @@ __all__ = [
     "EXTRA_PLUGINS_ENV",
     "LOG_LEVELS",
     "Application",
+    "PortalService",
     "ConfigError",
     "IService",
     "IServicePlugin",
@@ -102,6 +104,7 @@ __all__ = [
     "plugin_parser",
     "port_number",
     "host_name",
+    "non_negative_seconds",
     "register_plugin",
     "run",
     "run_application",

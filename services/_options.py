@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import re
 
-__all__ = ["port_number", "host_name"]
+__all__ = ["port_number", "host_name", "non_negative_seconds"]
 
 # RFC 1123 labels: letters, digits and inner hyphens, 1..63 characters.
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+def non_negative_seconds(text: str) -> float:
+    """A number of seconds, 0 or more (``inf``: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
 
 
 def port_number(text: str) -> int:

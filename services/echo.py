@@ -21,7 +21,6 @@ the password on the command line.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ import broker
 import cred
 from services import (
     Application,
-    Service,
+    PortalService,
     ServicePlugin,
     account_portal,
     account_store,
@@ -38,7 +37,7 @@ from services import (
     get_logger,
     host_name,
     port_number,
-    stop_serving,
+    non_negative_seconds,
 )
 
 __all__ = [
@@ -114,12 +113,7 @@ class _EchoRealmService(cred.Service):
 # -- the service ------------------------------------------------------------------------
 
 
-def _tcp_url(host: str, port: int | None) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"pb://{shown}:{port}"
-
-
-class EchoService(Service):
+class EchoService(PortalService):
     """Serves the portal with the ``pbecho`` cred service in its realm.
 
     The counters (``echoes``, ``logins``, ``sessions``) are plain attributes,
@@ -139,65 +133,21 @@ class EchoService(Service):
         service_name: str = SERVICE_NAME,
         show_banner: bool = True,
     ) -> None:
-        super().__init__(name)
-        self.portal = portal
-        self.store = account_store(portal)
-        self.host = host
-        self.port = port
-        self.socket_path = path
-        self.users = list(users or [])
-        self.grace = grace
-        self.service_name = service_name
-        self.show_banner = show_banner
-        self.realm_service = _EchoRealmService(service_name, self)
-        self.server: broker.Server | None = None
+        super().__init__(name, portal=portal, realm_service=_EchoRealmService(service_name, self),
+                         host=host, port=port, path=path, users=users or (), grace=grace,
+                         show_banner=show_banner)
         self.echoes = 0
         self.logins = 0
         self.sessions = 0
-        self.started_at: float | None = None
 
     def stats(self) -> dict[str, Any]:
         uptime = 0.0 if self.started_at is None else time.monotonic() - self.started_at
         return {"echoes": self.echoes, "logins": self.logins, "sessions": self.sessions,
                 "uptime": round(uptime, 3)}
 
-    @property
-    def address(self) -> str:
-        """Where it listens: ``pb://host:port`` or ``pb+unix:///path``."""
-        if self.socket_path is not None:
-            return f"pb+unix://{self.socket_path}"
-        return _tcp_url(self.host, self.port)
-
     async def on_start(self) -> None:
-        realm = self.portal.realm
-        if self.service_name in realm.services:
-            raise RuntimeError(
-                f"the application's realm already has a cred service {self.service_name!r}; "
-                f"run one echo service per application"
-            )
-        await ensure_service_name(self.store, self.service_name)
-        for user, password in self.users:
-            created = await ensure_account(self.store, user, password, [(self.service_name, None)])
-            _log.info("account created" if created else "account password reset",
-                      user=user, grant=f"{self.service_name}:{user}")
-        realm.add_service(self.realm_service)
-        try:
-            if self.socket_path is not None:
-                self.server = await broker.serve(self.portal, path=self.socket_path,
-                                                 services={self.service_name})
-            else:
-                self.server = await broker.serve(self.portal, self.host, self.port,
-                                                 services={self.service_name})
-                self.port = self.server.port or self.port
-        except BaseException:
-            realm.services.pop(self.service_name, None)
-            raise
-        self.started_at = time.monotonic()
+        await super().on_start()
         _log.info("listening", address=self.address, service=self.service_name)
-
-    async def on_stop(self) -> None:
-        server, self.server = self.server, None
-        await stop_serving(self, server)
 
     def banner(self) -> str | None:
         if not self.show_banner:
@@ -222,16 +172,6 @@ def _user_password(text: str) -> tuple[str, str]:
     return name, password
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if math.isnan(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
-
-
 class EchoPlugin(ServicePlugin):
     name = "echo"
     description = 'the PB echo service ("pbecho"): perspective_echo returns what it gets'
@@ -248,7 +188,7 @@ class EchoPlugin(ServicePlugin):
                             help="create or update this account and grant it pbecho:NAME "
                                  "(repeatable; the password shows in the process list: "
                                  "for demos — use `pb user add` otherwise)")
-        parser.add_argument("--grace", type=_seconds, default=10.0, metavar="SECONDS",
+        parser.add_argument("--grace", type=non_negative_seconds, default=10.0, metavar="SECONDS",
                             help="when stopping, how long calls in progress may take "
                                  "(default: 10, within pb run's own --grace)")
 

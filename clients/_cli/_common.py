@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import math
 import os
 import sys
+
+from services import non_negative_seconds
 
 __all__ = [
     "RefusePassword", "PASSWORD_ENV", "UsageError", "check_host", "have_terminal", "is_text",
@@ -23,17 +24,6 @@ PASSWORD_ENV = "PB_PASSWORD"
 
 class UsageError(Exception):
     """Bad input from the user (exit code 2)."""
-
-
-def non_negative_seconds(text: str) -> float:
-    """An argparse type: a number of seconds, 0 or more (``inf``: no limit)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if math.isnan(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
 
 
 def is_text(text: str) -> bool:

@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import ssl
 from typing import Any
 
-import broker
 from services import (
     Application,
-    Service,
+    PortalService,
     ServicePlugin,
     account_portal,
-    account_store,
-    ensure_service_name,
     get_logger,
     host_name,
     port_number,
-    stop_serving,
 )
 
 from ._capture import DEFAULT_OUTPUT_LIMIT
@@ -62,9 +57,9 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost: it may resolve anywhere
 
 
-class ManholeService(Service):
+class ManholeService(PortalService):
     """Serves the application's portal, with the ``manhole`` cred service
-    in its realm, on its own address.
+    in its realm, on its own address (a UNIX socket is born 0600).
 
     Each admin login gets a namespace holding ``application``, ``services``
     (``application.services``), ``portal`` and ``asyncio``.
@@ -85,21 +80,13 @@ class ManholeService(Service):
         grace: float = 5.0,
         show_banner: bool = True,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, portal=portal,
+                         realm_service=ManholeRealmService(service_name, self._new_session),
+                         host=host, port=port, path=path, ssl_context=ssl_context,
+                         socket_mode=0o600, grace=grace, show_banner=show_banner)
         self.application = application
-        self.portal = portal
-        self.store = account_store(portal)
-        self.host = host
-        self.port = port
-        self.socket_path = path
-        self.ssl_context = ssl_context
-        self.service_name = service_name
         self.output_limit = output_limit
-        self.grace = grace
-        self.show_banner = show_banner
-        self.realm_service = ManholeRealmService(service_name, self._new_session)
         self.sessions: set[ManholePerspective] = set()
-        self.server: broker.Server | None = None
 
     # -- sessions -----------------------------------------------------------
 
@@ -121,64 +108,18 @@ class ManholeService(Service):
 
     # -- lifecycle ------------------------------------------------------------
 
-    @property
-    def address(self) -> str:
-        """Where it listens: ``pb://host:port``, ``pbs://`` with TLS, or
-        ``pb+unix:///path``."""
-        if self.socket_path is not None:
-            return f"pb+unix://{self.socket_path}"
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "pbs" if self.ssl_context is not None else "pb"
-        return f"{scheme}://{shown}:{self.port}"
-
     async def on_start(self) -> None:
-        realm = self.portal.realm
-        if self.service_name in realm.services:
-            raise RuntimeError(
-                f"the application's realm already has a cred service {self.service_name!r}; "
-                f"run one manhole per application"
-            )
-        await ensure_service_name(self.store, self.service_name)
-        realm.add_service(self.realm_service)
-        try:
-            if self.socket_path is not None:
-                self.server = await self._serve_unix(self.socket_path)
-            else:
-                self.server = await broker.serve(self.portal, self.host, self.port,
-                                                 ssl=self.ssl_context,
-                                                 services={self.service_name})
-                self.port = self.server.port or self.port
-        except BaseException:
-            realm.services.pop(self.service_name, None)
-            raise
+        await super().on_start()
         _log.info("listening", address=self.address, service=self.service_name,
                   tls=self.ssl_context is not None)
-
-    async def _serve_unix(self, path: str) -> broker.Server:
-        # The socket is born 0600 (umask while binding), then chmod'ed in
-        # case the umask was ignored: only our user may connect.
-        old_umask = os.umask(0o177)
-        try:
-            server = await broker.serve(self.portal, path=path, ssl=self.ssl_context,
-                                        services={self.service_name})
-        finally:
-            os.umask(old_umask)
-        try:
-            os.chmod(path, 0o600)
-        except BaseException:
-            server.close()
-            await server.wait_closed()
-            raise
-        return server
 
     async def on_stop(self) -> None:
         # Evaluations are an admin's, not a client's: interrupt them rather
         # than wait for them.
         for session in list(self.sessions):
             session.evaluator.interrupt()
-        server, self.server = self.server, None
         try:
-            await stop_serving(self, server)
+            await super().on_stop()
         finally:
             for session in list(self.sessions):
                 session.close()
