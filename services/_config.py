@@ -23,6 +23,10 @@ is ``slow_stop``), flags take booleans, ``type=int`` options integers,
 wrong types and missing required options are :class:`ConfigError`\\ s naming
 the file and the key (``app.toml: service[1].port: expected an integer, got
 a string ("x")``).  ``service[0]`` is the first ``[[service]]`` table.
+
+A top-level table named after a plug-in (``[mail]``) is a shorthand for a
+``[[service]]`` table with that ``plugin``; such tables start after the
+``[[service]]`` ones, and their errors are named by the table (``mail.smtp_port``).
 """
 
 from __future__ import annotations
@@ -377,9 +381,9 @@ def _read_application(file: str, table: Any, config: RunConfig) -> None:
 
 
 def _read_service(
-    file: str, index: int, table: Any, registry: PluginRegistry | None
+    file: str, index: int, table: Any, registry: PluginRegistry | None, where: str | None = None
 ) -> ServiceSpec:
-    where = f"service[{index}]"
+    where = f"service[{index}]" if where is None else where
     if not isinstance(table, dict):
         raise ConfigError(file, where, f"expected a table, got {_describe(table)}")
     if "plugin" not in table:
@@ -414,24 +418,44 @@ def load_config(path: Path | str, *, registry: PluginRegistry | None = None) -> 
     except RecursionError:
         raise ConfigError(file, None, "malformed TOML: arrays or tables nested too deeply") from None
     config = RunConfig(source=file)
-    for key in data:
-        if key not in ("application", "service"):
+    # A top-level table named after a plug-in ([mail]) is that plug-in's
+    # [[service]] table, run after the [[service]] ones.
+    plugin_tables = [key for key in data if key not in ("application", "service")]
+    for key in plugin_tables:
+        if not _names_plugin(key, registry):
             raise _unknown_key(
                 file, key, key, ["application", "service"], "the top level accepts"
             )
     if "application" in data:
         _read_application(file, data["application"], config)
     services = data.get("service")
-    if services is None:
+    if services is None and not plugin_tables:
         raise ConfigError(file, "service", "missing; add at least one [[service]] table")
-    if not isinstance(services, list):
+    if services is not None and not isinstance(services, list):
         raise ConfigError(
             file, "service",
             f"expected an array of tables ([[service]]), got {_describe(services)}",
         )
-    if not services:
+    if services is not None and not services:
         raise ConfigError(file, "service", "empty; add at least one [[service]] table")
     config.services = [
-        _read_service(file, index, table, registry) for index, table in enumerate(services)
+        _read_service(file, index, table, registry) for index, table in enumerate(services or [])
     ]
+    for key in plugin_tables:
+        table = data[key]
+        if isinstance(table, dict):
+            if table.get("plugin", key) != key:
+                raise ConfigError(file, f"{key}.plugin",
+                                  f"the [{key}] table runs the plugin {key!r}; leave 'plugin' out")
+            table = {**table, "plugin": key}
+        config.services.append(_read_service(file, len(config.services), table, registry,
+                                             where=key))
     return config
+
+
+def _names_plugin(key: str, registry: PluginRegistry | None) -> bool:
+    try:
+        get_plugin(key) if registry is None else registry.get(key)
+    except UnknownPluginError:
+        return False
+    return True

@@ -1,0 +1,109 @@
+"""Maildir storage: durable delivery, names, stale tmp, folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from services.mail import Maildir, MaildirError
+from services.mail._maildir import INBOX, TRASH
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_delivery_goes_through_tmp_with_fsync_then_rename_then_dir_fsync(tmp_path, monkeypatch):
+    box = Maildir(tmp_path / "box")
+    calls: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync:" + os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 2)[-2])
+        real_fsync(fd)
+
+    def rename(a, b) -> None:
+        calls.append("rename")
+        real_rename(a, b)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    key = box.deliver(b"Subject: x\n\nbody\n")
+    assert calls == ["fsync:tmp", "rename", "fsync:box"]
+    assert (tmp_path / "box" / "new" / key).read_bytes() == b"Subject: x\n\nbody\n"
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []
+
+
+def test_names_are_unique_and_carry_both_sizes(tmp_path):
+    box = Maildir(tmp_path / "box", fsync=False)
+    keys = {box.deliver(b"a\nb\n") for _ in range(200)}
+    assert len(keys) == 200
+    info = box.messages()[0]
+    assert (info.size, info.wire_size) == (4, 6)
+    assert {m.key for m in box.messages()} == keys
+
+
+def test_messages_come_back_in_delivery_order(tmp_path):
+    box = Maildir(tmp_path / "box", fsync=False)
+    keys = [box.deliver(f"n {i}\n".encode()) for i in range(50)]
+    assert [m.key for m in box.messages()] == keys
+
+
+def test_a_failed_write_leaves_no_tmp_file_and_says_where(tmp_path, monkeypatch):
+    box = Maildir(tmp_path / "box")
+
+    def broken(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(MaildirError, match="No space left"):
+        box.deliver(b"x\n")
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []
+    assert list((tmp_path / "box" / "new").iterdir()) == []
+
+
+def test_stale_tmp_files_are_cleaned_but_a_live_writers_are_kept(tmp_path):
+    box = Maildir(tmp_path / "box")
+    tmp = tmp_path / "box" / "tmp"
+    old = tmp / "123.foreign.host"
+    old.write_bytes(b"half")
+    os.utime(old, (time.time() - 40 * 3600,) * 2)
+    fresh_foreign = tmp / "456.foreign.otherhost"
+    fresh_foreign.write_bytes(b"being written elsewhere")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = os.uname().nodename
+    crashed = tmp / f"{int(time.time())}.M1P{dead}Q1Rabcdef.{host},S=1,W=1"
+    crashed.write_bytes(b"half")
+    mine = tmp / f"{int(time.time())}.M1P{os.getpid()}Q1Rabcdef.{host},S=1,W=1"
+    mine.write_bytes(b"in progress")
+    assert box.clean_tmp() == 2
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([fresh_foreign.name, mine.name])
+
+
+def test_folders_trash_moves_and_seen_flags(tmp_path):
+    box = Maildir(tmp_path / "box", fsync=False)
+    key = box.deliver(b"Subject: a\n\nx\n")
+    info = box.find(key)
+    assert info.subdir == "new"
+    box.mark_seen(info)
+    info = box.find(key)
+    assert (info.subdir, info.flags) == ("cur", "S")
+    trash = box.folder(TRASH)
+    assert (tmp_path / "box" / ".Trash" / "maildirfolder").exists()
+    box.move_to(info, trash)
+    assert box.messages() == []
+    assert trash.find(key).flags == "S"
+    assert box.folders() == [INBOX, TRASH]
+    for bad in ("../x", ".hidden", "a/b", "", "x" * 65, "a.b"):
+        with pytest.raises(MaildirError):
+            box.folder(bad)
+    with pytest.raises(MaildirError):
+        box.find("../../etc/passwd")
+
+
+def test_messages_delivered_by_others_are_read_too(tmp_path):
+    box = Maildir(tmp_path / "box")
+    (tmp_path / "box" / "cur" / "1.foreign.host:2,RS").write_bytes(b"a\r\nb\n")
+    (info,) = box.messages()
+    assert (info.key, info.flags, info.size, info.wire_size) == ("1.foreign.host", "RS", 5, 6)
