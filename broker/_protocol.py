@@ -29,7 +29,7 @@ from ._connection import (
 )
 from . import _eager
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
-from ._framing import HEADER, FrameReader, FrameTooLarge
+from ._framing import HEADER, FrameReader, FrameTooLarge, describe_foreign
 from ._limits import Limits
 from ._references import ROOT_ID
 from ._remote import RemoteReference
@@ -284,8 +284,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         except FrameTooLarge as exc:
             reason = str(exc)
             if not self._ready.done():
-                reason = (f"the peer sent more than handshake_bytes={self.limits.handshake_bytes} "
-                          "bytes before its HELLO")
+                reason = self._handshake_refusal(exc)
             self._close_reason = reason
             core.goodbye("limit-exceeded", reason)
             self._fail_ready(LimitExceeded(reason))
@@ -294,6 +293,17 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._close_reason = str(exc)
             self._fail_ready(exc)
             self._abort()
+
+    def _handshake_refusal(self, exc: FrameTooLarge) -> str:
+        limit = self.limits.handshake_bytes
+        if exc.limit != self.reader.max_frame:  # whole frames, none of them a HELLO
+            return f"the peer sent more than handshake_bytes={limit} bytes before its HELLO"
+        # The length header itself is out of range: most likely not PB at all
+        # (an HTTP request's "GET " reads as a frame of 1.2 GB).
+        head = self.reader.peek(16)
+        return (f"the first bytes the peer sent ({head[:HEADER.size]!r}) are not a PB frame "
+                f"header: they announce a frame of {exc.size} bytes, more than a HELLO may "
+                f"take (handshake_bytes={limit}, header included); {describe_foreign(head)}")
 
     # -- running calls ----------------------------------------------------------
 
