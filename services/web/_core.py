@@ -116,7 +116,7 @@ class Request:
     def __init__(self, channel: Channel, method: str, target: str,
                  headers: list[tuple[str, str]], *, client: tuple[str, int] | None = None,
                  scheme: str = "http", http_version: str = "1.1",
-                 debug: bool = False) -> None:
+                 debug: bool = False, root_path: str = "") -> None:
         self.channel = channel
         self.method = method
         self.target = target
@@ -126,6 +126,9 @@ class Request:
         self.scheme = scheme
         self.http_version = http_version
         self.debug = debug
+        #: Where this request's site is mounted in a larger one (a personal
+        #: server's requests arrive with the front's ``/alice.twistd``).
+        self.root_path = root_path
         path, _, self.query = target.partition("?")
         self.path = path
         raw = path.split("/")[1:] if path.startswith("/") else [path]
@@ -137,6 +140,7 @@ class Request:
         #: Raw (still encoded) segments of postpath, for mounts that pass
         #: the rest of the path on unchanged (ASGI, relay).
         self.raw_postpath = list(raw)
+        self.raw_prepath: list[str] = []
         self.code = 200
         self.response_headers: list[tuple[str, str]] = []
         self.started = False
@@ -171,8 +175,8 @@ class Request:
 
     @property
     def mount_path(self) -> str:
-        """The consumed part of the path, for a mounted application."""
-        return "".join("/" + s for s in self.prepath)
+        """The consumed part of the path (after ``root_path``), as sent."""
+        return self.root_path + "".join("/" + s for s in self.raw_prepath)
 
     # -- response side --------------------------------------------------------
 
@@ -315,7 +319,7 @@ def traverse(root: Resource, request: Request) -> Resource:
         if child is None:
             raise HTTPError(404, f"no resource at {request.path}")
         request.prepath.append(request.postpath.pop(0))
-        request.raw_postpath.pop(0)
+        request.raw_prepath.append(request.raw_postpath.pop(0))
         resource = child
     return resource
 

@@ -99,7 +99,7 @@ class File(Resource):
         target = os.path.realpath(os.path.join(root, *segments)) if segments else root
         if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
             raise HTTPError(404, f"no such file: {request.path}")
-        return target, trailing or not segments
+        return target, trailing or (not segments and request.path.endswith("/"))
 
     async def render(self, request: Request) -> Any:
         if request.method not in ("GET", "HEAD"):
@@ -114,7 +114,8 @@ class File(Resource):
             raise HTTPError(404, f"no such file: {request.path}") from None
         if stat.S_ISDIR(info.st_mode):
             if not slash:
-                location = quote(request.path, safe="/%:@!$&'()*+,;=~") + "/"
+                location = quote(request.root_path + request.path,
+                                 safe="/%:@!$&'()*+,;=~") + "/"
                 if request.query:
                     location += "?" + request.query
                 body = f'<a href="{html.escape(location)}">moved here</a>'.encode()
