@@ -36,7 +36,7 @@ from ._wsgi import WSGIResource
 __all__ = ["DEFAULT_PORT", "WebPlugin", "plugin"]
 
 DEFAULT_PORT = 8080
-PASSWORD_ENV = "PB_WEB_PASSWORD"
+PASSWORD_ENV = "PB_PASSWORD"  # the same variable pb call reads
 
 
 def _size(text: str) -> int:
