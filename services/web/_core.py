@@ -26,6 +26,7 @@ from urllib.parse import unquote
 __all__ = [
     "HTTPError",
     "NoResource",
+    "ResponseAborted",
     "Request",
     "Resource",
     "error_page",
@@ -47,6 +48,12 @@ class HTTPError(Exception):
         self.headers = list(headers)
         #: The connection cannot go on after this answer (a framing error).
         self.close = close
+
+
+class ResponseAborted(Exception):
+    """The response cannot be finished (a backend went away mid-body): the
+    server cuts the connection, which is the only signal left to the
+    client, and logs one line rather than a traceback."""
 
 
 def reason_phrase(status: int) -> str:

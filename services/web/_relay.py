@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 import broker
 import jelly
 
-from ._core import HTTPError, Request, Resource, render_resource
+from ._core import HTTPError, Request, Resource, ResponseAborted, render_resource
 
 __all__ = ["BodySource", "Mount", "Publisher", "RelayResource", "RelayedRequest",
            "SocketConnector"]
@@ -442,6 +442,14 @@ class RelayResource(Resource):
                         chunk = await stream.__anext__()
                 except StopAsyncIteration:
                     break
+                except TimeoutError:
+                    mount.errors += 1
+                    raise ResponseAborted(f"{mount.name}'s personal server stopped sending for "
+                                          f"{self.timeout:g} s") from None
+                except broker.PBError as exc:
+                    mount.errors += 1
+                    raise ResponseAborted(f"{mount.name}'s personal server failed mid-response: "
+                                          f"{type(exc).__name__}: {exc}") from None
                 if not isinstance(chunk, bytes):
                     raise TypeError("the personal server sent a body chunk that is not bytes")
                 mount.bytes_out += len(chunk)

@@ -22,7 +22,15 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
-from ._core import HTTPError, Request, Resource, error_page, http_date, render_resource
+from ._core import (
+    HTTPError,
+    Request,
+    Resource,
+    ResponseAborted,
+    error_page,
+    http_date,
+    render_resource,
+)
 from ._http import BODY_END, CLOSED, NEED_DATA, PAUSED, HTTPLimits, HTTPMachine, RequestHead
 
 __all__ = ["HTTPServer", "serve_http"]
@@ -288,6 +296,10 @@ class HTTPProtocol(asyncio.Protocol):
         if isinstance(exc, HTTPError):
             error = exc
             detail = None
+        elif isinstance(exc, ResponseAborted):
+            _log.warning("%s %s: %s", request.method, request.target, exc)
+            error = HTTPError(502, str(exc))
+            detail = None
         else:
             _log.error("error rendering %s %s: %r", request.method, request.target, exc,
                        exc_info=exc)
@@ -389,6 +401,8 @@ class HTTPServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.requests = 0
+        self._previous_handler: Any = None
+        self._handler_installed = False
 
     def _connection_made(self, protocol: HTTPProtocol) -> None:
         transport = protocol.transport
@@ -429,6 +443,8 @@ class HTTPServer:
                      backlog: int = 512) -> Any:
         """Start listening; returns the address (``(host, port)`` or path)."""
         loop = asyncio.get_running_loop()
+        if ssl is not None and not self._handler_installed:
+            self._install_tls_error_filter(loop)
         if path is not None:
             server = await loop.create_unix_server(lambda: HTTPProtocol(self), path,
                                                    ssl=ssl, backlog=backlog)
@@ -438,6 +454,28 @@ class HTTPServer:
         self._servers.append(server)
         sock = server.sockets[0]
         return path if path is not None else sock.getsockname()[:2]
+
+    def _install_tls_error_filter(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A client that fails the TLS handshake (plain HTTP on the HTTPS
+        port, a scanner) is routine for a web server; asyncio reports each
+        with a traceback through the loop's exception handler.  Log one line
+        instead, and pass everything else on to the previous handler."""
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, (_ssl.SSLError, ConnectionError, TimeoutError)) and \
+                    "incoming connection" in context.get("message", ""):
+                _log.info("TLS handshake failed: %s", exc)
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
+        self._previous_handler = previous
+        self._handler_installed = True
 
     @property
     def addresses(self) -> list[Any]:
@@ -465,6 +503,9 @@ class HTTPServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        if self._handler_installed:
+            asyncio.get_running_loop().set_exception_handler(self._previous_handler)
+            self._handler_installed = False
 
 
 async def serve_http(resource: Resource, host: str = "127.0.0.1", port: int = 0, *,
