@@ -288,3 +288,35 @@ async def test_publish_to_a_front_over_tls_as_processes(tmp_path: Path, children
         await asyncio.sleep(0.05)
     assert status == 404
     assert_clean_exit(front)
+
+
+async def test_a_toml_file_runs_a_front_and_a_personal_server_together(
+        tmp_path: Path, children) -> None:  # type: ignore[no-untyped-def]
+    base = tmp_path / "homes"
+    (base / "alice" / "public_html").mkdir(parents=True)
+    (base / "alice" / "public_html" / "index.html").write_text("alice")
+    (tmp_path / "app.toml").write_text(f'''
+[[service]]
+plugin = "web"
+name = "alice"
+personal = true
+socket = "{base / 'alice' / '.pb-web.sock'}"
+resource = "tests.services.web.apps:site"
+
+[[service]]
+plugin = "web"
+name = "front"
+port = 0
+users = true
+home_base = "{base}"
+max_body = "1M"
+relay_timeout = 5
+''')
+    child = children("run", "--data-dir", str(tmp_path / "data"), "-c", str(tmp_path / "app.toml"),
+                     cwd=REPO)
+    port = web_port(child)
+    status, body = await asyncio.to_thread(fetch, port, "/alice.twistd/info")
+    assert status == 200
+    status, _ = await asyncio.to_thread(fetch, port, "/alice.twistd/info", "POST", b"x" * (2 << 20))
+    assert status == 413
+    assert_clean_exit(child)
