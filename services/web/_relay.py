@@ -161,59 +161,59 @@ class Publisher(broker.Root):
     """What a personal server publishes: a resource tree, reachable by the
     front with ``handle``.  ``requests`` counts what it answered."""
 
+    #: How long the rest of a response waits for the front to ask for it.
+    claim_timeout = 30.0
+
     def __init__(self, resource: Resource, *, debug: bool = False) -> None:
         self.resource = resource
         self.debug = debug
         self.requests = 0
 
-    def remote_handle(self, request: RelayedRequest, body: Any = None) -> AsyncIterator[Any]:
+    async def remote_handle(self, request: RelayedRequest, body: Any = None) -> list[Any]:
+        """Render ``request``; answer ``[status, headers, first_body, rest]``.
+
+        ``first_body`` is what the resource wrote before it had to wait (for
+        a small page: all of it, and ``rest`` is None: one round trip).
+        Otherwise ``rest`` is a reference whose ``stream()`` yields the other
+        chunks."""
         if not isinstance(request, RelayedRequest):
             raise TypeError("handle takes a RelayedRequest")
         if body is not None and not isinstance(body, broker.RemoteReference):
             raise TypeError("handle's body is a reference to the front's body source")
         self.requests += 1
         stream = broker.RemoteStream(body, window=4) if body is not None else None
-        return self._answer(request, stream)
-
-    async def _answer(self, relayed: RelayedRequest, body: Any) -> AsyncIterator[Any]:
-        channel = _RelayChannel(body, relayed.method == "HEAD")
-        client = tuple(relayed.client) if relayed.client else None
-        request = Request(channel, relayed.method, relayed.target,
-                          [(k.lower(), v) for k, v in relayed.headers],
-                          client=client, scheme=relayed.scheme,  # type: ignore[arg-type]
-                          http_version=relayed.http_version, debug=self.debug,
-                          root_path=relayed.mount)
-        task = asyncio.get_running_loop().create_task(self._render(request))
+        channel = _RelayChannel(stream, request.method == "HEAD")
+        client = tuple(request.client) if request.client else None
+        local = Request(channel, request.method, request.target,
+                        [(k.lower(), v) for k, v in request.headers],
+                        client=client, scheme=request.scheme,  # type: ignore[arg-type]
+                        http_version=request.http_version, debug=self.debug,
+                        root_path=request.mount)
+        task = asyncio.get_running_loop().create_task(self._render(local))
+        rest: _ResponseRest | None = None
         try:
-            while True:
-                getter = asyncio.ensure_future(channel.queue.get())
-                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    if channel.queue.empty():
-                        task.result()  # raises what the rendering raised
-                        return  # ended without finishing: treat as the end
-                    continue
-                item = getter.result()
+            head = await _next_item(channel, task)
+            if head is _END or not isinstance(head, list):
+                raise RuntimeError("the resource ended without a response")
+            first = bytearray()
+            ended = False
+            # Take what is ready now, without waiting: the whole body of a
+            # small page is usually there already.
+            while not channel.queue.empty() and len(first) < CHUNK:
+                item = channel.queue.get_nowait()
                 if item is _END:
-                    return
-                # Small writes are joined, so a chatty application does not
-                # cost one PB round trip per write.
-                if isinstance(item, bytes):
-                    while len(item) < CHUNK and not channel.queue.empty():
-                        nxt = channel.queue._queue[0]  # type: ignore[attr-defined]
-                        if not isinstance(nxt, bytes) or len(item) + len(nxt) > CHUNK:
-                            break
-                        item += channel.queue.get_nowait()
-                yield item
+                    ended = True
+                    break
+                first += item
+            if not ended and task.done() and channel.queue.empty():
+                task.result()
+                ended = True
+            if not ended:
+                rest = _ResponseRest(channel, task, stream, self.claim_timeout)
+            return [head[0], head[1], bytes(first), rest]
         finally:
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            if body is not None:
-                with contextlib.suppress(Exception):
-                    await body.aclose()
+            if rest is None:
+                await _finish(task, stream)
 
     async def _render(self, request: Request) -> None:
         try:
@@ -233,6 +233,78 @@ class Publisher(broker.Root):
             detail = "".join(traceback.format_exception(exc)) if self.debug else None
             await request.respond_error(HTTPError(500, "the server failed to answer this request"),
                                         detail)
+
+
+async def _next_item(channel: _RelayChannel, task: asyncio.Task[None]) -> Any:
+    """The next thing the resource queued; what the rendering raised if it
+    stopped first; _END if it ended without finishing."""
+    if not channel.queue.empty():
+        return channel.queue.get_nowait()
+    getter = asyncio.ensure_future(channel.queue.get())
+    try:
+        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if getter in done:
+        return getter.result()
+    if not channel.queue.empty():
+        return channel.queue.get_nowait()
+    task.result()  # raises what the rendering raised
+    return _END
+
+
+async def _finish(task: asyncio.Task[None], stream: Any) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            await stream.aclose()
+
+
+class _ResponseRest(broker.Referenceable):
+    """The rest of a response that did not fit in the first answer.  Its
+    ``stream()`` is a broker stream (one pull per chunk, a window in flight);
+    unclaimed for ``claim_timeout`` seconds, the rendering is cancelled."""
+
+    def __init__(self, channel: _RelayChannel, task: asyncio.Task[None], body: Any,
+                 claim_timeout: float) -> None:
+        self._channel = channel
+        self._task = task
+        self._body = body
+        self._claimed = False
+        self._timer = asyncio.get_running_loop().call_later(claim_timeout, self._expire)
+
+    def _expire(self) -> None:
+        if not self._claimed:
+            self._task.cancel()
+
+    def remote_stream(self) -> AsyncIterator[bytes]:
+        if self._claimed:
+            raise RuntimeError("the rest of this response was already claimed")
+        self._claimed = True
+        self._timer.cancel()
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        channel, task = self._channel, self._task
+        try:
+            while True:
+                item = await _next_item(channel, task)
+                if item is _END:
+                    return
+                # Small writes are joined, so a chatty application does not
+                # cost one PB round trip per write.
+                while len(item) < CHUNK and not channel.queue.empty():
+                    nxt = channel.queue._queue[0]  # type: ignore[attr-defined]
+                    if nxt is _END or len(item) + len(nxt) > CHUNK:
+                        break
+                    item += channel.queue.get_nowait()
+                yield item
+        finally:
+            await _finish(task, self._body)
 
 
 # -- the front's side ---------------------------------------------------------------
@@ -411,18 +483,20 @@ class RelayResource(Resource):
         except Unavailable as exc:
             mount.errors += 1
             raise HTTPError(502, str(exc)) from None
-        body = BodySource(request, mount)
+        # A request without a body sends no body source: one reference less.
+        has_body = (request.get_header("transfer-encoding") is not None
+                    or request.get_header("content-length", "0") != "0")
+        body = BodySource(request, mount) if has_body else None
         stream: Any = None
         try:
             try:
                 async with asyncio.timeout(self.timeout):
-                    stream = await publisher.call_remote("handle", copy, body)
-                    head = await stream.__anext__()
+                    answer = await publisher.call_remote("handle", copy, body)
             except TimeoutError:
                 mount.errors += 1
                 raise HTTPError(504, f"{mount.name}'s personal server did not answer within "
                                      f"{self.timeout:g} s") from None
-            except (broker.ConnectionLost, broker.DeadReference, StopAsyncIteration) as exc:
+            except (broker.ConnectionLost, broker.DeadReference) as exc:
                 mount.errors += 1
                 raise HTTPError(502, f"{mount.name}'s personal server went away "
                                      f"({type(exc).__name__})") from None
@@ -430,32 +504,42 @@ class RelayResource(Resource):
                 mount.errors += 1
                 raise HTTPError(502, f"{mount.name}'s personal server failed: "
                                      f"{type(exc).__name__}") from None
-            status, headers = self._check_head(head)
+            status, headers, first, rest = self._check_answer(answer)
             request.set_status(status)
             for name, value in headers:
                 if name.lower() not in _HOP_BY_HOP:
                     request.add_header(name, value)
-            await request.start()
-            while True:
+            mount.bytes_out += len(first)
+            await request.write(first)
+            if rest is not None:
                 try:
                     async with asyncio.timeout(self.timeout):
-                        chunk = await stream.__anext__()
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
+                        stream = await rest.call_remote("stream")
+                except (TimeoutError, broker.PBError) as exc:
                     mount.errors += 1
-                    raise ResponseAborted(f"{mount.name}'s personal server stopped sending for "
-                                          f"{self.timeout:g} s") from None
-                except broker.PBError as exc:
-                    mount.errors += 1
-                    raise ResponseAborted(f"{mount.name}'s personal server failed mid-response: "
-                                          f"{type(exc).__name__}: {exc}") from None
-                if not isinstance(chunk, bytes):
-                    raise TypeError("the personal server sent a body chunk that is not bytes")
-                mount.bytes_out += len(chunk)
-                await request.write(chunk)
+                    raise ResponseAborted(f"{mount.name}'s personal server did not send the rest "
+                                          f"of its response ({type(exc).__name__})") from None
+                while True:
+                    try:
+                        async with asyncio.timeout(self.timeout):
+                            chunk = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        mount.errors += 1
+                        raise ResponseAborted(f"{mount.name}'s personal server stopped sending "
+                                              f"for {self.timeout:g} s") from None
+                    except broker.PBError as exc:
+                        mount.errors += 1
+                        raise ResponseAborted(f"{mount.name}'s personal server failed "
+                                              f"mid-response: {type(exc).__name__}: {exc}") from None
+                    if not isinstance(chunk, bytes):
+                        raise ResponseAborted("the personal server sent a body chunk that is "
+                                              "not bytes")
+                    mount.bytes_out += len(chunk)
+                    await request.write(chunk)
+                stream = None  # ran to its end: nothing to close
             await request.finish()
-            stream = None  # ran to its end: nothing to close
         finally:
             if stream is not None:
                 with contextlib.suppress(Exception):
@@ -464,14 +548,16 @@ class RelayResource(Resource):
         return None
 
     @staticmethod
-    def _check_head(head: Any) -> tuple[int, list[tuple[str, str]]]:
-        if not (isinstance(head, list) and len(head) == 2 and isinstance(head[0], int)
-                and 100 <= head[0] <= 599 and isinstance(head[1], list)):
-            raise HTTPError(502, "the personal server sent a malformed response head")
+    def _check_answer(answer: Any) -> tuple[int, list[tuple[str, str]], bytes, Any]:
+        if not (isinstance(answer, list) and len(answer) == 4 and isinstance(answer[0], int)
+                and 100 <= answer[0] <= 599 and isinstance(answer[1], list)
+                and isinstance(answer[2], bytes)
+                and (answer[3] is None or isinstance(answer[3], broker.RemoteReference))):
+            raise HTTPError(502, "the personal server sent a malformed answer")
         headers = []
-        for pair in head[1]:
+        for pair in answer[1]:
             if not (isinstance(pair, list) and len(pair) == 2
                     and all(isinstance(x, str) for x in pair)):
                 raise HTTPError(502, "the personal server sent a malformed header")
             headers.append((pair[0], pair[1]))
-        return head[0], headers
+        return answer[0], headers, answer[2], answer[3]
