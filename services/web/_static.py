@@ -11,6 +11,7 @@ symlink that points outside the root is refused too.  The final open uses
 from __future__ import annotations
 
 import email.utils
+import functools
 import html
 import mimetypes
 import os
@@ -35,6 +36,25 @@ def _safe_segment(segment: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_for(suffixes: str) -> tuple[str, str | None]:
+    ctype, encoding = mimetypes.guess_type("x" + suffixes)
+    if ctype is None:
+        ctype = "application/octet-stream"
+    elif ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
+        ctype += "; charset=utf-8"
+    return ctype, encoding
+
+
+def _content_type(path: str) -> tuple[str, str | None]:
+    """MIME type and encoding by file name, cached by the name's last two
+    suffixes (``.tar.gz``)."""
+    name = os.path.basename(path).lower()
+    parts = name.split(".")
+    return _type_for("." + ".".join(parts[-2:]) if len(parts) > 2 else
+                     ("." + parts[-1] if len(parts) > 1 else ""))
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None | str:
@@ -81,9 +101,17 @@ class File(Resource):
         self.path = os.fspath(path)
         self.index_names = index_names
         self.listing = listing
+        self._real_root: str | None = None
 
     def allowed_methods(self) -> list[str]:
         return ["GET", "HEAD"]
+
+    def _root(self) -> str:
+        # Resolved once: the root is configuration, and resolving it costs
+        # a system call per path component on every request.
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.path)
+        return self._real_root
 
     def _resolve(self, request: Request) -> tuple[str, bool]:
         """The file system path for the request (and whether the URL ended
@@ -95,7 +123,7 @@ class File(Resource):
         for segment in segments:
             if not _safe_segment(segment):
                 raise HTTPError(404, f"no such file: {request.path}")
-        root = os.path.realpath(self.path)
+        root = self._root()
         target = os.path.realpath(os.path.join(root, *segments)) if segments else root
         if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
             raise HTTPError(404, f"no such file: {request.path}")
@@ -165,11 +193,7 @@ class File(Resource):
             request.set_header("ETag", etag)
             request.set_header("Last-Modified", http_date(mtime))
             request.set_header("Accept-Ranges", "bytes")
-            ctype, encoding = mimetypes.guess_type(path)
-            if ctype is None:
-                ctype = "application/octet-stream"
-            elif ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
-                ctype += "; charset=utf-8"
+            ctype, encoding = _content_type(path)
             request.set_header("Content-Type", ctype)
             if encoding:
                 request.set_header("Content-Encoding", encoding)

@@ -178,3 +178,23 @@ async def test_curl_fetches_files_and_ranges(site: Path) -> None:
         out, _ = await proc.communicate()
         assert out.startswith(b"hello") and b"top secret" not in out
         assert b"404 Not Found" in out
+
+
+async def test_large_files_go_out_with_sendfile_and_small_ones_in_one_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.sendfile
+
+    def counting(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        calls.append(count)
+        return real(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", counting)
+    (tmp_path / "large").write_bytes(os.urandom(1 << 20))
+    (tmp_path / "small").write_bytes(b"s" * 1000)
+    async with running(File(tmp_path)) as server:
+        assert len((await get(port_of(server), "/large"))[2]) == 1 << 20
+        assert calls, "sendfile was not used for a 1 MiB file"
+        calls.clear()
+        assert (await get(port_of(server), "/small"))[2] == b"s" * 1000
+        assert calls == []
