@@ -168,6 +168,9 @@ class WebPlugin(ServicePlugin):
                             help="time to receive a request's headers (default: 10)")
         limits.add_argument("--idle-timeout", type=_seconds, default=15.0, metavar="SECONDS",
                             help="keep-alive time between requests (default: 15)")
+        limits.add_argument("--body-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                            help="longest wait for the next piece of a request body "
+                                 "(default: 30)")
 
     def build(self, options: argparse.Namespace, application: Application) -> Service:
         if options.personal:
@@ -179,7 +182,7 @@ class WebPlugin(ServicePlugin):
             max_request_line=options.max_request_line, max_header_bytes=options.max_header_bytes,
             max_headers=options.max_headers, max_body=options.max_body,
             header_timeout=options.header_timeout, idle_timeout=options.idle_timeout,
-            max_connections=options.max_connections)
+            body_timeout=options.body_timeout, max_connections=options.max_connections)
         tls = _server_tls(options)
         static = File(_existing_dir(options.static, "--static")) if options.static else None
         directory = None

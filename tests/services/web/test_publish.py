@@ -141,3 +141,21 @@ async def test_the_admin_service_lists_and_unmounts_personal_servers(tmp_path: P
         with pytest.raises(broker.Unauthorized):
             await broker.login("127.0.0.1", web.pb_port, "alice", "alice-pw",
                                service=ADMIN_SERVICE)
+
+
+@pytest.mark.parametrize("garbage", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00" * 64,
+                                     b"\x7f\xff\xff\xff" + b"x" * 100])
+async def test_garbage_on_the_front_s_pb_port_leaves_it_serving(tmp_path: Path,
+                                                                 garbage: bytes) -> None:
+    async with front_with_pb(tmp_path) as (web, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", web.pb_port)
+        writer.write(garbage)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(2):
+                await reader.read()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        async with publishing(web, "alice", "alice-pw") as alice:
+            await asyncio.wait_for(alice.published.wait(), 10)
+            assert (await get(web.port, "/alice.twistd/info"))[0] == 200

@@ -296,3 +296,39 @@ async def test_asgi_and_wsgi_mounted_directly_in_a_tree(tmp_path: Path) -> None:
 async def test_publisher_counts_requests(tmp_path: Path) -> None:
     publisher = Publisher(apps.site)
     assert publisher.requests == 0
+
+
+async def test_users_and_static_together_static_answers_the_other_paths(tmp_path: Path) -> None:
+    alice = make_home(tmp_path / "homes", "alice")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "about.html").write_text("about us")
+    directory = UserDirectory(Homes(str(tmp_path / "homes")), fallback=File(site))
+    web = WebService(resource=directory, port=0, directory=directory, show_banner=False)
+    await web.start()
+    try:
+        async with personal(alice, apps.site):
+            assert (await get(web.port, "/about.html"))[2] == b"about us"
+            assert (await get(web.port, "/alice.twistd/info"))[0] == 200
+            assert (await get(web.port, "/~alice/"))[0] == 200
+            assert b"alice" in (await get(web.port, "/"))[2]
+            assert (await get(web.port, "/nothing"))[0] == 404
+    finally:
+        await web.stop(grace=1)
+
+
+@pytest.mark.parametrize("garbage", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00" * 64,
+                                     b"\xff\xff\xff\xff" + b"x" * 100, b""])
+async def test_garbage_on_the_personal_socket_leaves_it_serving(tmp_path: Path,
+                                                                 garbage: bytes) -> None:
+    alice = make_home(tmp_path, "alice")
+    async with front(tmp_path) as web, personal(alice, apps.site):
+        reader, writer = await asyncio.open_unix_connection(str(alice / ".pb-web.sock"))
+        writer.write(garbage)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(2):
+                await reader.read()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        assert (await get(web.port, "/alice.twistd/info"))[0] == 200
