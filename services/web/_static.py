@@ -11,8 +11,10 @@ symlink that points outside the root is refused too.  The final open uses
 from __future__ import annotations
 
 import email.utils
+import errno
 import functools
 import html
+import io
 import mimetypes
 import os
 import stat
@@ -22,6 +24,20 @@ from urllib.parse import quote
 from ._core import HTTPError, Request, Resource, http_date
 
 __all__ = ["File"]
+
+#: Files (or ranges) up to this size are read and written with the response
+#: head in one write; larger ones go out with sendfile.
+SMALL_FILE = 64 * 1024
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date_cached(when: int) -> str:
+    return http_date(when)
 
 _BAD_CHARS = ("/", "\\", "\0")
 
@@ -113,9 +129,8 @@ class File(Resource):
             self._real_root = os.path.realpath(self.path)
         return self._real_root
 
-    def _resolve(self, request: Request) -> tuple[str, bool]:
-        """The file system path for the request (and whether the URL ended
-        with a slash); 404 for anything outside the root."""
+    def _segments(self, request: Request) -> tuple[list[str], bool]:
+        """The checked path segments and whether the URL ended with a slash."""
         segments = list(request.postpath)
         trailing = bool(segments) and segments[-1] == ""
         if trailing:
@@ -123,53 +138,91 @@ class File(Resource):
         for segment in segments:
             if not _safe_segment(segment):
                 raise HTTPError(404, f"no such file: {request.path}")
+        return segments, trailing or (not segments and request.path.endswith("/"))
+
+    def _open(self, segments: list[str]) -> int:
+        """A descriptor for root/segments, never outside the root.
+
+        Fast path: walk down from the root with ``O_NOFOLLOW`` on every
+        component, so no symlink is followed at all.  A symlink on the way
+        (ELOOP) takes the slow path: resolve the whole path and check that
+        it is still under the resolved root."""
         root = self._root()
-        target = os.path.realpath(os.path.join(root, *segments)) if segments else root
+        try:
+            dir_fd = os.open(root, _DIR_FLAGS)
+        except NotADirectoryError:
+            dir_fd = -1  # File over a single file: the slow path below
+        try:
+            if dir_fd < 0:
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", root)
+            for segment in segments[:-1]:
+                next_fd = os.open(segment, _DIR_FLAGS | _NOFOLLOW, dir_fd=dir_fd)
+                os.close(dir_fd)
+                dir_fd = next_fd
+            if not segments:
+                return os.dup(dir_fd)
+            return os.open(segments[-1], _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+        finally:
+            if dir_fd >= 0:
+                os.close(dir_fd)
+        target = os.path.realpath(os.path.join(root, *segments))
         if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
-            raise HTTPError(404, f"no such file: {request.path}")
-        return target, trailing or (not segments and request.path.endswith("/"))
+            raise FileNotFoundError(target)
+        return os.open(target, _FILE_FLAGS)
 
     async def render(self, request: Request) -> Any:
         if request.method not in ("GET", "HEAD"):
             raise HTTPError(405, f"{request.method} is not allowed on static files",
                             [("Allow", "GET, HEAD")])
-        target, slash = self._resolve(request)
+        segments, slash = self._segments(request)
         try:
-            info = os.stat(target)
-        except (FileNotFoundError, NotADirectoryError):
+            fd = self._open(segments)
+        except OSError:
             raise HTTPError(404, f"no such file: {request.path}") from None
-        except PermissionError:
-            raise HTTPError(404, f"no such file: {request.path}") from None
-        if stat.S_ISDIR(info.st_mode):
-            if not slash:
-                location = quote(request.root_path + request.path,
-                                 safe="/%:@!$&'()*+,;=~") + "/"
-                if request.query:
-                    location += "?" + request.query
-                body = f'<a href="{html.escape(location)}">moved here</a>'.encode()
-                await request.respond(301, body, headers=[("Location", location)])
-                return None
-            for name in self.index_names:
-                candidate = os.path.join(target, name)
-                if os.path.isfile(candidate):
-                    return await self._send(request, candidate)
-            if not self.listing:
-                raise HTTPError(404, f"no index in {request.path}")
-            return self._listing(request, target)
-        if slash and request.postpath:
-            raise HTTPError(404, f"no such directory: {request.path}")
-        return await self._send(request, target)
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                if not slash:
+                    location = quote(request.root_path + request.path,
+                                     safe="/%:@!$&'()*+,;=~") + "/"
+                    if request.query:
+                        location += "?" + request.query
+                    body = f'<a href="{html.escape(location)}">moved here</a>'.encode()
+                    await request.respond(301, body, headers=[("Location", location)])
+                    return None
+                for name in self.index_names:
+                    try:
+                        index_fd = self._open(segments + [name])
+                    except OSError:
+                        continue
+                    try:
+                        index_info = os.fstat(index_fd)
+                        if stat.S_ISREG(index_info.st_mode):
+                            return await self._send(request, index_fd, index_info, name)
+                    finally:
+                        os.close(index_fd)
+                if not self.listing:
+                    raise HTTPError(404, f"no index in {request.path}")
+                return self._listing(request, fd)
+            if not stat.S_ISREG(info.st_mode) or (slash and segments):
+                raise HTTPError(404, f"no such file: {request.path}")
+            return await self._send(request, fd, info, segments[-1] if segments else self.path)
+        finally:
+            os.close(fd)
 
-    def _listing(self, request: Request, directory: str) -> bytes:
+    def _listing(self, request: Request, directory_fd: int) -> bytes:
         try:
-            names = sorted(os.listdir(directory))
+            with os.scandir(directory_fd) as entries:
+                found = sorted((entry.name, entry.is_dir()) for entry in entries)
         except OSError:
             raise HTTPError(404, f"cannot list {request.path}") from None
         title = html.escape(request.path)
         rows = []
-        for name in names:
-            full = os.path.join(directory, name)
-            shown = name + ("/" if os.path.isdir(full) else "")
+        for name, is_dir in found:
+            shown = name + ("/" if is_dir else "")
             href = quote(shown, safe="/")
             rows.append(f'<li><a href="{html.escape(href, quote=True)}">'
                         f"{html.escape(shown)}</a></li>")
@@ -178,47 +231,47 @@ class File(Resource):
                 + "\n".join(rows) + "\n</ul></body></html>\n")
         return page.encode("utf-8", "surrogateescape")
 
-    async def _send(self, request: Request, path: str) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            raise HTTPError(404, f"no such file: {request.path}") from None
-        with os.fdopen(fd, "rb") as file:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise HTTPError(404, f"not a regular file: {request.path}")
-            size = info.st_size
-            etag = f'"{info.st_mtime_ns:x}-{size:x}"'
-            mtime = int(info.st_mtime)
-            request.set_header("ETag", etag)
-            request.set_header("Last-Modified", http_date(mtime))
-            request.set_header("Accept-Ranges", "bytes")
-            ctype, encoding = _content_type(path)
-            request.set_header("Content-Type", ctype)
-            if encoding:
-                request.set_header("Content-Encoding", encoding)
-            if self._not_modified(request, etag, mtime):
-                request.set_status(304)
-                request.response_headers = [(k, v) for k, v in request.response_headers
-                                            if k not in ("Content-Type", "Content-Encoding")]
-                await request.finish()
-                return None
-            start, end = 0, size - 1
-            header = request.get_header("range")
-            if header is not None and size and self._range_applies(request, etag, mtime):
-                parsed = _parse_range(header, size)
-                if parsed == "unsatisfiable":
-                    raise HTTPError(416, f"the range {header!r} is outside the file "
-                                         f"({size} bytes)",
-                                    [("Content-Range", f"bytes */{size}")])
-                if isinstance(parsed, tuple):
-                    start, end = parsed
-                    request.set_status(206)
-                    request.set_header("Content-Range", f"bytes {start}-{end}/{size}")
-            count = end - start + 1 if size else 0
-            request.set_header("Content-Length", str(count))
-            await request.send_file(file, start, count)
+    async def _send(self, request: Request, fd: int, info: os.stat_result, name: str) -> None:
+        size = info.st_size
+        etag = f'"{info.st_mtime_ns:x}-{size:x}"'
+        mtime = int(info.st_mtime)
+        ctype, encoding = _content_type(name)
+        # Fresh response headers: appended, not set (set_header scans the list).
+        headers = request.response_headers
+        headers.append(("ETag", etag))
+        headers.append(("Last-Modified", _http_date_cached(mtime)))
+        headers.append(("Accept-Ranges", "bytes"))
+        if self._not_modified(request, etag, mtime):
+            request.set_status(304)
             await request.finish()
+            return None
+        headers.append(("Content-Type", ctype))
+        if encoding:
+            headers.append(("Content-Encoding", encoding))
+        start, end = 0, size - 1
+        header = request.get_header("range")
+        if header is not None and size and self._range_applies(request, etag, mtime):
+            parsed = _parse_range(header, size)
+            if parsed == "unsatisfiable":
+                raise HTTPError(416, f"the range {header!r} is outside the file ({size} bytes)",
+                                [("Content-Range", f"bytes */{size}")])
+            if isinstance(parsed, tuple):
+                start, end = parsed
+                request.set_status(206)
+                headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        count = end - start + 1 if size else 0
+        headers.append(("Content-Length", str(count)))
+        if count <= SMALL_FILE:
+            # Read from the page cache and written with the head: cheaper
+            # than sendfile's machinery for a small page.
+            data = os.pread(fd, count, start) if count else b""
+            if len(data) != count:
+                raise OSError(f"{name} became shorter while it was sent")
+            await request.write(data)
+        else:
+            with io.FileIO(fd, closefd=False) as file:
+                await request.send_file(file, start, count)
+        await request.finish()
         return None
 
     @staticmethod

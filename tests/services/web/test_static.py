@@ -198,3 +198,9 @@ async def test_large_files_go_out_with_sendfile_and_small_ones_in_one_write(
         calls.clear()
         assert (await get(port_of(server), "/small"))[2] == b"s" * 1000
         assert calls == []
+
+
+async def test_a_file_resource_over_a_single_file(site: Path) -> None:
+    async with running(File(site / "hello.txt")) as server:
+        assert (await get(port_of(server), "/"))[2] == b"hello, world\n"
+        assert (await get(port_of(server), "/x"))[0] == 404
