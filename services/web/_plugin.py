@@ -223,9 +223,15 @@ class WebPlugin(ServicePlugin):
         elif options.wsgi:
             resource = WSGIResource(load_object(options.wsgi))
             apps.append(resource)
+        elif options.static:
+            resource = File(_existing_dir(options.static, "--static"))
         else:
-            resource = File(_existing_dir(options.static or str(Path.home() / PUBLIC_HTML),
-                                          "--static"))
+            default = Path.home() / PUBLIC_HTML
+            if not default.is_dir():
+                raise ValueError(f"{default} is not a directory: a personal server publishes "
+                                 f"~/{PUBLIC_HTML} by default; create it, or give --static DIR, "
+                                 f"--resource, --asgi or --wsgi")
+            resource = File(str(default))
         socket_path = options.socket
         if socket_path is None and options.publish_to is None:
             socket_path = str(Path.home() / SOCKET_NAME)

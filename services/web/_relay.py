@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -51,6 +52,8 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "
                          "proxy-authorization"})
 
 _MAX_HEADERS = 256
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MAX_TEXT = 65536
 
 
@@ -549,15 +552,19 @@ class RelayResource(Resource):
 
     @staticmethod
     def _check_answer(answer: Any) -> tuple[int, list[tuple[str, str]], bytes, Any]:
+        # 1xx answers belong to the hop between client and front, not here.
         if not (isinstance(answer, list) and len(answer) == 4 and isinstance(answer[0], int)
-                and 100 <= answer[0] <= 599 and isinstance(answer[1], list)
+                and 200 <= answer[0] <= 599 and isinstance(answer[1], list)
                 and isinstance(answer[2], bytes)
                 and (answer[3] is None or isinstance(answer[3], broker.RemoteReference))):
             raise HTTPError(502, "the personal server sent a malformed answer")
         headers = []
         for pair in answer[1]:
+            # Checked here, so a personal server cannot split the front's
+            # response (CR/LF) or smuggle a malformed name through it.
             if not (isinstance(pair, list) and len(pair) == 2
-                    and all(isinstance(x, str) for x in pair)):
+                    and all(isinstance(x, str) for x in pair)
+                    and _TOKEN.fullmatch(pair[0]) and not _BAD_VALUE.search(pair[1])):
                 raise HTTPError(502, "the personal server sent a malformed header")
             headers.append((pair[0], pair[1]))
         return answer[0], headers, answer[2], answer[3]

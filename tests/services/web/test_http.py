@@ -429,3 +429,11 @@ def test_limits_are_checked_when_made() -> None:
         HTTPLimits(max_headers=0)
     with pytest.raises(ValueError, match="idle_timeout"):
         HTTPLimits(idle_timeout=0)
+
+
+async def test_http_1_0_clients_get_answers_and_a_close() -> None:
+    async with running(_tree()) as server:
+        out = await raw_exchange(port_of(server), b"GET /stream HTTP/1.0\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 ")
+        assert b"transfer-encoding" not in out.lower()  # 1.0 has no chunks: ends with the close
+        assert out.endswith(b"piece 4\n")

@@ -23,6 +23,7 @@ from services.web import (
     PersonalService,
     Publisher,
     RelayedRequest,
+    Request,
     Resource,
     UserDirectory,
     WebService,
@@ -332,3 +333,23 @@ async def test_garbage_on_the_personal_socket_leaves_it_serving(tmp_path: Path,
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
         assert (await get(web.port, "/alice.twistd/info"))[0] == 200
+
+
+class _Splitter(Resource):
+    """Tries to split the front's response with a header value."""
+
+    is_leaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.set_header("X-Evil", "a\r\nSet-Cookie: stolen=1")
+        return b"body"
+
+
+async def test_a_personal_server_cannot_split_the_front_s_response(tmp_path: Path) -> None:
+    alice = make_home(tmp_path, "alice")
+    async with front(tmp_path) as web, personal(alice, _Splitter()):
+        out = await raw_exchange(web.port, b"GET /alice.twistd/ HTTP/1.1\r\nHost: x\r\n"
+                                           b"Connection: close\r\n\r\n")
+        assert status_of(out) == 502
+        assert b"stolen" not in out
+        assert (await get(web.port, "/"))[0] == 200
