@@ -6,7 +6,6 @@ import asyncio
 import http.client
 import logging
 import re
-import socket
 import time
 
 import pytest
@@ -437,3 +436,15 @@ async def test_http_1_0_clients_get_answers_and_a_close() -> None:
         assert out.startswith(b"HTTP/1.1 200 ")
         assert b"transfer-encoding" not in out.lower()  # 1.0 has no chunks: ends with the close
         assert out.endswith(b"piece 4\n")
+
+
+async def test_a_body_that_stops_arriving_gets_408_and_others_are_served() -> None:
+    async with running(_tree(), body_timeout=0.3) as server:
+        port = port_of(server)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert (await get(port, "/echo"))[0] == 200
+        out = await asyncio.wait_for(reader.read(), 5)
+        assert status_of(out) == 408 and b"connection: close" in out.lower()
+        writer.close()
+        await writer.wait_closed()
