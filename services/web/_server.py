@@ -405,6 +405,7 @@ class _Channel:
 
 
 _OVERLOADED = error_page(503, "the server has too many connections; try again later")
+_STOPPING = error_page(503, "the server is shutting down; try again later")
 
 
 class HTTPServer:
@@ -427,7 +428,7 @@ class HTTPServer:
         transport = protocol.transport
         assert transport is not None
         if self._closing or len(self._protocols) >= self.limits.max_connections:
-            body = _OVERLOADED
+            body = _STOPPING if self._closing else _OVERLOADED
             transport.write(
                 b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; charset=utf-8\r\n"
                 b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\nDate: %s\r\n\r\n"

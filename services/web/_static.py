@@ -32,7 +32,9 @@ SMALL_FILE = 64 * 1024
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC
+# O_NONBLOCK: a FIFO someone put in the tree must not block the event loop
+# in open(); it is refused afterwards, as everything but a regular file is.
+_FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -204,3 +204,11 @@ async def test_a_file_resource_over_a_single_file(site: Path) -> None:
     async with running(File(site / "hello.txt")) as server:
         assert (await get(port_of(server), "/"))[2] == b"hello, world\n"
         assert (await get(port_of(server), "/x"))[0] == 404
+
+
+async def test_a_fifo_in_the_tree_is_refused_without_blocking(site: Path) -> None:
+    os.mkfifo(site / "pipe")
+    async with running(File(site)) as server:
+        status, _, _ = await asyncio.wait_for(get(port_of(server), "/pipe"), 5)
+        assert status == 404
+        assert (await get(port_of(server), "/hello.txt"))[0] == 200
