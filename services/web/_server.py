@@ -39,6 +39,9 @@ access_log = logging.getLogger("pb.web.access")
 
 #: Files up to this size are read and written, not sent with sendfile.
 SMALL_FILE = 64 * 1024
+
+#: After an error answer, how long input is read and dropped before closing.
+LINGER = 2.0
 _log = logging.getLogger("pb.web")
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -94,6 +97,9 @@ class HTTPProtocol(asyncio.Protocol):
         self._unread = 0  # bytes received since the machine last ran dry
         self._in_request = False
         self._reading_body = False  # the resource is waiting for body bytes
+        self._linger_needed = False
+        self._discarding = False
+        self._peer_eof = False
         self.task: asyncio.Task[None] | None = None
         self.scheme = "http"
 
@@ -109,6 +115,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.server._connection_made(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return  # lingering after an error: dropped unread
         self._cycle_bytes += len(data)
         self._unread += len(data)
         self.machine.receive_data(data)
@@ -120,6 +128,10 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
+        self._peer_eof = True
+        if self._discarding:
+            self._data_ready.set()
+            return False
         self.machine.receive_data(b"")
         self._data_ready.set()
         if self._in_request and not self._reading_body:
@@ -197,17 +209,47 @@ class HTTPProtocol(asyncio.Protocol):
                     head = await self._read_head()
                 except HTTPError as error:
                     self._write(self.machine.error_response(error))
+                    self._linger_needed = True
                     break
                 if head is None:
                     break
                 if not await self._serve(head):
+                    self._linger_needed = True
                     break
                 if not self.machine.start_next_cycle():
                     break
+            if self._linger_needed:
+                await self._linger()
         except _ClientGone:
             pass
         finally:
             self._close()
+
+    async def _linger(self) -> None:
+        """Close after an error without losing the answer: a client may
+        still be sending (a body we refused with 413); closing with its
+        bytes unread makes the kernel send a reset, which can destroy our
+        answer before the client reads it.  So send our FIN, then read and
+        drop what comes for up to LINGER seconds, or until the client
+        closes (as nginx's lingering close does)."""
+        transport = self.transport
+        if self._lost or transport is None or transport.is_closing():
+            return
+        self._discarding = True
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()
+        except (OSError, RuntimeError):
+            return
+        self._resume_reading()
+        self._data_ready.clear()
+        try:
+            async with asyncio.timeout(LINGER):
+                while not self._lost and not self._peer_eof:
+                    self._data_ready.clear()
+                    await self._data_ready.wait()
+        except TimeoutError:
+            pass
 
     async def _read_head(self) -> RequestHead | None:
         """Wait for a request head: the first byte within the idle timeout

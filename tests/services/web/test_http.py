@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import logging
 import re
@@ -448,3 +449,18 @@ async def test_a_body_that_stops_arriving_gets_408_and_others_are_served() -> No
         assert status_of(out) == 408 and b"connection: close" in out.lower()
         writer.close()
         await writer.wait_closed()
+
+
+async def test_a_client_still_sending_a_refused_body_reads_the_413() -> None:
+    async with running(_tree(), max_body=1000) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n")
+        for _ in range(16):  # keeps sending after the answer: the server must not reset
+            writer.write(b"x" * 250000)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        out = await asyncio.wait_for(reader.read(), 10)
+        assert status_of(out) == 413
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
