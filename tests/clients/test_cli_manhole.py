@@ -39,7 +39,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("manhole-cli")
-    child = PbChild("run", "demo", "--port", "0", "--manhole-port", "0",
+    child = PbChild("run", "demo", "--port", "0", "--manhole-port", "0", "--web-port", "0",
                     "--data-dir", str(root / "data"), cwd=root)
     try:
         child.wait_for("stdout", r"^Press Ctrl-C")

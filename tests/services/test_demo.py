@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,12 @@ BANNER = re.compile(
     r"Perspective Broker demo is running\.\n"
     r"  PB echo service:  (?P<echo_host>127\.0\.0\.1):(?P<echo_port>\d+)   \(service \"pbecho\"\)\n"
     r"  Manhole:          (?P<manhole_host>127\.0\.0\.1):(?P<manhole_port>\d+)\n"
+    r"  Web front:        (?P<web_url>http://127\.0\.0\.1:(?P<web_port>\d+)/)\n"
     r"  Admin user:       admin\n"
     r"  Admin password:   (?P<password>[A-Za-z0-9_-]{16})\n"
     r"Try:  pb manhole (?P=manhole_host):(?P=manhole_port) --user admin\n"
     r"      pb call (?P=echo_host):(?P=echo_port) --user admin --service pbecho echo '\"hello\"'\n"
+    r"      curl (?P=web_url)demo\.twistd/   \(a page relayed over PB\)\n"
     r"Press Ctrl-C to stop\.\Z"
 )
 
@@ -38,7 +41,7 @@ def build_demo(application: Application, *argv: str) -> DemoService:
 
 async def test_the_demo_runs_echo_and_a_manhole_for_a_generated_admin(tmp_path):
     application = Application("pb", data_dir=tmp_path / "ignored")
-    demo = build_demo(application, "--port", "0", "--manhole-port", "0",
+    demo = build_demo(application, "--port", "0", "--manhole-port", "0", "--web-port", "0",
                       "--data-dir", str(tmp_path / "data"))
     assert application.data_dir == tmp_path / "data"
     await application.start()
@@ -48,6 +51,11 @@ async def test_the_demo_runs_echo_and_a_manhole_for_a_generated_admin(tmp_path):
         assert match["password"] == demo.password
         assert int(match["echo_port"]) == demo["echo"].port
         assert int(match["manhole_port"]) == demo["manhole"].port
+        assert int(match["web_port"]) == demo["web"].port
+        # The web front relays /demo.twistd/ over PB to the demo's personal server.
+        page = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(match["web_url"] + "demo.twistd/", timeout=10).read())
+        assert b"Hello from the demo's personal server" in page
         # One banner: the children are quiet.
         assert [s.banner() for s in application.walk() if s.banner()] == [demo.banner()]
 
@@ -58,7 +66,7 @@ async def test_the_demo_runs_echo_and_a_manhole_for_a_generated_admin(tmp_path):
                                      service="manhole")
         result = await manhole.call_remote(
             "run", "sorted(s.name for s in services['demo'])")
-        assert result["value"] == "['echo', 'manhole']"
+        assert result["value"] == "['echo', 'manhole', 'personal', 'web']"
         await echo.connection.close()
         await manhole.connection.close()
     finally:
@@ -71,7 +79,7 @@ async def test_each_start_gives_the_admin_a_new_password(tmp_path):
     passwords = []
     for _ in range(2):
         application = Application("pb", data_dir=tmp_path / "data")
-        demo = build_demo(application, "--port", "0", "--manhole-port", "0")
+        demo = build_demo(application, "--port", "0", "--manhole-port", "0", "--web-port", "0")
         await application.start()
         try:
             passwords.append(demo.password)
@@ -97,6 +105,7 @@ def test_the_data_dir_option_cannot_split_an_existing_portal(tmp_path):
 def test_the_demo_ports_default_to_8787_and_8788():
     options = plugin_parser(demo_plugin).parse_args([])
     assert (options.port, options.manhole_port, options.data_dir) == (8787, 8788, None)
+    assert options.web_port == 8080
 
 
 # -- pb run demo, driven as the banner says --------------------------------------------
@@ -104,7 +113,7 @@ def test_the_demo_ports_default_to_8787_and_8788():
 
 def test_pb_run_demo_end_to_end(tmp_path, pb_child):
     data = tmp_path / "data"
-    child = pb_child("run", "demo", "--port", "0", "--manhole-port", "0", "--data-dir", str(data))
+    child = pb_child("run", "demo", "--port", "0", "--manhole-port", "0", "--web-port", "0", "--data-dir", str(data))
     child.wait_for("stdout", r"^Press Ctrl-C to stop\.$")
     banner = "\n".join(child.seen["stdout"])
     match = BANNER.match(banner)
@@ -169,11 +178,11 @@ def test_pb_run_demo_end_to_end(tmp_path, pb_child):
 
 
 def test_pb_run_demo_refuses_a_busy_port(tmp_path, pb_child):
-    first = pb_child("run", "demo", "--port", "0", "--manhole-port", "0",
+    first = pb_child("run", "demo", "--port", "0", "--manhole-port", "0", "--web-port", "0",
                      "--data-dir", str(tmp_path / "one"))
     first.wait_for("stdout", r"^Press Ctrl-C")
     manhole_port = re.search(r"Manhole: +127\.0\.0\.1:(\d+)", "\n".join(first.seen["stdout"]))[1]
-    second = pb("run", "demo", "--port", "0", "--manhole-port", manhole_port,
+    second = pb("run", "demo", "--port", "0", "--manhole-port", manhole_port, "--web-port", "0",
                 "--data-dir", str(tmp_path / "two"), cwd=tmp_path, env=pb_env())
     assert second.returncode == 1
     assert "service 'demo/manhole' failed to start" in second.stderr

@@ -1,0 +1,570 @@
+"""The relay: a front server hands a request to a personal server over PB.
+
+On the wire, one request is one call::
+
+    stream = await publisher.call_remote("handle", RelayedRequest(...), body)
+
+* ``RelayedRequest`` is a registered copy (method, target, headers, client
+  address, scheme, mount path); nothing else of the front travels.
+* ``body`` is a :class:`BodySource`, a ``Referenceable`` with the same
+  ``pull``/``close`` methods as a broker stream, so the personal server
+  reads it with a plain ``broker.RemoteStream``: the body crosses as the
+  client sends it, a window of pulls at a time, never whole.
+* The answer is a broker stream: first ``[status, headers]``, then bytes
+  chunks until the end of the body.  The front pulls the next chunk only
+  after writing the last one to the client (whose socket pushes back), and
+  the personal server's writes wait on a small queue: backpressure end to
+  end, with at most a window of chunks in flight.
+
+A client that goes away makes the front close the stream, which closes the
+generator in the personal server, which cancels the rendering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import broker
+import jelly
+
+from ._core import HTTPError, Request, Resource, ResponseAborted, render_resource
+
+__all__ = ["BodySource", "Mount", "Publisher", "RelayResource", "RelayedRequest",
+           "SocketConnector"]
+
+_log = logging.getLogger("pb.web.relay")
+
+#: Response chunks are cut to this size: well under the broker's 4 MiB frame.
+CHUNK = 256 * 1024
+
+# Hop-by-hop headers (RFC 9110 7.6.1) are the front's business, not the backend's.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                         "transfer-encoding", "upgrade", "proxy-authenticate",
+                         "proxy-authorization"})
+
+_MAX_HEADERS = 256
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_MAX_TEXT = 65536
+
+
+@jelly.register_copy
+class RelayedRequest(jelly.Copyable, jelly.RemoteCopy):
+    """What a personal server learns about a request."""
+
+    copy_tag = "pb.web.RelayedRequest"
+
+    def __init__(self, method: str, target: str, headers: list[list[str]],
+                 client: list[Any] | None, scheme: str, http_version: str, mount: str) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.client = client
+        self.scheme = scheme
+        self.http_version = http_version
+        self.mount = mount
+
+    def get_state_to_copy(self) -> Any:
+        return {"method": self.method, "target": self.target, "headers": self.headers,
+                "client": self.client, "scheme": self.scheme,
+                "http_version": self.http_version, "mount": self.mount}
+
+    def set_copyable_state(self, state: Any) -> None:
+        # A copy comes from the network: check every field's type and size.
+        if not isinstance(state, dict):
+            raise TypeError("a RelayedRequest's state is a dict")
+        for name in ("method", "target", "scheme", "http_version", "mount"):
+            value = state.get(name)
+            if not isinstance(value, str) or len(value) > _MAX_TEXT:
+                raise TypeError(f"RelayedRequest.{name} must be a str of at most {_MAX_TEXT}")
+        headers = state.get("headers")
+        if not isinstance(headers, list) or len(headers) > _MAX_HEADERS or not all(
+                isinstance(h, (list, tuple)) and len(h) == 2
+                and all(isinstance(x, str) for x in h) for h in headers):
+            raise TypeError("RelayedRequest.headers must be a list of [name, value] strs")
+        client = state.get("client")
+        if client is not None and not (isinstance(client, (list, tuple)) and len(client) == 2
+                                       and isinstance(client[0], str)
+                                       and isinstance(client[1], int)):
+            raise TypeError("RelayedRequest.client must be [host, port] or None")
+        if state["scheme"] not in ("http", "https"):
+            raise TypeError("RelayedRequest.scheme must be http or https")
+        if not state["target"].startswith("/"):
+            raise TypeError("RelayedRequest.target must start with /")
+        self.method = state["method"]
+        self.target = state["target"]
+        self.headers = [[k, v] for k, v in headers]
+        self.client = list(client) if client is not None else None
+        self.scheme = state["scheme"]
+        self.http_version = state["http_version"]
+        self.mount = state["mount"]
+
+
+# -- the personal server's side ---------------------------------------------------
+
+
+_END = object()
+
+
+class _RelayChannel:
+    """A request's channel inside a personal server: body from the front,
+    response into a bounded queue that the answer stream drains."""
+
+    def __init__(self, body: Any, head_request: bool) -> None:
+        self._body = body
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+        self.head_request = head_request
+
+    def body(self) -> AsyncIterator[bytes]:
+        return self._read_body()
+
+    async def _read_body(self) -> AsyncIterator[bytes]:
+        if self._body is None:
+            return
+        async for chunk in self._body:
+            if not isinstance(chunk, bytes):
+                raise TypeError("the front sent a body chunk that is not bytes")
+            yield chunk
+
+    async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
+        await self.queue.put([status, [[k, v] for k, v in headers]])
+
+    async def write(self, data: bytes) -> None:
+        if self.head_request:
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            await self.queue.put(bytes(view[start:start + CHUNK]))
+
+    async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
+        if self.head_request:
+            return
+        file.seek(offset)
+        while count > 0:
+            chunk = await asyncio.to_thread(file.read, min(count, CHUNK))
+            if not chunk:
+                raise OSError("the file became shorter while it was sent")
+            count -= len(chunk)
+            await self.queue.put(chunk)
+
+    async def end_response(self) -> None:
+        await self.queue.put(_END)
+
+
+class Publisher(broker.Root):
+    """What a personal server publishes: a resource tree, reachable by the
+    front with ``handle``.  ``requests`` counts what it answered."""
+
+    #: How long the rest of a response waits for the front to ask for it.
+    claim_timeout = 30.0
+
+    def __init__(self, resource: Resource, *, debug: bool = False) -> None:
+        self.resource = resource
+        self.debug = debug
+        self.requests = 0
+
+    async def remote_handle(self, request: RelayedRequest, body: Any = None) -> list[Any]:
+        """Render ``request``; answer ``[status, headers, first_body, rest]``.
+
+        ``first_body`` is what the resource wrote before it had to wait (for
+        a small page: all of it, and ``rest`` is None: one round trip).
+        Otherwise ``rest`` is a reference whose ``stream()`` yields the other
+        chunks."""
+        if not isinstance(request, RelayedRequest):
+            raise TypeError("handle takes a RelayedRequest")
+        if body is not None and not isinstance(body, broker.RemoteReference):
+            raise TypeError("handle's body is a reference to the front's body source")
+        self.requests += 1
+        stream = broker.RemoteStream(body, window=4) if body is not None else None
+        channel = _RelayChannel(stream, request.method == "HEAD")
+        client = tuple(request.client) if request.client else None
+        local = Request(channel, request.method, request.target,
+                        [(k.lower(), v) for k, v in request.headers],
+                        client=client, scheme=request.scheme,  # type: ignore[arg-type]
+                        http_version=request.http_version, debug=self.debug,
+                        root_path=request.mount)
+        task = asyncio.get_running_loop().create_task(self._render(local))
+        rest: _ResponseRest | None = None
+        try:
+            head = await _next_item(channel, task)
+            if head is _END or not isinstance(head, list):
+                raise RuntimeError("the resource ended without a response")
+            first = bytearray()
+            ended = False
+            # Take what is ready now, without waiting: the whole body of a
+            # small page is usually there already.
+            while not channel.queue.empty() and len(first) < CHUNK:
+                item = channel.queue.get_nowait()
+                if item is _END:
+                    ended = True
+                    break
+                first += item
+            if not ended and task.done() and channel.queue.empty():
+                task.result()
+                ended = True
+            if not ended:
+                rest = _ResponseRest(channel, task, stream, self.claim_timeout)
+            return [head[0], head[1], bytes(first), rest]
+        finally:
+            if rest is None:
+                await _finish(task, stream)
+
+    async def _render(self, request: Request) -> None:
+        try:
+            await render_resource(self.resource, request)
+        except HTTPError as error:
+            if request.started:
+                raise
+            await request.respond_error(error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if request.started:
+                raise
+            _log.error("error rendering %s %s: %r", request.method, request.target, exc,
+                       exc_info=exc)
+            import traceback
+            detail = "".join(traceback.format_exception(exc)) if self.debug else None
+            await request.respond_error(HTTPError(500, "the server failed to answer this request"),
+                                        detail)
+
+
+async def _next_item(channel: _RelayChannel, task: asyncio.Task[None]) -> Any:
+    """The next thing the resource queued; what the rendering raised if it
+    stopped first; _END if it ended without finishing."""
+    if not channel.queue.empty():
+        return channel.queue.get_nowait()
+    getter = asyncio.ensure_future(channel.queue.get())
+    try:
+        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if getter in done:
+        return getter.result()
+    if not channel.queue.empty():
+        return channel.queue.get_nowait()
+    task.result()  # raises what the rendering raised
+    return _END
+
+
+async def _finish(task: asyncio.Task[None], stream: Any) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            await stream.aclose()
+
+
+class _ResponseRest(broker.Referenceable):
+    """The rest of a response that did not fit in the first answer.  Its
+    ``stream()`` is a broker stream (one pull per chunk, a window in flight);
+    unclaimed for ``claim_timeout`` seconds, the rendering is cancelled."""
+
+    def __init__(self, channel: _RelayChannel, task: asyncio.Task[None], body: Any,
+                 claim_timeout: float) -> None:
+        self._channel = channel
+        self._task = task
+        self._body = body
+        self._claimed = False
+        self._timer = asyncio.get_running_loop().call_later(claim_timeout, self._expire)
+
+    def _expire(self) -> None:
+        if not self._claimed:
+            self._task.cancel()
+
+    def remote_stream(self) -> AsyncIterator[bytes]:
+        if self._claimed:
+            raise RuntimeError("the rest of this response was already claimed")
+        self._claimed = True
+        self._timer.cancel()
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        channel, task = self._channel, self._task
+        try:
+            while True:
+                item = await _next_item(channel, task)
+                if item is _END:
+                    return
+                # Small writes are joined, so a chatty application does not
+                # cost one PB round trip per write.
+                while len(item) < CHUNK and not channel.queue.empty():
+                    nxt = channel.queue._queue[0]  # type: ignore[attr-defined]
+                    if nxt is _END or len(item) + len(nxt) > CHUNK:
+                        break
+                    item += channel.queue.get_nowait()
+                yield item
+        finally:
+            await _finish(task, self._body)
+
+
+# -- the front's side ---------------------------------------------------------------
+
+
+class BodySource(broker.Referenceable):
+    """The request body, pulled by the personal server (``pull``/``close``,
+    the broker stream protocol)."""
+
+    def __init__(self, request: Request, mount: Mount) -> None:
+        self._stream = request.stream()
+        self._lock = asyncio.Lock()
+        self._done = False
+        self._mount = mount
+
+    async def remote_pull(self) -> list[Any]:
+        async with self._lock:
+            if self._done:
+                return [False, None]
+            try:
+                chunk = await self._stream.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                return [False, None]
+            self._mount.bytes_in += len(chunk)
+            return [True, chunk]
+
+    async def remote_close(self) -> None:
+        self._done = True
+
+
+@dataclass
+class Mount:
+    """One personal server as the front sees it, with its counters."""
+
+    name: str
+    kind: str  # "socket" or "published"
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    errors: int = 0
+    since: float = field(default_factory=time.time)
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "requests": self.requests,
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "errors": self.errors,
+                "since": self.since}
+
+
+class Unavailable(Exception):
+    """The personal server cannot be reached (502)."""
+
+
+class SocketConnector:
+    """Reaches a personal server on a UNIX socket, keeping one PB connection
+    and making a new one after it drops (so the first request after the
+    personal server comes back succeeds)."""
+
+    def __init__(self, path: str, owner_uid: int | None, mount: Mount,
+                 connect_timeout: float = 1.0) -> None:
+        self.path = path
+        self.owner_uid = owner_uid
+        self.mount = mount
+        self.connect_timeout = connect_timeout
+        self._conn: broker.Connection | None = None
+        self._root: Any = None
+        self._lock = asyncio.Lock()
+
+    def _check_socket(self) -> None:
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            raise Unavailable(f"{self.mount.name}'s personal server is not running "
+                              f"(no socket)") from None
+        except OSError as exc:
+            raise Unavailable(f"{self.mount.name}'s personal server socket: {exc.strerror}") from None
+        if not stat.S_ISSOCK(info.st_mode):
+            raise Unavailable(f"{self.mount.name}'s personal server socket is not a socket")
+        if self.owner_uid is not None and info.st_uid != self.owner_uid:
+            _log.warning("refusing %s: owned by uid %d, not by %s (uid %d)",
+                         self.path, info.st_uid, self.mount.name, self.owner_uid)
+            raise Unavailable(f"{self.mount.name}'s personal server socket has the wrong owner")
+
+    async def get(self) -> Any:
+        async with self._lock:
+            if self._conn is not None and self._conn.is_open and self._root is not None:
+                return self._root
+            await self.close()
+            self._check_socket()
+            try:
+                conn = await broker.connect(path=self.path, timeout=self.connect_timeout)
+            except (OSError, broker.PBError) as exc:
+                raise Unavailable(f"{self.mount.name}'s personal server does not answer "
+                                  f"({type(exc).__name__})") from None
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    root = await conn.root()
+            except (TimeoutError, OSError, broker.PBError):
+                await conn.close("no root")
+                raise Unavailable(f"{self.mount.name}'s personal server did not say hello") from None
+            self._conn, self._root = conn, root
+            return root
+
+    async def close(self) -> None:
+        conn, self._conn, self._root = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close("front closing")
+
+
+class PublishedConnector:
+    """A personal server that logged in to the front and published itself."""
+
+    def __init__(self, publisher: Any, mount: Mount) -> None:
+        self.publisher = publisher
+        self.mount = mount
+
+    async def get(self) -> Any:
+        if not getattr(self.publisher, "is_alive", True):
+            raise Unavailable(f"{self.mount.name}'s personal server went away")
+        return self.publisher
+
+    async def close(self) -> None:
+        conn = getattr(self.publisher, "connection", None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close("unmounted by an administrator")
+
+
+def _forwarded_headers(request: Request) -> list[list[str]]:
+    headers = [[k, v] for k, v in request.headers if k not in _HOP_BY_HOP]
+    client_ip = request.client[0] if request.client else "unknown"
+    xff = request.get_header("x-forwarded-for")
+    headers = [h for h in headers if h[0] not in ("x-forwarded-for", "x-forwarded-proto",
+                                                  "x-forwarded-host")]
+    headers.append(["x-forwarded-for", f"{xff}, {client_ip}" if xff else client_ip])
+    headers.append(["x-forwarded-proto", request.scheme])
+    host = request.get_header("host")
+    if host:
+        headers.append(["x-forwarded-host", host])
+    node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
+    element = f"for={node};proto={request.scheme}"
+    if host and all(c.isalnum() or c in ".-:[]" for c in host):
+        element += f";host={host}"
+    old = request.get_header("forwarded")
+    headers = [h for h in headers if h[0] != "forwarded"]
+    headers.append(["forwarded", f"{old}, {element}" if old else element])
+    return headers
+
+
+class RelayResource(Resource):
+    """A leaf that relays every request under it to a personal server."""
+
+    is_leaf = True
+
+    def __init__(self, connector: Any, *, timeout: float = 30.0) -> None:
+        super().__init__()
+        self.connector = connector
+        self.mount = connector.mount
+        self.timeout = timeout
+
+    async def render(self, request: Request) -> Any:
+        mount = self.mount
+        if not request.raw_postpath:
+            location = request.path + "/" + (("?" + request.query) if request.query else "")
+            await request.respond(301, b"", headers=[("Location", location)])
+            return None
+        mount.requests += 1
+        rest = "/" + "/".join(request.raw_postpath)
+        target = rest + (("?" + request.query) if request.query else "")
+        copy = RelayedRequest(request.method, target, _forwarded_headers(request),
+                              list(request.client) if request.client else None,
+                              request.scheme, request.http_version, request.mount_path)
+        try:
+            publisher = await self.connector.get()
+        except Unavailable as exc:
+            mount.errors += 1
+            raise HTTPError(502, str(exc)) from None
+        # A request without a body sends no body source: one reference less.
+        has_body = (request.get_header("transfer-encoding") is not None
+                    or request.get_header("content-length", "0") != "0")
+        body = BodySource(request, mount) if has_body else None
+        stream: Any = None
+        try:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    answer = await publisher.call_remote("handle", copy, body)
+            except TimeoutError:
+                mount.errors += 1
+                raise HTTPError(504, f"{mount.name}'s personal server did not answer within "
+                                     f"{self.timeout:g} s") from None
+            except (broker.ConnectionLost, broker.DeadReference) as exc:
+                mount.errors += 1
+                raise HTTPError(502, f"{mount.name}'s personal server went away "
+                                     f"({type(exc).__name__})") from None
+            except broker.PBError as exc:
+                mount.errors += 1
+                raise HTTPError(502, f"{mount.name}'s personal server failed: "
+                                     f"{type(exc).__name__}") from None
+            status, headers, first, rest = self._check_answer(answer)
+            request.set_status(status)
+            for name, value in headers:
+                if name.lower() not in _HOP_BY_HOP:
+                    request.add_header(name, value)
+            mount.bytes_out += len(first)
+            await request.write(first)
+            if rest is not None:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        stream = await rest.call_remote("stream")
+                except (TimeoutError, broker.PBError) as exc:
+                    mount.errors += 1
+                    raise ResponseAborted(f"{mount.name}'s personal server did not send the rest "
+                                          f"of its response ({type(exc).__name__})") from None
+                while True:
+                    try:
+                        async with asyncio.timeout(self.timeout):
+                            chunk = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        mount.errors += 1
+                        raise ResponseAborted(f"{mount.name}'s personal server stopped sending "
+                                              f"for {self.timeout:g} s") from None
+                    except broker.PBError as exc:
+                        mount.errors += 1
+                        raise ResponseAborted(f"{mount.name}'s personal server failed "
+                                              f"mid-response: {type(exc).__name__}: {exc}") from None
+                    if not isinstance(chunk, bytes):
+                        raise ResponseAborted("the personal server sent a body chunk that is "
+                                              "not bytes")
+                    mount.bytes_out += len(chunk)
+                    await request.write(chunk)
+                stream = None  # ran to its end: nothing to close
+            await request.finish()
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await stream.aclose()
+        return None
+
+    @staticmethod
+    def _check_answer(answer: Any) -> tuple[int, list[tuple[str, str]], bytes, Any]:
+        # 1xx answers belong to the hop between client and front, not here.
+        if not (isinstance(answer, list) and len(answer) == 4 and isinstance(answer[0], int)
+                and 200 <= answer[0] <= 599 and isinstance(answer[1], list)
+                and isinstance(answer[2], bytes)
+                and (answer[3] is None or isinstance(answer[3], broker.RemoteReference))):
+            raise HTTPError(502, "the personal server sent a malformed answer")
+        headers = []
+        for pair in answer[1]:
+            # Checked here, so a personal server cannot split the front's
+            # response (CR/LF) or smuggle a malformed name through it.
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and all(isinstance(x, str) for x in pair)
+                    and _TOKEN.fullmatch(pair[0]) and not _BAD_VALUE.search(pair[1])):
+                raise HTTPError(502, "the personal server sent a malformed header")
+            headers.append((pair[0], pair[1]))
+        return answer[0], headers, answer[2], answer[3]
