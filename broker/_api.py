@@ -6,6 +6,7 @@ import asyncio
 import os
 import ssl as _ssl
 import stat
+from collections.abc import Iterable
 from typing import Any
 
 from ._errors import ConnectionLost
@@ -157,17 +158,22 @@ async def serve(root: Any, host: str | None = None, port: int = 0, *,
                 unsafe_tracebacks: bool = False,
                 registry: Any = None,
                 backlog: int = 128,
-                max_connections: int | None = DEFAULT_MAX_CONNECTIONS) -> Server:
+                max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+                services: Iterable[str] | None = None) -> Server:
     """Publish ``root`` on TCP ``host:port`` (port 0 picks one) or on the UNIX
     socket ``path``; each connection's ``root()`` reaches it.
 
     ``root`` may be a ``Root``/``Referenceable``, or a ``cred.Portal`` (then
-    clients log in with ``login()``).  A connection past ``max_connections``
-    (None: no cap) is told ``GOODBYE limit-exceeded`` and closed.
+    clients log in with ``login()``).  With a portal, ``services`` names the
+    cred services this listener offers: a login through it to any other
+    service of the portal is refused like every failed login (None: all of
+    them, for a portal that no other listener shares).  A connection past
+    ``max_connections`` (None: no cap) is told ``GOODBYE limit-exceeded``
+    and closed.
     """
     if max_connections is not None and (type(max_connections) is not int or max_connections <= 0):
         raise ValueError(f"max_connections must be a positive int or None, not {max_connections!r}")
-    root = _publishable(root)
+    root = _publishable(root, _offered(services))
     server = Server(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry, max_connections)
     loop = asyncio.get_running_loop()
     if path is not None:
@@ -182,15 +188,31 @@ async def serve(root: Any, host: str | None = None, port: int = 0, *,
     return server
 
 
-def _publishable(root: Any) -> Any:
+def _offered(services: Iterable[str] | None) -> frozenset[str] | None:
+    if services is None:
+        return None
+    if isinstance(services, str):  # a lone name would be offered letter by letter
+        raise TypeError(f"services must be a collection of service names, not the string "
+                        f"{services!r}; write services={{{services!r}}}")
+    offered = frozenset(services)
+    bad = [name for name in offered if not isinstance(name, str) or not name]
+    if bad:
+        raise TypeError(f"services must be non-empty strings, not {bad[0]!r}")
+    return offered
+
+
+def _publishable(root: Any, services: frozenset[str] | None = None) -> Any:
     try:
         from cred import Portal
     except ImportError:  # pragma: no cover - cred is part of the distribution
-        return root
+        Portal = ()
     if isinstance(root, Portal):
         from ._login import PortalRoot
 
-        return PortalRoot(root)
+        return PortalRoot(root, services)
+    if services is not None:
+        raise TypeError("serve(services=...) binds logins, so it needs a cred.Portal as the "
+                        f"root, not {type(root).__qualname__}")
     return root
 
 

@@ -67,18 +67,24 @@ class _Session:
 
 class PortalRoot(Root):
     """What ``serve(portal)`` publishes: each connection gets its own
-    :class:`_ConnectionRoot`, so a login knows its connection."""
+    :class:`_ConnectionRoot`, so a login knows its connection.
 
-    def __init__(self, portal: Any) -> None:
+    ``services`` is what this listener offers: a login through it to any
+    other cred service of the portal is refused (None: every service).
+    """
+
+    def __init__(self, portal: Any, services: frozenset[str] | None = None) -> None:
         self.portal = portal
+        self.services = services
 
     def root_object(self, connection: Any) -> Referenceable:
-        return _ConnectionRoot(self.portal, connection)
+        return _ConnectionRoot(self.portal, connection, self.services)
 
 
 class _ConnectionRoot(Referenceable):
-    def __init__(self, portal: Any, connection: Any) -> None:
+    def __init__(self, portal: Any, connection: Any, offered: frozenset[str] | None = None) -> None:
         self.portal = portal
+        self.offered = offered
         self.connection = connection
         self.sessions: list[_Session] = []
         protocol = connection._protocol
@@ -97,7 +103,8 @@ class _ConnectionRoot(Referenceable):
         # Whatever arrives goes to the portal, which bounds, logs and throttles
         # malformed messages like any other failed login.
         try:
-            challenge = await self.portal.begin_scram(client_first, source=self._source())
+            challenge = await self.portal.begin_scram(client_first, source=self._source(),
+                                                      offered=self.offered)
         except cred.Unauthorized:
             raise Unauthorized(cred.LOGIN_FAILED) from None
         return _Challenger(self, challenge), challenge.server_first
@@ -108,7 +115,7 @@ class _ConnectionRoot(Referenceable):
         try:
             challenge, result = await self.portal.scram_one_trip(
                 client_first, ticket, server_first, client_final, source=self._source(),
-                service=service, perspective=perspective, mind=mind)
+                service=service, perspective=perspective, mind=mind, offered=self.offered)
         except cred.Unauthorized:
             raise Unauthorized(cred.LOGIN_FAILED) from None
         if result is None:
@@ -119,7 +126,8 @@ class _ConnectionRoot(Referenceable):
                                      mind: Any = None) -> Any:
         try:
             result = await self.portal.login(cred.Anonymous(), mind, service=service,
-                                             perspective=perspective, source=self._source())
+                                             perspective=perspective, source=self._source(),
+                                             offered=self.offered)
         except cred.Unauthorized:
             raise Unauthorized(cred.LOGIN_FAILED) from None
         return self._attach(result.avatar, mind, result.logout)

@@ -25,7 +25,7 @@ import inspect
 import logging
 import secrets
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from typing import Any, NamedTuple
 
 from . import scram
@@ -119,25 +119,29 @@ class Portal:
         service: str | None = None,
         perspective: str | None = None,
         source: Hashable | None = None,
+        offered: Collection[str] | None = None,
     ) -> LoginResult:
         """Check ``credentials`` and return ``(interface, avatar, logout)``.
 
         ``service``/``perspective`` ask for a perspective on the identity's
         keyring (perspective defaults to the user name); anonymous logins
         skip the keyring and leave it to the realm.  ``source`` (the peer's
-        host, say) keys the throttle.  Raises :class:`Unauthorized`.
+        host, say) keys the throttle.  ``offered`` is the set of services
+        the listener the login arrived on offers (None: any); a login to
+        another service fails like every other.  Raises :class:`Unauthorized`.
         """
         username = getattr(credentials, "username", None)
         account = username if isinstance(username, str) else None
         try:
-            _check_request(service, perspective)
+            _check_request(service, perspective, offered)
             checker = self._checker_for(credentials)
             await self._wait(account, source)
             try:
                 identity = await checker.request_avatar_id(credentials)
             except Unauthorized:
                 raise _Failed("bad credentials") from None
-            return await self._enter(identity, checker, mind, interfaces, service, perspective, account, source)
+            return await self._enter(identity, checker, mind, interfaces, service, perspective,
+                                     account, source)
         except _Failed as failure:
             self._log_failure(failure, account, source)
             raise Unauthorized() from None
@@ -154,14 +158,17 @@ class Portal:
 
     # --- SCRAM -----------------------------------------------------------------
 
-    async def begin_scram(self, client_first: str, *, source: Hashable | None = None) -> ScramChallenge:
+    async def begin_scram(self, client_first: str, *, source: Hashable | None = None,
+                          offered: Collection[str] | None = None) -> ScramChallenge:
         """Start a SCRAM login: parse the client-first message, look up the
         verifier (a fake one for an unknown name) and return a
         :class:`ScramChallenge` whose ``server_first`` goes back to the
-        client.  Raises :class:`Unauthorized` if the message is malformed."""
+        client.  ``offered`` is as for :meth:`login`; the challenge keeps it
+        for :meth:`ScramChallenge.finish`.  Raises :class:`Unauthorized` if
+        the message is malformed."""
         server = self._scram_server(client_first, source, None)
         checker, verifier, known = await self._verifier_for(server.username, source)
-        return ScramChallenge(self, server, server.start(verifier), checker, known, source)
+        return ScramChallenge(self, server, server.start(verifier), checker, known, source, offered)
 
     async def scram_one_trip(
         self,
@@ -175,6 +182,7 @@ class Portal:
         perspective: str | None = None,
         mind: Any = None,
         interfaces: Iterable[Any] = (),
+        offered: Collection[str] | None = None,
     ) -> tuple[ScramChallenge, ScramLoginResult | None]:
         """A SCRAM login in one message from the client.
 
@@ -203,12 +211,13 @@ class Portal:
         if plausible:
             expected = server.start(verifier)
             if self._redeem(ticket, username) and server_first == expected:
-                challenge = ScramChallenge(self, server, expected, checker, known, source)
+                challenge = ScramChallenge(self, server, expected, checker, known, source, offered)
                 result = await challenge.finish(client_final, service=service, perspective=perspective,
                                                 mind=mind, interfaces=interfaces)
                 return challenge, result
             server = scram.ScramServer(client_first)  # the fallback's own fresh nonce
-        return ScramChallenge(self, server, server.start(verifier), checker, known, source), None
+        return (ScramChallenge(self, server, server.start(verifier), checker, known, source, offered),
+                None)
 
     def _issue_ticket(self, username: str) -> str | None:
         if self.max_tickets <= 0:
@@ -311,9 +320,16 @@ def _log_store_failure(exc: StoreError, account: str | None, source: Hashable | 
               account, source, exc)
 
 
-def _check_request(service: object, perspective: object) -> None:
+def _check_request(service: object, perspective: object,
+                   offered: Collection[str] | None = None) -> None:
     if service is not None and not isinstance(service, str):
         raise _Failed("service name is not text")
+    if offered is not None and service not in offered:
+        # The listener binds the login: a service that shares this portal
+        # is not reachable through another service's port.
+        wanted = "no service" if service is None else f"service {service!r}"
+        raise _Failed(f"{wanted} is not offered on the listener this login came through "
+                      f"(it offers {', '.join(sorted(offered)) or 'nothing'})")
     if perspective is not None and not isinstance(perspective, str):
         raise _Failed("perspective name is not text")
     if perspective is not None and service is None:
@@ -336,8 +352,10 @@ class ScramChallenge:
         checker: Any,
         known: bool,
         source: Hashable | None,
+        offered: Collection[str] | None = None,
     ) -> None:
         self._portal = portal
+        self._offered = offered
         self._server = server
         self._checker = checker
         self._known = known
@@ -374,7 +392,7 @@ class ScramChallenge:
             if time.monotonic() - self._started > portal.challenge_timeout:
                 raise _Failed("challenge expired")
             interfaces = tuple(interfaces)
-            _check_request(service, perspective)
+            _check_request(service, perspective, self._offered)
             await portal._wait(account, source)
             try:
                 server_final = self._server.finish(client_final)

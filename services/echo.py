@@ -183,9 +183,11 @@ class EchoService(Service):
         realm.add_service(self.realm_service)
         try:
             if self.socket_path is not None:
-                self.server = await broker.serve(self.portal, path=self.socket_path)
+                self.server = await broker.serve(self.portal, path=self.socket_path,
+                                                 services={self.service_name})
             else:
-                self.server = await broker.serve(self.portal, self.host, self.port)
+                self.server = await broker.serve(self.portal, self.host, self.port,
+                                                 services={self.service_name})
                 self.port = self.server.port or self.port
         except BaseException:
             realm.services.pop(self.service_name, None)

@@ -145,7 +145,8 @@ class ManholeService(Service):
                 self.server = await self._serve_unix(self.socket_path)
             else:
                 self.server = await broker.serve(self.portal, self.host, self.port,
-                                                 ssl=self.ssl_context)
+                                                 ssl=self.ssl_context,
+                                                 services={self.service_name})
                 self.port = self.server.port or self.port
         except BaseException:
             realm.services.pop(self.service_name, None)
@@ -158,7 +159,8 @@ class ManholeService(Service):
         # case the umask was ignored: only our user may connect.
         old_umask = os.umask(0o177)
         try:
-            server = await broker.serve(self.portal, path=path, ssl=self.ssl_context)
+            server = await broker.serve(self.portal, path=path, ssl=self.ssl_context,
+                                        services={self.service_name})
         finally:
             os.umask(old_umask)
         try:
