@@ -31,3 +31,8 @@ __all__ = [
     "Chat", "WordsError", "InvalidName", "InvalidText", "NoSuchGroup", "NoSuchUser",
     "NotAMember", "check_group_name", "check_user_name",
 ]
+
+from ._plugin import WordsPlugin, plugin  # noqa: E402  (after the core: it imports services)
+from ._service import WordsService  # noqa: E402
+
+__all__ += ["WordsPlugin", "WordsService", "plugin"]
