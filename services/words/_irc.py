@@ -136,7 +136,8 @@ def parse(line: bytes) -> Command | None:
         text, trailing = text.split(" :", 1)
     elif text.startswith(":"):
         text, trailing = "", text[1:]
-    params = text.split()
+    # Spaces only: other whitespace (tabs, IRC's \x1f underline) is text.
+    params = [word for word in text.split(" ") if word]
     if trailing is not None:
         params.append(trailing)
     if not params:
@@ -155,10 +156,11 @@ def _clean(param: str) -> str:
     return param
 
 
-def format_line(prefix: str | None, command: str, *params: str) -> bytes:
+def format_line(prefix: str | None, command: str, *params: str, trailing: bool = False) -> bytes:
     """One line with its CR-LF; the last parameter is a trailing one if it
-    must be (empty, has a space, starts with ':').  May exceed 512 bytes:
-    callers that send free text use :func:`text_lines`."""
+    must be (empty, has a space, starts with ':') or *trailing* says so
+    (free text: clients such as ii read only a trailing parameter as text).
+    May exceed 512 bytes: callers that send free text use :func:`text_lines`."""
     parts = [f":{prefix}"] if prefix else []
     parts.append(command)
     clean = [_clean(p) for p in params]
@@ -166,7 +168,8 @@ def format_line(prefix: str | None, command: str, *params: str) -> bytes:
         parts.append(param)
     if clean:
         last = clean[-1]
-        parts.append(f":{last}" if (not last or " " in last or last.startswith(":")) else last)
+        needs = trailing or not last or " " in last or last.startswith(":")
+        parts.append(f":{last}" if needs else last)
     return (" ".join(parts)).encode("utf-8", "replace") + b"\r\n"
 
 
@@ -190,7 +193,7 @@ def text_lines(prefix: str | None, command: str, target: str, text: str) -> list
     """PRIVMSG/NOTICE/TOPIC-style lines for *text*, split to fit 512 bytes."""
     head = len(format_line(prefix, command, target, "x y")) - 3  # minus "x y"
     room = max(MAX_LINE - head, 16)
-    return [format_line(prefix, command, target, piece if piece else "")
+    return [format_line(prefix, command, target, piece, trailing=True)
             for piece in _split_utf8(text, room)]
 
 
@@ -232,6 +235,9 @@ class IRCWorld:
         self.max_errors = max_errors
         self.nicks: dict[str, IRCConnection] = {}
 
+
+# Numerics whose last parameter is a value, not text (no ':' unless needed).
+_NO_TEXT = frozenset({"004", "221", "324", "329", "333"})
 
 # Numerics used below (RFC 1459/2812, IRCv3 for 417).
 RPL_WELCOME, RPL_YOURHOST, RPL_CREATED, RPL_MYINFO, RPL_ISUPPORT = "001", "002", "003", "004", "005"
@@ -275,7 +281,8 @@ class IRCConnection:
         self._out.append(line)
 
     def _numeric(self, code: str, *params: str) -> None:
-        self._send(format_line(self.world.server_name, code, self.nick or "*", *params))
+        self._send(format_line(self.world.server_name, code, self.nick or "*", *params,
+                               trailing=len(params) > 0 and code not in _NO_TEXT))
 
     def _server_notice(self, text: str) -> None:
         for line in text_lines(self.world.server_name, "NOTICE", self.nick or "*", text):
@@ -366,7 +373,7 @@ class IRCConnection:
             self._send(format_line(self.world.server_name, "CAP", self.nick or "*", "LIST", ""))
         elif sub == "REQ":
             self._send(format_line(self.world.server_name, "CAP", self.nick or "*", "NAK",
-                                   params[1] if len(params) > 1 else ""))
+                                   params[1] if len(params) > 1 else "", trailing=True))
         elif sub == "END":
             if self.cap_negotiating:
                 self.cap_negotiating = False
@@ -378,7 +385,9 @@ class IRCConnection:
         if self.state != "registering":
             self._numeric("462", "You may not reregister")
             return
-        self.password = params[0]
+        # One parameter by the RFC, but some clients (the irc library among
+        # them) send a password with spaces without the ':' it needs.
+        self.password = " ".join(params)
 
     def _nick(self, params: list[str]) -> None:
         wanted = params[0]
@@ -496,7 +505,8 @@ class IRCConnection:
         self._numeric("376", "End of /MOTD command.")
 
     def _ping(self, params: list[str]) -> None:
-        self._send(format_line(self.world.server_name, "PONG", self.world.server_name, params[0]))
+        self._send(format_line(self.world.server_name, "PONG", self.world.server_name, params[0],
+                               trailing=True))
 
     def _pong(self, params: list[str]) -> None:
         pass
@@ -763,7 +773,7 @@ class IRCConnection:
                 self._send(format_line(self._mask(event.user), "JOIN", f"#{event.group}"))
         elif kind is Left:
             self._send(format_line(self._mask(event.user), "PART", f"#{event.group}",
-                                   event.reason))
+                                   event.reason, trailing=True))
         elif kind is TopicChanged:
             self._out.extend(text_lines(self._mask(event.by), "TOPIC", f"#{event.group}",
                                         event.topic))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import ssl as _ssl
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ class IRCLimits:
     max_queued: int = 100
     #: unsent output bytes for one client; more disconnects it (slow reader)
     max_output: int = 256 * 1024
+    #: the kernel's send buffer per IRC socket (SO_SNDBUF)
+    socket_send_buffer: int = 64 * 1024
     #: seconds to log in after connecting
     registration_timeout: float = 60.0
     #: simultaneous IRC connections
@@ -79,6 +82,11 @@ class _IRCProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else "local"
         self.host = host
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Bound the kernel's share too: by default it may grow to megabytes
+            # per socket, which would hide a reader that stopped reading.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.socket_send_buffer)
         self.machine = IRCConnection(self.server.world, peer=host)
         self.machine.wakeup = self._flush
         server = self.server
