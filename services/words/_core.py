@@ -31,6 +31,7 @@ from typing import Any, Protocol
 __all__ = [
     "MAX_NAME_LENGTH", "MAX_TOPIC_LENGTH", "DEFAULT_MAX_MESSAGE", "DEFAULT_SCROLLBACK",
     "WordsError", "InvalidName", "InvalidText", "NoSuchGroup", "NoSuchUser", "NotAMember",
+    "LimitReached", "DEFAULT_MAX_GROUPS", "DEFAULT_MAX_GROUPS_PER_USER",
     "Chat", "Group", "Line", "Session",
     "Message", "PrivateMessage", "Joined", "Left", "TopicChanged", "PresenceChanged", "Event",
     "check_user_name", "check_group_name", "check_text", "name_key",
@@ -40,6 +41,8 @@ MAX_NAME_LENGTH = 32
 MAX_TOPIC_LENGTH = 300
 DEFAULT_MAX_MESSAGE = 1000
 DEFAULT_SCROLLBACK = 100
+DEFAULT_MAX_GROUPS = 10_000
+DEFAULT_MAX_GROUPS_PER_USER = 100
 
 ONLINE = "online"
 AWAY = "away"
@@ -76,6 +79,10 @@ class NoSuchUser(WordsError):
 
 class NotAMember(WordsError):
     pass
+
+
+class LimitReached(WordsError):
+    """A configured bound (groups in the chat, groups per user) is reached."""
 
 
 def name_key(name: str) -> str:
@@ -245,6 +252,8 @@ class Chat:
 
     def __init__(self, *, scrollback: int = DEFAULT_SCROLLBACK,
                  max_message: int = DEFAULT_MAX_MESSAGE,
+                 max_groups: int = DEFAULT_MAX_GROUPS,
+                 max_groups_per_user: int = DEFAULT_MAX_GROUPS_PER_USER,
                  clock: Callable[[], float] = time.time) -> None:
         if type(scrollback) is not int or scrollback < 0:
             raise ValueError(f"scrollback must be an int >= 0, not {scrollback!r}")
@@ -252,6 +261,10 @@ class Chat:
             raise ValueError(f"max_message must be an int >= 1, not {max_message!r}")
         self.scrollback = scrollback
         self.max_message = max_message
+        # Every group is kept (and stored) until an administrator removes it:
+        # without a bound, one account could fill the disk with empty rooms.
+        self.max_groups = max_groups
+        self.max_groups_per_user = max_groups_per_user
         self.clock = clock
         self.groups: dict[str, Group] = {}
         self._users: dict[str, _User] = {}
@@ -335,14 +348,20 @@ class Chat:
         user = self._online(session)
         key = name_key(check_group_name(name))
         group = self.groups.get(key)
+        ukey = name_key(user.name)
+        if group is not None and ukey in group.members:
+            return group, False
+        if len(user.groups) >= self.max_groups_per_user:
+            raise LimitReached(f"{user.name!r} is in {len(user.groups)} groups, the most "
+                               f"allowed; leave one first")
         if group is None:
+            if len(self.groups) >= self.max_groups:
+                raise LimitReached(f"the chat has {len(self.groups)} groups, the most allowed; "
+                                   f"join an existing one or ask an administrator")
             group = Group(name, self.clock(),
                           scrollback=collections.deque(maxlen=self.scrollback))
             self.groups[key] = group
             self._notify("group", (group.name, group.created))
-        ukey = name_key(user.name)
-        if ukey in group.members:
-            return group, False
         group.members[ukey] = user.name
         user.groups.add(key)
         self._fan_out(group, Joined(group.name, user.name, user.presence))

@@ -42,6 +42,7 @@ from ._core import (
     Event,
     InvalidName,
     Joined,
+    LimitReached,
     Left,
     Message,
     PresenceChanged,
@@ -305,6 +306,10 @@ class IRCConnection:
         self.closing = True
         self.close_reason = reason
 
+    def ping(self) -> None:
+        """A keepalive PING; any line the client sends counts as the answer."""
+        self._send(format_line(None, "PING", self.world.server_name, trailing=True))
+
     def connection_lost(self) -> None:
         """The adapter's socket is gone: leave the chat, free the nick."""
         self.closing = True
@@ -490,6 +495,7 @@ class IRCConnection:
                       "CHANMODES=,,,nt", f"NICKLEN={MAX_NAME_LENGTH}",
                       f"CHANNELLEN={MAX_NAME_LENGTH + 1}", f"TOPICLEN={MAX_TOPIC_LENGTH}",
                       f"AWAYLEN={MAX_TOPIC_LENGTH}", f"MAXTARGETS={MAX_TARGETS}",
+                      f"CHANLIMIT=#:{self.chat.max_groups_per_user}",
                       f"NETWORK={world.network}", "are supported by this server")
         self._motd([])
 
@@ -535,7 +541,11 @@ class IRCConnection:
             name = self._channel(target)
             if name is None:
                 continue
-            group, joined = self.chat.join(self, name)
+            try:
+                group, joined = self.chat.join(self, name)
+            except LimitReached as exc:
+                self._numeric("405", target, f"You have joined too many channels: {exc}")
+                continue
             if joined:
                 self._show_scrollback(group.name)
 

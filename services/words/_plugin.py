@@ -15,7 +15,14 @@ import math
 import cred
 from services import Application, ServicePlugin, account_portal, host_name, port_number
 
-from ._core import DEFAULT_MAX_MESSAGE, DEFAULT_SCROLLBACK, InvalidName, check_user_name
+from ._core import (
+    DEFAULT_MAX_GROUPS,
+    DEFAULT_MAX_GROUPS_PER_USER,
+    DEFAULT_MAX_MESSAGE,
+    DEFAULT_SCROLLBACK,
+    InvalidName,
+    check_user_name,
+)
 from ._server import IRCLimits
 from ._service import DEFAULT_IRC_PORT, DEFAULT_IRC_TLS_PORT, DEFAULT_PB_PORT, WordsService
 
@@ -89,6 +96,12 @@ class WordsPlugin(ServicePlugin):
                             help=f"messages kept per group (default {DEFAULT_SCROLLBACK})")
         parser.add_argument("--max-message", type=_count(1), default=DEFAULT_MAX_MESSAGE,
                             help=f"longest message in characters (default {DEFAULT_MAX_MESSAGE})")
+        parser.add_argument("--max-groups", type=_count(1), default=DEFAULT_MAX_GROUPS,
+                            help=f"groups the chat may hold (default {DEFAULT_MAX_GROUPS})")
+        parser.add_argument("--max-groups-per-user", type=_count(1),
+                            default=DEFAULT_MAX_GROUPS_PER_USER,
+                            help=f"groups one user may be in "
+                                 f"(default {DEFAULT_MAX_GROUPS_PER_USER})")
         limits = IRCLimits()
         parser.add_argument("--flood-rate", type=_positive, default=limits.flood_rate,
                             help=f"IRC lines a second per client after the burst "
@@ -101,6 +114,10 @@ class WordsPlugin(ServicePlugin):
         parser.add_argument("--max-output", type=_count(1024), default=limits.max_output,
                             help=f"unsent bytes per IRC client before it is dropped as a "
                                  f"slow reader (default {limits.max_output})")
+        parser.add_argument("--ping-interval", type=_positive, default=limits.ping_interval,
+                            metavar="SECONDS",
+                            help=f"PING an IRC client silent this long; drop it after as long "
+                                 f"again (default {limits.ping_interval:g})")
         parser.add_argument("--max-irc-connections", type=_count(1),
                             default=limits.max_connections,
                             help=f"simultaneous IRC clients (default {limits.max_connections})")
@@ -118,7 +135,8 @@ class WordsPlugin(ServicePlugin):
             raise ValueError("--tls-key needs --tls-cert (the certificate for the IRC TLS port)")
         limits = IRCLimits(flood_rate=options.flood_rate, flood_burst=options.flood_burst,
                            max_queued=options.max_queued, max_output=options.max_output,
-                           max_connections=options.max_irc_connections)
+                           max_connections=options.max_irc_connections,
+                           ping_interval=options.ping_interval)
         return WordsService(
             "words",
             portal=account_portal(application),
@@ -132,6 +150,8 @@ class WordsPlugin(ServicePlugin):
             tls_key=options.tls_key,
             scrollback=options.scrollback,
             max_message=options.max_message,
+            max_groups=options.max_groups,
+            max_groups_per_user=options.max_groups_per_user,
             irc_limits=limits,
             server_name=options.server_name,
             motd=options.motd,

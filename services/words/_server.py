@@ -57,6 +57,9 @@ class IRCLimits:
     max_connections: int = 1000
     #: seconds a closing connection may take to flush its last lines
     close_timeout: float = 5.0
+    #: seconds of silence before the server PINGs a client; as long again
+    #: without an answer closes it ("Ping timeout")
+    ping_interval: float = 120.0
 
 
 class _IRCProtocol(asyncio.Protocol):
@@ -72,6 +75,9 @@ class _IRCProtocol(asyncio.Protocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.logout: Any = None
         self.gone = False
+        self.heard = True  # something arrived since the last keepalive check
+        self.pinged = False
+        self.keepalive: asyncio.TimerHandle | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
     # -- asyncio callbacks ----------------------------------------------------
@@ -100,11 +106,14 @@ class _IRCProtocol(asyncio.Protocol):
         server.protocols.add(self)
         loop = asyncio.get_running_loop()
         self.deadline = loop.call_later(self.limits.registration_timeout, self._registration_late)
+        self.keepalive = loop.call_later(self.limits.ping_interval, self._check_alive)
 
     def data_received(self, data: bytes) -> None:
         machine = self.machine
         if machine is None or machine.closing:
             return
+        self.heard = True
+        self.pinged = False
         for line in self.reader.feed(data):
             if len(self.queue) >= self.limits.max_queued:
                 self.queue.clear()
@@ -119,7 +128,7 @@ class _IRCProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.gone = True
-        for handle in (self.timer, self.deadline):
+        for handle in (self.timer, self.deadline, self.keepalive):
             if handle is not None:
                 handle.cancel()
         self.queue.clear()
@@ -167,6 +176,23 @@ class _IRCProtocol(asyncio.Protocol):
             transport.close()
             # A peer that reads nothing would keep a closing socket forever.
             asyncio.get_running_loop().call_later(self.limits.close_timeout, transport.abort)
+
+    def _check_alive(self) -> None:
+        machine = self.machine
+        if machine is None or machine.closing or self.gone:
+            return
+        if self.heard:
+            self.heard = False
+        elif self.pinged:
+            machine.close(f"Ping timeout: {2 * self.limits.ping_interval:g} seconds")
+            self._flush()
+            return
+        else:
+            self.pinged = True
+            machine.ping()
+            self._flush()
+        self.keepalive = asyncio.get_running_loop().call_later(
+            self.limits.ping_interval, self._check_alive)
 
     def _registration_late(self) -> None:
         machine = self.machine

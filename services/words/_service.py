@@ -10,7 +10,13 @@ from typing import Any
 import broker
 from services import Service, account_store, ensure_account, ensure_service_name, get_logger, stop_serving
 
-from ._core import DEFAULT_MAX_MESSAGE, DEFAULT_SCROLLBACK, Chat
+from ._core import (
+    DEFAULT_MAX_GROUPS,
+    DEFAULT_MAX_GROUPS_PER_USER,
+    DEFAULT_MAX_MESSAGE,
+    DEFAULT_SCROLLBACK,
+    Chat,
+)
 from ._irc import IRCWorld
 from ._pb import SERVICE_NAME, PBFace
 from ._server import IRCLimits, IRCServer
@@ -54,6 +60,8 @@ class WordsService(Service):
         tls_key: str | None = None,
         scrollback: int = DEFAULT_SCROLLBACK,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        max_groups: int = DEFAULT_MAX_GROUPS,
+        max_groups_per_user: int = DEFAULT_MAX_GROUPS_PER_USER,
         irc_limits: IRCLimits | None = None,
         server_name: str = "words",
         motd: list[str] | None = None,
@@ -74,6 +82,8 @@ class WordsService(Service):
         self.tls_key = tls_key
         self.scrollback = scrollback
         self.max_message = max_message
+        self.max_groups = max_groups
+        self.max_groups_per_user = max_groups_per_user
         self.irc_limits = irc_limits or IRCLimits()
         self.server_name = server_name
         self.motd = motd or []
@@ -103,7 +113,8 @@ class WordsService(Service):
                                f"{self.service_name!r}; run one words service per application")
         context = self._tls_context() if self.irc_tls_port is not None else None
         store = WordsStore(self.data_dir / FILE_NAME, scrollback=self.scrollback)
-        chat = Chat(scrollback=self.scrollback, max_message=self.max_message)
+        chat = Chat(scrollback=self.scrollback, max_message=self.max_message,
+                    max_groups=self.max_groups, max_groups_per_user=self.max_groups_per_user)
         try:
             await asyncio.to_thread(store.open)
             groups = await asyncio.to_thread(store.load, chat)

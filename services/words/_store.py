@@ -20,6 +20,7 @@ length per group as lines are added.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sqlite3
@@ -62,6 +63,7 @@ CREATE INDEX lines_by_group ON lines (group_key, id);
 """
 
 _STOP = object()
+_log = logging.getLogger("pb.words.store")
 
 
 class StoreError(Exception):
@@ -214,6 +216,7 @@ class WordsStore:
                     conn.execute("ROLLBACK")
                 if self.error is None:
                     self.error = exc
+                _log.error("chat changes could not be saved to %s: %s", self.path, exc)
             for waiter in waiters:
                 waiter.set()
             if stop:

@@ -206,3 +206,22 @@ def test_the_store_refuses_a_file_that_is_not_its_own(tmp_path):
     garbage.write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(StoreError):
         WordsStore(garbage).open()
+
+
+def test_groups_are_bounded_in_all_and_per_user():
+    from services.words._core import LimitReached
+
+    chat = Chat(max_groups=3, max_groups_per_user=2)
+    alice, bob = Sink("alice"), Sink("bob")
+    chat.connect(alice)
+    chat.connect(bob)
+    chat.join(alice, "a")
+    chat.join(alice, "b")
+    with pytest.raises(LimitReached, match="leave one first"):
+        chat.join(alice, "c")
+    assert chat.join(alice, "A")[1] is False  # rejoining is not a new group
+    chat.join(bob, "c")
+    with pytest.raises(LimitReached, match="join an existing one"):
+        chat.join(bob, "d")
+    chat.join(bob, "a")
+    assert sorted(chat.groups) == ["a", "b", "c"]

@@ -428,3 +428,24 @@ async def test_ii_from_debian_talks_to_a_pb_client(words, tmp_path):
         proc.terminate()
         await proc.communicate()
         await pb.connection.close()
+
+
+async def test_silent_clients_are_pinged_then_dropped_and_limits_have_numerics(tmp_path):
+    async with running_words(tmp_path / "data", "--ping-interval", "0.2",
+                             "--max-groups-per-user", "1") as words:
+        client = await RawIRC.connect(words.irc_port, "alice")
+        try:
+            client.send("JOIN #one,#two")
+            await client.expect(r" 366 alice #one ")
+            await client.expect(r" 405 alice #two :You have joined too many channels")
+            isupport = [line for line in client.seen if " 005 " in line][0]
+            assert "CHANLIMIT=#:1" in isupport
+            await client.expect(r"^PING :words$")
+            client.send("PONG :words")
+            await client.expect(r"^PING :words$")
+            # no answer this time
+            await client.expect(r"^ERROR :Closing link: .*Ping timeout")
+            await client.closed()
+        finally:
+            await client.close()
+        await wait_until(lambda: not words.chat.is_online("alice"))
