@@ -25,6 +25,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,12 @@ class WordsStore:
     """The words database at *path*; :meth:`load` fills a :class:`Chat`,
     :meth:`attach` makes it record the chat's changes from then on."""
 
-    def __init__(self, path: str | os.PathLike[str], *, scrollback: int = 100) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, scrollback: int = 100,
+                 batch_delay: float = 0.05) -> None:
         self.path = Path(path)
         self.scrollback = scrollback
+        #: seconds the writer waits after a change for more to come
+        self.batch_delay = batch_delay
         self._conn: sqlite3.Connection | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -191,8 +195,13 @@ class WordsStore:
         conn = self._require()
         while True:
             batch = [self._queue.get()]
+            if batch[0] is not _STOP and self.batch_delay and self._queue.qsize() < 1000:
+                # Gather what follows for a moment: one transaction (and one
+                # GIL hand-over with the event loop) per burst of chat, not
+                # per message.
+                time.sleep(self.batch_delay)
             # Take whatever else is waiting: one transaction per burst.
-            while len(batch) < 1000:
+            while len(batch) < 5000:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
