@@ -449,3 +449,89 @@ async def test_silent_clients_are_pinged_then_dropped_and_limits_have_numerics(t
         finally:
             await client.close()
         await wait_until(lambda: not words.chat.is_online("alice"))
+
+
+@pytest.mark.skipif(shutil.which("weechat-headless") is None,
+                    reason="WeeChat is not installed: apt-get install weechat-headless")
+async def test_weechat_talks_to_a_pb_client(tmp_path):
+    async with running_words(tmp_path / "data", "--user", "dave:weechat-pw") as words:
+        mind = Mind()
+        pb = await pb_login(words, "bob", mind)
+        room = await pb.call_remote("join", "lounge")
+        home = tmp_path / "weechat"
+        commands = ";".join([
+            "/set logger.file.flush_delay 0",
+            f"/set logger.file.path {home}/logs",
+            f"/server add words 127.0.0.1/{words.irc_port} -password=weechat-pw -nicks=dave "
+            "-autojoin=#lounge",
+            "/set irc.server.words.command \"/wait 1 /msg #lounge hello from weechat\"",
+            "/connect words",
+        ])
+        proc = await asyncio.create_subprocess_exec(
+            "weechat-headless", "--dir", str(home), "--run-command", commands,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await mind.wait_for(lambda m: ("message", "lounge", "dave", "hello from weechat",
+                                           "message") in m.events, timeout=20)
+            await room.call_remote("send", "hello weechat ✓")
+            logs = home / "logs"
+
+            def logged() -> bool:
+                return any("hello weechat ✓" in path.read_text(errors="replace")
+                           for path in logs.glob("*lounge*"))
+
+            await wait_until(lambda: logs.exists() and logged(), timeout=20)
+        finally:
+            proc.terminate()
+            await proc.wait()
+            await pb.connection.close()
+
+
+@pytest.mark.skipif(shutil.which("irssi") is None,
+                    reason="irssi is not installed: apt-get install irssi")
+async def test_irssi_in_a_terminal_talks_to_a_pb_client(tmp_path):
+    import pty
+
+    async with running_words(tmp_path / "data", "--user", "erin:irssi-pw") as words:
+        mind = Mind()
+        pb = await pb_login(words, "bob", mind)
+        room = await pb.call_remote("join", "lounge")
+        home = tmp_path / "irssi"
+        home.mkdir()
+        controller, terminal = pty.openpty()
+        env = dict(os.environ, TERM="xterm", HOME=str(tmp_path), LANG="C.UTF-8")
+        proc = await asyncio.create_subprocess_exec(
+            "irssi", f"--home={home}", "-c", "127.0.0.1", "-p", str(words.irc_port),
+            "-w", "irssi-pw", "-n", "erin", stdin=terminal, stdout=terminal, stderr=terminal,
+            env=env, start_new_session=True)
+        os.close(terminal)
+        screen = bytearray()
+
+        def drain() -> None:
+            try:
+                screen.extend(os.read(controller, 65536))
+            except OSError:
+                pass
+
+        loop = asyncio.get_running_loop()
+        loop.add_reader(controller, drain)
+        try:
+            await wait_until(lambda: words.chat.is_online("erin"), timeout=20)
+            os.write(controller, b"/join #lounge\r")
+            await mind.wait_for(lambda m: ("joined", "lounge", "erin") in m.events, timeout=20)
+            os.write(controller, "hello from irssi ✓\r".encode())
+            await mind.wait_for(lambda m: ("message", "lounge", "erin", "hello from irssi ✓",
+                                           "message") in m.events, timeout=20)
+            await room.call_remote("send", "hello irssi")
+            await wait_until(lambda: b"hello irssi" in screen, timeout=20)
+            os.write(controller, b"/quit\r")
+            async with asyncio.timeout(10):
+                await proc.wait()
+        finally:
+            loop.remove_reader(controller)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            os.close(controller)
+            await pb.connection.close()

@@ -147,3 +147,41 @@ async def test_many_members_each_get_one_copy_in_order(words):
     finally:
         for p in perspectives:
             await p.connection.close()
+
+
+async def test_garbage_arguments_are_refused_and_the_session_goes_on(words):
+    alice = await pb_login(words, "alice", Mind())
+    try:
+        room = await alice.call_remote("join", "room")
+        calls = [("join", [1, 2]), ("send", "room", None), ("send", "room", b"bytes"),
+                 ("send_private", None, "x"), ("set_topic", "room", 5),
+                 ("set_topic", "room", "x" * 301), ("set_away", 5), ("set_away", "a\nb"),
+                 ("whois", None), ("whois", "x" * 1000), ("leave", {"a": 1})]
+        for name, *args in calls:
+            with pytest.raises(broker.RemoteError):
+                await alice.call_remote(name, *args)
+        for args in [(None,), ("two\nlines",), ("",)]:
+            with pytest.raises(broker.RemoteError):
+                await room.call_remote("send", *args)
+        with pytest.raises(broker.NoSuchMethod):
+            await alice.call_remote("_chat")
+        await room.call_remote("send", "still working")
+        assert words.chat.group("room").scrollback[-1].text == "still working"
+    finally:
+        await alice.connection.close()
+
+
+async def test_the_pb_face_on_a_unix_socket(tmp_path):
+    from .conftest import PASSWORD, running_words
+
+    path = tmp_path / "words.sock"
+    async with running_words(tmp_path / "data", "--pb-socket", str(path)) as words:
+        assert words.pb_address == f"pb+unix://{path}"
+        mind = Mind()
+        alice = await broker.login(path=path, username="alice", password=PASSWORD,
+                                   service="words", mind=mind)
+        try:
+            await alice.call_remote("join", "local")
+            assert await alice.call_remote("my_groups") == ["local"]
+        finally:
+            await alice.connection.close()
