@@ -19,6 +19,7 @@ from ._errors import (
     RemoteError,
     Unauthorized,
 )
+from ._failures import expected_errors
 from ._flavors import Perspective, Referenceable, Root, Viewable
 from ._limits import DEFAULT_LIMITS, Limits
 from ._protocol import Connection
@@ -29,7 +30,7 @@ __all__ = [
     "serve", "connect", "login", "login_anonymous", "Server", "Connection",
     "Referenceable", "Root", "Perspective", "Viewable", "RemoteReference",
     "Cacheable", "RemoteCache", "RemoteCacheObserver", "register_cache", "unregister_cache",
-    "RemoteStream", "stream_bytes", "stream_file", "collect",
+    "RemoteStream", "stream_bytes", "stream_file", "collect", "expected_errors",
     "Limits", "DEFAULT_LIMITS",
     "PBError", "ConnectionLost", "DeadReference", "RemoteError", "NoSuchMethod",
     "CallTimeout", "ProtocolError", "InsecureJelly", "LimitExceeded", "Unauthorized",

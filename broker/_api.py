@@ -6,9 +6,11 @@ import asyncio
 import os
 import ssl as _ssl
 import stat
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Hashable, Iterable
 from typing import Any
 
+from ._accept import Acceptor
 from ._errors import ConnectionLost
 from ._limits import DEFAULT_LIMITS, Limits
 from ._protocol import BrokerProtocol, Connection
@@ -17,6 +19,27 @@ __all__ = ["serve", "connect", "login", "login_anonymous", "Server"]
 
 #: serve()'s default cap on simultaneous connections.
 DEFAULT_MAX_CONNECTIONS = 10_000
+#: serve()'s default cap on simultaneous connections from one source: an
+#: IPv4 address or an IPv6 /64 (what one host or one customer is given).
+DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 256
+
+
+def source_of(address: Any) -> Hashable | None:
+    """What ``max_connections_per_source`` counts a peer under: its IPv4
+    address, or its IPv6 /64 prefix (an IPv4-mapped IPv6 address counts as
+    the IPv4 one); None for a UNIX socket peer, which is not capped."""
+    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
+        return None
+    host = address[0]
+    if ":" not in host:
+        return host
+    try:
+        ip = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
 
 
 class Server:
@@ -24,18 +47,24 @@ class Server:
     server closes them too (asyncio's own Server.close does not)."""
 
     def __init__(self, root: Any, limits: Limits, unsafe_tracebacks: bool,
-                 registry: Any, max_connections: int | None = DEFAULT_MAX_CONNECTIONS) -> None:
+                 registry: Any, max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+                 max_connections_per_source: int | None = DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+                 ) -> None:
         self.root = root
         self.limits = limits
         self.unsafe_tracebacks = unsafe_tracebacks
         self.registry = registry
         self._server: asyncio.base_events.Server | None = None
+        self._acceptor: Acceptor | None = None
         self._protocols: set[BrokerProtocol] = set()
         self._path: str | None = None
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._max_connections = max_connections
+        self._max_per_source = max_connections_per_source
+        #: source -> connections open from it (those that were let in)
+        self._per_source: dict[Hashable, int] = {}
 
     def _make_protocol(self) -> BrokerProtocol:
         return BrokerProtocol(root=self.root, limits=self.limits,
@@ -55,10 +84,29 @@ class Server:
                 f"the server already has {len(self._protocols)} connections "
                 f"(max_connections={cap}); try again later")
             return
+        cap = self._max_per_source
+        if cap is not None:
+            source = source_of(protocol.peer_address)
+            if source is not None:
+                count = self._per_source.get(source, 0)
+                if count >= cap:
+                    protocol.refuse(
+                        "limit-exceeded",
+                        f"the server already has {count} connections from {source} "
+                        f"(max_connections_per_source={cap}); close some, or try again later")
+                    return
+                self._per_source[source] = count + 1
+                protocol.counted_source = source
         self._protocols.add(protocol)
         self._idle.clear()
 
     def _connection_lost(self, protocol: BrokerProtocol) -> None:
+        source = protocol.counted_source
+        if source is not None:
+            protocol.counted_source = None
+            count = self._per_source.pop(source) - 1
+            if count:
+                self._per_source[source] = count
         self._protocols.discard(protocol)
         if not self._protocols:
             self._idle.set()
@@ -117,6 +165,8 @@ class Server:
 
     def _stop_listening(self) -> None:
         self._closing = True
+        if self._acceptor is not None:
+            self._acceptor.close()
         if self._server is not None:
             self._server.close()
         if self._path is not None:
@@ -130,6 +180,8 @@ class Server:
         """Wait until the listener and every connection are closed."""
         if self._server is not None:
             await self._server.wait_closed()
+        if self._acceptor is not None:
+            await self._acceptor.wait_closed()
         await self._idle.wait()
 
     async def serve_forever(self) -> None:
@@ -147,6 +199,12 @@ class Server:
         self.close()
         await self.wait_closed()
 
+    def describe(self) -> str:
+        address = self.address
+        if isinstance(address, tuple):
+            return f"server on {address[0]}:{address[1]}"
+        return f"server on {address}"
+
     def __repr__(self) -> str:
         return f"<broker.Server {self.address!r} connections={len(self._protocols)}>"
 
@@ -159,6 +217,7 @@ async def serve(root: Any, host: str | None = None, port: int = 0, *,
                 registry: Any = None,
                 backlog: int = 128,
                 max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+                max_connections_per_source: int | None = DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
                 services: Iterable[str] | None = None) -> Server:
     """Publish ``root`` on TCP ``host:port`` (port 0 picks one) or on the UNIX
     socket ``path``; each connection's ``root()`` reaches it.
@@ -168,23 +227,43 @@ async def serve(root: Any, host: str | None = None, port: int = 0, *,
     cred services this listener offers: a login through it to any other
     service of the portal is refused like every failed login (None: all of
     them, for a portal that no other listener shares).  A connection past
-    ``max_connections`` (None: no cap) is told ``GOODBYE limit-exceeded``
-    and closed.
+    ``max_connections`` (None: no cap), or past ``max_connections_per_source``
+    from one IPv4 address or IPv6 /64 (UNIX socket peers are not counted), is
+    told ``GOODBYE limit-exceeded`` and closed.
     """
-    if max_connections is not None and (type(max_connections) is not int or max_connections <= 0):
-        raise ValueError(f"max_connections must be a positive int or None, not {max_connections!r}")
+    for name, value in (("max_connections", max_connections),
+                        ("max_connections_per_source", max_connections_per_source)):
+        if value is not None and (type(value) is not int or value <= 0):
+            raise ValueError(f"{name} must be a positive int or None, not {value!r}")
     root = _publishable(root, _offered(services))
-    server = Server(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry, max_connections)
+    server = Server(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry, max_connections,
+                    max_connections_per_source)
     loop = asyncio.get_running_loop()
+    # asyncio binds (resolving the host, setting the socket options) but
+    # never accepts: the Acceptor does, and survives running out of
+    # descriptors (see broker/_accept.py).
     if path is not None:
         if host is not None:
             raise ValueError("serve() takes a host/port or a path, not both")
         server._path = os.fspath(path)
         server._server = await loop.create_unix_server(
-            server._make_protocol, server._path, ssl=ssl, backlog=backlog)
+            server._make_protocol, server._path, backlog=backlog, start_serving=False)
     else:
         server._server = await loop.create_server(
-            server._make_protocol, host or "127.0.0.1", port, ssl=ssl, backlog=backlog)
+            server._make_protocol, host or "127.0.0.1", port, backlog=backlog,
+            start_serving=False)
+    handshake = server.limits.handshake_timeout
+
+    def connect(sock: Any) -> Any:
+        return loop.connect_accepted_socket(
+            server._make_protocol, sock, ssl=ssl,
+            ssl_handshake_timeout=handshake if ssl is not None else None)
+
+    try:
+        server._acceptor = Acceptor(server._server.sockets, backlog, connect, server.describe)
+    except BaseException:
+        server._stop_listening()
+        raise
     return server
 
 

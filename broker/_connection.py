@@ -167,6 +167,8 @@ class Broker:
         self._jelly_limits = _jelly_limits_for(limits)
         self._registry = registry
         self._out: list[bytes] = []
+        #: Bytes of message bodies queued since the last take_output().
+        self.queued_bytes = 0
         self._next_req = 1
         #: Our calls waiting for an answer.
         self.waiting: set[int] = set()
@@ -178,6 +180,7 @@ class Broker:
 
     def take_output(self) -> list[bytes]:
         out, self._out = self._out, []
+        self.queued_bytes = 0
         return out
 
     @property
@@ -207,10 +210,12 @@ class Broker:
     def _queue(self, body: bytes) -> None:
         # Small frames are joined with their header; a large body stays a
         # separate buffer so that it is never copied again on its way out.
-        if len(body) < _SMALL:
-            self._out.append(_pack_header(len(body)) + body)
+        size = len(body)
+        self.queued_bytes += size
+        if size < _SMALL:
+            self._out.append(_pack_header(size) + body)
         else:
-            self._out.append(_pack_header(len(body)))
+            self._out.append(_pack_header(size))
             self._out.append(body)
 
     def _queue_plain(self, message: list) -> None:

@@ -42,6 +42,24 @@ def encode_frame(body: bytes) -> bytes:
     return _pack_header(len(body)) + body
 
 
+def describe_foreign(head: bytes) -> str:
+    """What a stream that does not start with a PB frame header seems to be,
+    for the reason sent and logged when a peer opens with it."""
+    if head[:1] == b"\x16" and head[1:2] == b"\x03":
+        return ("this looks like a TLS handshake: the server does not use TLS on this port, "
+                "or the client should connect without it")
+    word = head.split(b" ", 1)[0]
+    if word in _HTTP_METHODS or head.startswith(b"PRI * HTTP/2"):
+        return "this looks like HTTP: point the HTTP client at a web port, not at a PB port"
+    if head.startswith(b"SSH-"):
+        return "this looks like SSH"
+    return "is this client speaking PB (docs/protocol.md section 2)?"
+
+
+_HTTP_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH",
+                           b"CONNECT", b"TRACE"})
+
+
 class FrameReader:
     """Collects frames from a byte stream without copying bodies."""
 
@@ -69,6 +87,10 @@ class FrameReader:
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` unconsumed bytes, left in place."""
+        return bytes(self._view[self._start:min(self._start + n, self._end)])
 
     def clear(self) -> None:
         """Drop everything buffered."""

@@ -40,13 +40,33 @@ class Limits:
     #: Seconds of silence after which the peer is declared dead (None: never).
     #: Defaults to three missed keepalives.
     idle_timeout: float | None = 90.0
+    #: Bytes a server may hold queued for a peer that does not read.  Past
+    #: it the server stops reading from that peer (so it produces no more
+    #: answers), and closes the connection if the backlog is still past it
+    #: after ``write_stall_timeout`` seconds.
+    max_write_buffer: int = 8 * MiB
+    #: The same cap before the peer has logged in (on a server that asks for
+    #: a login) or sent its HELLO: a stranger gets much less.
+    preauth_write_buffer: int = 256 * 1024
+    #: Seconds a peer may stay past its write cap before it is dropped.
+    write_stall_timeout: float = 30.0
+    #: On a server that publishes a login portal: seconds a connection may
+    #: stay without logging in (None: for ever).
+    login_timeout: float | None = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_frame", "max_depth", "max_items", "max_outstanding_calls",
-                     "max_local_references", "max_caches", "handshake_bytes"):
+                     "max_local_references", "max_caches", "handshake_bytes",
+                     "max_write_buffer", "preauth_write_buffer"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
+        for name in ("write_stall_timeout", "login_timeout"):
+            value = getattr(self, name)
+            if value is None and name == "login_timeout":
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"Limits.{name} must be a positive number of seconds, not {value!r}")
         if self.max_frame > 0xFFFFFFFF:
             raise ValueError("Limits.max_frame cannot exceed the 32-bit length header")
 

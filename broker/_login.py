@@ -73,6 +73,10 @@ class PortalRoot(Root):
     other cred service of the portal is refused (None: every service).
     """
 
+    #: Connections to it are strangers' until a login succeeds (smaller
+    #: write cap, ``Limits.login_timeout``).
+    requires_login = True
+
     def __init__(self, portal: Any, services: frozenset[str] | None = None) -> None:
         self.portal = portal
         self.services = services
@@ -147,6 +151,7 @@ class _ConnectionRoot(Referenceable):
                 logout()
                 raise
         self.sessions.append(_Session(avatar, mind, logout))
+        self.connection._protocol.logged_in()
         return avatar
 
     def _welcome(self, challenge: Any, result: Any, mind: Any) -> tuple[str, Any, str | None]:

@@ -28,8 +28,9 @@ from ._connection import (
     HelloEvent,
 )
 from . import _eager
+from ._failures import FailureLog
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
-from ._framing import HEADER, FrameReader, FrameTooLarge
+from ._framing import HEADER, FrameReader, FrameTooLarge, describe_foreign
 from ._limits import Limits
 from ._references import ROOT_ID
 from ._remote import RemoteReference
@@ -84,6 +85,9 @@ _CHUNK = 512 * 1024
 #: to discard while waiting for the peer to read our GOODBYE and close.
 _LINGER = 2.0
 _LINGER_BYTES = 4 * 1024 * 1024
+#: Why reading from the peer is paused (bits of ``_reading_paused``).
+_FOR_CACHE_UPDATES = 1  # async observe_* updates reached max_outstanding_calls
+_FOR_WRITES = 2         # the peer is not reading what we send it
 #: Result types that are never awaitable nor streams (checked by exact type).
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
 #: What user code may raise that still ends the program; anything else a
@@ -121,7 +125,17 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._oneway_tasks: set[asyncio.Task] = set()
         self._cleanup_tasks: set[asyncio.Task] = set()
         self._cache_tasks = 0  # async observe_* updates still running
-        self._reading_paused = False
+        self._reading_paused = 0  # _FOR_* bits; 0 while reading
+        # Server side only: the cap on bytes queued for a peer that does not
+        # read (smaller until it has logged in), and the timers that drop it.
+        self._write_cap = limits.preauth_write_buffer
+        self._write_blocked = False
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._needs_login = server is not None and getattr(root, "requires_login", False)
+        self._login_timer: asyncio.TimerHandle | None = None
+        self._failures: FailureLog | None = None  # made at the first failed call
+        #: What the server counts this connection under (max_connections_per_source).
+        self.counted_source: Any = None
         self._ready: asyncio.Future = self.loop.create_future()
         self._closed: asyncio.Future = self.loop.create_future()
         #: Set once the socket itself is closed (after any lingering).
@@ -184,6 +198,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self.core.refs.set_root(root_object(self.connection) if root_object else root)
         self.core.hello()
         if self.server is not None:
+            self._set_write_cap(self._write_cap)
+            if self._needs_login and self.limits.login_timeout is not None:
+                self._login_timer = self.loop.call_later(self.limits.login_timeout,
+                                                         self._login_timed_out)
             # A client's first frames are usually on their way: the HELLO
             # goes out with the answer to them if they arrive within the
             # next loop turn, else on its own right after.
@@ -258,6 +276,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                         self._backlog.append(event)
                     else:
                         self._run_call(event)
+                        if core.queued_bytes > self._write_cap:
+                            # Answers past the cap leave now rather than at
+                            # the end of the pass: if the peer is not reading,
+                            # the transport pauses us before the next call.
+                            self._write_now()
                 elif kind is AnswerEvent:
                     fut = self._futures.pop(event.req_id, None)
                     if fut is not None and not fut.done():
@@ -276,6 +299,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     reader.max_frame = self.limits.max_frame
                     if not self._ready.done():
                         self._ready.set_result(None)
+                    if self.server is not None and not self._needs_login:
+                        self._raise_write_cap()
                     self._keepalive_after_hello()
                 elif kind is GoodbyeEvent:
                     self._close_reason = f"the peer closed the connection ({event.code}): {event.reason}"
@@ -284,8 +309,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         except FrameTooLarge as exc:
             reason = str(exc)
             if not self._ready.done():
-                reason = (f"the peer sent more than handshake_bytes={self.limits.handshake_bytes} "
-                          "bytes before its HELLO")
+                reason = self._handshake_refusal(exc)
             self._close_reason = reason
             core.goodbye("limit-exceeded", reason)
             self._fail_ready(LimitExceeded(reason))
@@ -294,6 +318,17 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._close_reason = str(exc)
             self._fail_ready(exc)
             self._abort()
+
+    def _handshake_refusal(self, exc: FrameTooLarge) -> str:
+        limit = self.limits.handshake_bytes
+        if exc.limit != self.reader.max_frame:  # whole frames, none of them a HELLO
+            return f"the peer sent more than handshake_bytes={limit} bytes before its HELLO"
+        # The length header itself is out of range: most likely not PB at all
+        # (an HTTP request's "GET " reads as a frame of 1.2 GB).
+        head = self.reader.peek(16)
+        return (f"the first bytes the peer sent ({head[:HEADER.size]!r}) are not a PB frame "
+                f"header: they announce a frame of {exc.size} bytes, more than a HELLO may "
+                f"take (handshake_bytes={limit}, header included); {describe_foreign(head)}")
 
     # -- running calls ----------------------------------------------------------
 
@@ -352,11 +387,14 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._flush_soon()
 
     def _call_failed(self, event: CallEvent, exc: BaseException) -> None:
+        failures = self._failures
+        if failures is None:
+            failures = self._failures = FailureLog()
+        failures.report(event.func, event.method, exc, self.describe())
         if event.answer_wanted:
             self.core.fail(event.req_id, exc)
         else:
             self.core.finished(event.req_id)
-            log.warning("one-way call %s raised %r", event.method, exc)
         self._flush_soon()
 
     def _track(self, task: asyncio.Task, event: CallEvent, first_step_ran: bool) -> None:
@@ -367,27 +405,28 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             if event.req_id is None:  # a cache update: no request id bounds it
                 self._cache_tasks += 1
                 if self._cache_tasks >= self.limits.max_outstanding_calls:
-                    self._pause_reading()
+                    self._pause_reading(_FOR_CACHE_UPDATES)
         task.add_done_callback(lambda t, e=event: self._call_done(t, e))
         if not first_step_ran:
             # Later calls wait until this one has taken its first step (E-order).
             self._defer_sync = True
             self.loop.call_soon(self._drain_backlog)
 
-    def _pause_reading(self) -> None:
-        """Back-pressure: async ``observe_*`` updates still running reached
-        max_outstanding_calls; read nothing more until half have finished."""
-        if self._reading_paused or self.transport is None:
+    def _pause_reading(self, why: int) -> None:
+        """Back-pressure: read nothing more from the peer until every reason
+        (``_FOR_*``) given here has been taken back by :meth:`_resume_reading`."""
+        was = self._reading_paused
+        self._reading_paused = was | why
+        if was or self.transport is None:
             return
-        self._reading_paused = True
         try:
             self.transport.pause_reading()
         except (NotImplementedError, RuntimeError):
             pass  # frames then wait in our buffer instead of the kernel's
 
-    def _resume_reading(self) -> None:
-        self._reading_paused = False
-        if self.transport is None:
+    def _resume_reading(self, why: int) -> None:
+        self._reading_paused &= ~why
+        if self._reading_paused or self.transport is None:
             return
         try:
             self.transport.resume_reading()
@@ -409,8 +448,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._oneway_tasks.discard(task)
         if event.req_id is None:
             self._cache_tasks -= 1
-            if self._reading_paused and self._cache_tasks <= self.limits.max_outstanding_calls // 2:
-                self._resume_reading()
+            if (self._reading_paused & _FOR_CACHE_UPDATES
+                    and self._cache_tasks <= self.limits.max_outstanding_calls // 2):
+                self._resume_reading(_FOR_CACHE_UPDATES)
         if task.cancelled():
             if event.answer_wanted:
                 self._call_failed(event, asyncio.CancelledError(f"call {event.method!r} was cancelled"))
@@ -502,6 +542,99 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 transport.write(view[start:start + _CHUNK])
         if small:
             transport.write(b"".join(small) if len(small) > 1 else small[0])
+        if self._write_blocked:
+            self._check_write_backlog(transport)
+
+    # -- a peer that does not read (server side) ------------------------------------
+
+    def pause_writing(self) -> None:
+        """The transport holds more than our cap for this peer: stop reading
+        from it, so that it makes us produce nothing more, and give it
+        ``write_stall_timeout`` seconds to catch up."""
+        if self.server is None or self._write_blocked:
+            return  # a client's backlog is its own application's doing
+        self._write_blocked = True
+        self._pause_reading(_FOR_WRITES)
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.limits.write_stall_timeout,
+                                                     self._write_stalled)
+
+    def resume_writing(self) -> None:
+        if not self._write_blocked:
+            return
+        self._write_blocked = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._resume_reading(_FOR_WRITES)
+
+    def _write_stalled(self) -> None:
+        self._stall_timer = None
+        transport = self.transport
+        if transport is None or not self._write_blocked:
+            return
+        queued = transport.get_write_buffer_size()
+        if queued <= self._write_cap:  # draining, if slowly: another period
+            self._stall_timer = self.loop.call_later(self.limits.write_stall_timeout,
+                                                     self._write_stalled)
+            return
+        self._drop_slow_reader(
+            f"the peer left {queued} bytes unread for {self.limits.write_stall_timeout} s "
+            f"(the cap is {self._write_cap} bytes: "
+            f"{'max_write_buffer' if self._write_cap == self.limits.max_write_buffer else 'preauth_write_buffer'})")
+
+    def _check_write_backlog(self, transport: Any) -> None:
+        # While paused only our own side (a server pushing to observers, a
+        # long answer) still writes; past twice the cap and a frame that is
+        # no longer a stall to wait out.
+        queued = transport.get_write_buffer_size()
+        if queued > 2 * self._write_cap + self.limits.max_frame:
+            self._drop_slow_reader(f"{queued} bytes are queued for a peer that is not reading "
+                                   f"(more than twice the cap of {self._write_cap} bytes)")
+
+    def _drop_slow_reader(self, reason: str) -> None:
+        log.warning("closing %s: %s", self.describe(), reason)
+        self._write_blocked = False  # no second check from the close's own write
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._close_reason = reason
+        self.core.goodbye("limit-exceeded", reason)
+        self._fail_ready(LimitExceeded(reason))
+        # Lingering bounds what the backlog may still cost: the socket is
+        # aborted after _LINGER seconds whether the peer reads or not.
+        self._abort()
+
+    def _raise_write_cap(self) -> None:
+        limit = self.limits.max_write_buffer
+        if self._write_cap != limit and self.transport is not None:
+            self._set_write_cap(limit)
+
+    def _set_write_cap(self, limit: int) -> None:
+        self._write_cap = limit
+        try:
+            self.transport.set_write_buffer_limits(high=limit)  # type: ignore[union-attr]
+        except (AttributeError, NotImplementedError):
+            pass  # an in-memory transport (broker.testing): nothing queues
+
+    # -- logging in (server side) -----------------------------------------------------
+
+    def logged_in(self) -> None:
+        """A login succeeded on this connection: it is no longer a stranger's."""
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = None
+        self._raise_write_cap()
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        if not self.is_open:
+            return
+        self._close_reason = (f"the peer did not log in within {self.limits.login_timeout} s "
+                              f"(login_timeout)")
+        self.core.goodbye("timeout", self._close_reason)
+        self._fail_ready(ConnectionLost(self._close_reason))
+        self._abort()
 
     # -- references -------------------------------------------------------------
 
@@ -730,9 +863,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _lost(self, exc: BaseException | None) -> None:
         self.core.close()
         self.transport = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._login_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._login_timer = self._stall_timer = None
         reason = self._close_reason or (f"connection lost: {exc}" if exc else "connection closed")
         if not self._ready.done():
             self._fail_ready(ConnectionLost(reason))

@@ -9,6 +9,7 @@ The TOML shape (documented in ``docs/running.md``)::
     log_file = "pb.log"
     pidfile = "pb.pid"
     grace = 10                 # seconds
+    loop = "auto"              # auto | asyncio | uvloop
 
     [[service]]                # one table per service, started in order
     plugin = "echo"            # required
@@ -30,6 +31,7 @@ import argparse
 import datetime
 import difflib
 import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +45,15 @@ from ._service import ServiceError
 __all__ = ["ConfigError", "RunConfig", "ServiceSpec", "load_config", "options_from_table"]
 
 DEFAULT_DATA_DIR = Path("pb-data")
+#: The environment variable that names the data directory when neither the
+#: command line nor a config file does (``pb user`` reads it too).
+DATA_DIR_ENV = "PB_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """``$PB_DATA_DIR``, else ``./pb-data``: the data directory when neither
+    ``--data-dir`` nor ``[application] data_dir`` says otherwise."""
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 DEFAULT_GRACE = 10.0
 DEFAULT_LOG_LEVEL = "info"
 
@@ -79,11 +90,13 @@ class RunConfig:
     directory."""
 
     name: str = "pb"
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = field(default_factory=default_data_dir)
     log_level: str = DEFAULT_LOG_LEVEL
     log_file: Path | None = None
     pidfile: Path | None = None
     grace: float = DEFAULT_GRACE
+    #: The event loop: "auto" (uvloop where it is installed), "asyncio" or "uvloop".
+    loop: str = "auto"
     services: list[ServiceSpec] = field(default_factory=list)
     source: str | None = None
 
@@ -304,7 +317,9 @@ def options_from_table(
 
 # -- the file ------------------------------------------------------------
 
-_APPLICATION_KEYS = ("name", "data_dir", "log_level", "log_file", "pidfile", "grace")
+_APPLICATION_KEYS = ("name", "data_dir", "log_level", "log_file", "pidfile", "grace", "loop")
+#: What ``loop`` may be.
+LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def _string(file: str, key: str, value: Any) -> str:
@@ -341,6 +356,11 @@ def _read_application(file: str, table: Any, config: RunConfig) -> None:
                     f"expected a non-negative number of seconds, got {_describe(value)}",
                 )
             config.grace = float(value)
+        elif key == "loop":
+            if value not in LOOPS:
+                raise ConfigError(file, dotted,
+                                  f"expected one of {', '.join(LOOPS)}, got {_describe(value)}")
+            config.loop = value
         else:
             raise _unknown_key(
                 file, dotted, key, list(_APPLICATION_KEYS), "[application] accepts"

@@ -263,24 +263,85 @@ async def run_application(
             remove_pidfile(pidfile)
 
 
+def raise_open_file_limit() -> tuple[int, int] | None:
+    """Raise the soft limit on open descriptors to the hard one (each
+    connection is a descriptor; the soft default of 1,024 is a few hundred
+    idle clients).  Returns the (soft, hard) limits in force, None where
+    the platform has none."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard
+        if hard == resource.RLIM_INFINITY:
+            # Some kernels refuse "unlimited" for descriptors: ask for what
+            # the kernel can give.
+            try:
+                wanted = int(Path("/proc/sys/fs/nr_open").read_text())
+            except (OSError, ValueError):
+                wanted = 1 << 20
+        if wanted > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                soft = wanted
+            except (OSError, ValueError) as exc:
+                _log.warning("cannot raise the open file limit", soft=soft, hard=hard,
+                             error=str(exc))
+    return soft, hard
+
+
 async def _main(config: RunConfig, stdout: TextIO | None) -> int:
     if config.pidfile is not None:
         check_pidfile(config.pidfile)
+    limits = raise_open_file_limit()
+    if limits is not None:
+        soft, hard = limits
+        _log.info("open file limit", soft=soft,
+                  hard="unlimited" if hard < 0 or hard > 1 << 62 else hard)
     application = await build_application(config)
     return await run_application(
         application, grace=config.grace, pidfile=config.pidfile, stdout=stdout
     )
 
 
+class LoopUnavailable(ServiceError):
+    """``loop = "uvloop"`` was asked for where uvloop is not installed."""
+
+
+def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """(name, factory) of the event loop ``choice`` asks for: ``"auto"`` is
+    uvloop where it is installed (``pip install 'perspective-broker[uvloop]'``,
+    the production install) and asyncio's own loop elsewhere."""
+    if choice not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"unknown event loop {choice!r}: expected auto, asyncio or uvloop")
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise LoopUnavailable(
+                    "--loop uvloop: uvloop is not installed; "
+                    "pip install 'perspective-broker[uvloop]', or use --loop asyncio") from None
+        else:
+            return "uvloop", uvloop.new_event_loop
+    return "asyncio", asyncio.new_event_loop
+
+
 def run(config: RunConfig, *, stdout: TextIO | None = None) -> int:
-    """Run *config* in the foreground with :func:`asyncio.run`; return an exit code.
+    """Run *config* in the foreground on the event loop it names; return an
+    exit code.
 
     Logging should already be configured (:func:`~services.configure_logging`).
     Build and pidfile failures are logged and return 1; :class:`ConfigError`
     (duplicate service names) propagates for the caller to report as usage.
     """
     try:
-        return asyncio.run(_main(config, stdout))
+        name, factory = loop_factory(config.loop)
+        _log.info("event loop", loop=name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(_main(config, stdout))
     except ConfigError:
         raise
     except ServiceError as exc:

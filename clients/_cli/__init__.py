@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pb",
         description="Perspective Broker: run servers, manage users, call remote objects.",
     )
+    parser.add_argument("--version", action="version", version=f"pb {_version()}",
+                        help="print the installed version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -31,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
         if register is not None:
             register(subparsers)
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("perspective-broker")
+    except metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

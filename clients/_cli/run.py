@@ -78,6 +78,9 @@ def register(subparsers: Any) -> None:
                              "start if it names a running process")
     parser.add_argument("--grace", type=non_negative_seconds, metavar="SECONDS",
                         help="how long services may take to stop (default: 10)")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"),
+                        help="the event loop (default: auto, which is uvloop where it is "
+                             "installed: pip install 'perspective-broker[uvloop]')")
     parser.add_argument("--plugin-module", action="append", default=[],
                         metavar="MODULE[:ATTR]",
                         help="load and register plugins from this module (repeatable)")
@@ -158,6 +161,8 @@ def _run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         config.pidfile = args.pidfile
     if args.grace is not None:
         config.grace = args.grace
+    if args.loop is not None:
+        config.loop = args.loop
 
     try:
         configure_logging(config.log_level, log_file=config.log_file)

@@ -42,6 +42,21 @@ async def expect_closed(reader):
     return data
 
 
+async def read_frames_until_closed(reader):
+    """Every frame the server sends until it closes (EOF or a reset)."""
+    data = b""
+    try:
+        data = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        pass
+    frames = []
+    while len(data) >= 4:
+        (size,) = struct.unpack(">I", data[:4])
+        frames.append(msgpack.unpackb(data[4:4 + size]))
+        data = data[4 + size:]
+    return frames
+
+
 async def assert_server_still_serves(server):
     async with await broker.connect("127.0.0.1", server.port) as conn:
         root = await conn.root()
@@ -358,3 +373,29 @@ async def test_one_way_calls_produce_no_answer_frames():
         assert frames[1] == [10, "after"]        # then the PONG: no ANSWER, no ERROR
         writer.close()
         await writer.wait_closed()
+
+
+@pytest.mark.parametrize("opening, hint", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "this looks like HTTP"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32), "this looks like a TLS handshake"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "this looks like SSH"),
+    (b"\xff\xff\xff\xffgarbage", "is this client speaking PB"),
+])
+async def test_a_stream_that_is_not_pb_is_told_so_not_that_it_sent_too_much(opening, hint, caplog):
+    """Issue 13.8: a 27-byte HTTP GET was told it 'sent more than
+    handshake_bytes=16384 bytes'; what tripped was the length its first four
+    bytes announce."""
+    async with await broker.serve(Echo(), "127.0.0.1", 0) as server:
+        reader, writer = await raw_client(server.port)
+        writer.write(opening)
+        await writer.drain()
+        frames = await read_frames_until_closed(reader)
+        writer.close()
+        await writer.wait_closed()
+        goodbye = frames[-1]
+        assert goodbye[:2] == [11, "limit-exceeded"]
+        assert "are not a PB frame header" in goodbye[2]
+        assert f"{opening[:4]!r}" in goodbye[2]
+        assert hint in goodbye[2]
+        assert "sent more than" not in goodbye[2]
+        await assert_server_still_serves(server)

@@ -105,7 +105,11 @@ def server(tmp_path_factory):
         proc.stdout.close()
         stderr = proc.stderr.read()
         proc.stderr.close()
-        assert "Traceback" not in stderr, stderr
+        # The only tracebacks are the failed calls the tests made on purpose,
+        # which the server logs (broker.calls).
+        chunks = stderr.split("Traceback (most recent call last):")
+        for before in chunks[:-1]:
+            assert "remote method " in before.rstrip().splitlines()[-1], stderr
 
 
 def pb_call(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,

@@ -339,3 +339,101 @@ plugin = "ticker"
     assert "INFO pb.run: started services=ticker" in log
     assert (tmp_path / "from-cli" / "ticker.ticks").exists()
     assert not (tmp_path / "from-file").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ulimit as on Linux")
+def test_pb_run_raises_its_open_file_limit_to_the_hard_limit_and_logs_it(tmp_path):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 512:
+        pytest.skip(f"the hard limit here is only {hard}")
+    hard = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    command = " ".join(f"'{part}'" for part in pb_command("--grace", "1", "line-echo"))
+    child = OutputChild(["sh", "-c", f"ulimit -S -n 256 && ulimit -H -n {hard} && exec {command}"],
+                        cwd=tmp_path, env=pb_env())
+    try:
+        child.wait_for("stderr", rf"INFO pb.run: open file limit soft={hard} hard={hard}$")
+        child.wait_for("stderr", r"INFO pb.run: started")
+        code, _, stderr = child.stop()
+    finally:
+        child.close()
+    assert code == 0, stderr
+
+
+# -- the event loop ---------------------------------------------------------------------
+
+
+def _uvloop_installed() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("--loop", "asyncio"), "asyncio"),
+    ((), "uvloop" if _uvloop_installed() else "asyncio"),
+    (("--loop", "auto"), "uvloop" if _uvloop_installed() else "asyncio"),
+])
+def test_pb_run_logs_the_event_loop_it_runs_on(tmp_path, running, args, expected):
+    child = running(*args, "--grace", "1", "line-echo")
+    child.wait_for("stderr", rf"INFO pb.run: event loop loop={expected}$")
+    port = int(child.wait_for("stdout", r"line-echo listening on 127.0.0.1:(\d+)")[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"ping\n")
+        assert client.recv(100) == b"ping\n"
+    code, _, stderr = child.stop()
+    assert code == 0, stderr
+
+
+def test_the_loop_from_a_toml_file_and_a_bad_one(tmp_path, running):
+    config = write_config(tmp_path, '[application]\nloop = "asyncio"\n\n'
+                                    '[[service]]\nplugin = "line-echo"\n')
+    child = running("-c", str(config))
+    child.wait_for("stderr", r"INFO pb.run: event loop loop=asyncio$")
+    child.wait_for("stderr", r"INFO pb.run: started")
+    code, _, stderr = child.stop()
+    assert code == 0, stderr
+    bad = write_config(tmp_path, '[application]\nloop = "uvlop"\n')
+    result = pb_run("-c", str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    assert ('app.toml: application.loop: expected one of auto, asyncio, uvloop, '
+            'got a string ("uvlop")') in result.stderr
+
+
+def test_loop_uvloop_without_uvloop_fails_clearly(tmp_path):
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "uvloop.py").write_text("raise ImportError('uvloop is hidden by the test')\n")
+    env = pb_env(hide)
+    env["PYTHONPATH"] = os.pathsep.join([str(hide), env["PYTHONPATH"]])
+    result = pb_run("--loop", "uvloop", "line-echo", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "uvloop is not installed" in result.stderr and "--loop asyncio" in result.stderr
+    auto = pb_run("--grace", "0", "--loop", "bogus", "line-echo", cwd=tmp_path, env=env)
+    assert auto.returncode == 2 and "invalid choice: 'bogus'" in auto.stderr
+
+
+def test_the_data_directory_comes_from_the_flag_then_the_file_then_pb_data_dir(tmp_path, running):
+    """One precedence for pb run and pb user: --data-dir (--db), then
+    [application] data_dir, then $PB_DATA_DIR, then ./pb-data."""
+    env = pb_env()
+    env["PB_DATA_DIR"] = str(tmp_path / "from-env")
+    child = running("--grace", "1", "line-echo", env=env)
+    child.wait_for("stderr", r"INFO pb.run: started")
+    assert child.stop()[0] == 0
+    assert (tmp_path / "from-env").is_dir() and not (tmp_path / "pb-data").exists()
+
+    config = write_config(tmp_path, '[application]\ndata_dir = "from-file"\n\n'
+                                    '[[service]]\nplugin = "line-echo"\n')
+    child = running("--grace", "1", "-c", str(config), env=env)
+    child.wait_for("stderr", r"INFO pb.run: started")
+    assert child.stop()[0] == 0
+    assert (tmp_path / "from-file").is_dir()
+
+    child = running("--grace", "1", "--data-dir", "from-flag", "-c", str(config), env=env)
+    child.wait_for("stderr", r"INFO pb.run: started")
+    assert child.stop()[0] == 0
+    assert (tmp_path / "from-flag").is_dir()
