@@ -46,6 +46,7 @@ from ._core import (
     PresenceChanged,
     PrivateMessage,
     TopicChanged,
+    WordsError,
     check_user_name,
     name_key,
 )
@@ -58,6 +59,11 @@ SERVICE_NAME = "words"
 GROUP_VIEW_TAG = "words.GroupView"
 
 _log = logging.getLogger("pb.words")
+
+# A refusal from the chat (bad name, not a member, not online) is part of
+# the API: the caller gets it as a RemoteError, the server does not log it
+# as a crash.
+_expected = broker.expected_errors(WordsError)
 
 
 class GroupView(broker.Cacheable):
@@ -95,21 +101,27 @@ class GroupReference(broker.Referenceable):
         self.perspective = perspective
         self.name = name
 
+    @_expected
     def remote_send(self, text: str) -> None:
         self.perspective.perspective_send(self.name, text)
 
+    @_expected
     def remote_notice(self, text: str) -> None:
         self.perspective._chat.send(self.perspective, self.name, text, "notice")
 
+    @_expected
     def remote_leave(self, reason: str = "") -> None:
         self.perspective.perspective_leave(self.name, reason)
 
+    @_expected
     def remote_set_topic(self, text: str) -> None:
         self.perspective.perspective_set_topic(self.name, text)
 
+    @_expected
     def remote_view(self) -> GroupView:
         return self.perspective._face.view(self.name)
 
+    @_expected
     def remote_scrollback(self) -> list[tuple[str, str, float, str]]:
         """The group's last lines, oldest first: ``(sender, text, at, kind)``."""
         group = self.perspective._chat.group(self.name)
@@ -166,34 +178,44 @@ class WordsPerspective(broker.Perspective):
 
     # -- what the client calls ------------------------------------------------
 
+    @_expected
     def perspective_join(self, group: str) -> GroupReference:
         joined = self._chat.join(self, group)[0]
         return GroupReference(self, joined.name)
 
+    @_expected
     def perspective_leave(self, group: str, reason: str = "") -> None:
         self._chat.leave(self, group, reason)
 
+    @_expected
     def perspective_send(self, group: str, text: str) -> None:
         self._chat.send(self, group, text)
 
+    @_expected
     def perspective_send_private(self, user: str, text: str) -> None:
         self._chat.send_private(self, user, text)
 
+    @_expected
     def perspective_list_groups(self) -> list[dict[str, Any]]:
         return self._chat.list_groups()
 
+    @_expected
     def perspective_my_groups(self) -> list[str]:
         return [group.name for group in self._chat.groups_of(self.user)]
 
+    @_expected
     def perspective_set_topic(self, group: str, text: str) -> None:
         self._chat.set_topic(self, group, text)
 
+    @_expected
     def perspective_set_away(self, text: str | None = None) -> None:
         self._chat.set_away(self, text)
 
+    @_expected
     def perspective_whois(self, user: str) -> dict[str, Any]:
         return self._chat.whois(user)
 
+    @_expected
     def perspective_whoami(self) -> str:
         return self.user
 

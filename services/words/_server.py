@@ -83,8 +83,9 @@ class _IRCProtocol(asyncio.Protocol):
     # -- asyncio callbacks ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not isinstance(asyncio.Transport): uvloop's transports are not
+        # subclasses, and pb run picks uvloop where it is installed.
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) and peer else "local"
         self.host = host
