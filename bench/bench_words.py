@@ -43,7 +43,7 @@ from typing import Any
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [BENCH_DIR, os.path.dirname(BENCH_DIR)]
 
-from _harness import Children, announce, exit_with_parent  # noqa: E402
+from _harness import Children, announce, exit_with_parent, run_loop, uvloop_missing  # noqa: E402
 
 PASSWORD = "bench-password"
 PB_ROOM = "benchpb"
@@ -53,7 +53,7 @@ IRC_ROOM = "benchirc"
 # -- the servers (children) ------------------------------------------------------------------
 
 
-def serve_ours(members: int) -> None:
+def serve_ours(members: int, loop: str) -> None:
     """Our words service, PB and IRC, in this process; prints both ports."""
     import cred
     from services import Application, plugin_parser
@@ -86,7 +86,7 @@ def serve_ours(members: int) -> None:
                 await application.stop(grace=1)
 
     exit_with_parent()
-    asyncio.run(main())
+    run_loop(main, loop)
 
 
 def serve_twisted(members: int) -> None:
@@ -302,7 +302,8 @@ async def run(args: argparse.Namespace, ours: tuple[int, int], twisted_port: int
     base = systems.get("twisted-irc")
     base_p99 = percentile(base[0].latencies, 0.99) if base else None
     print(f"\nfan-out of one message to {members} members of a room "
-          f"({args.rounds} rounds x {args.messages} messages; times in ms)\n")
+          f"({args.rounds} rounds x {args.messages} messages; times in ms; "
+          f"our server on {args.loop}, Twisted on its default reactor)\n")
     print(f"{'system':<12} {'p50':>8} {'p99':>8} {'last p50':>9} {'last p99':>9} "
           f"{'p99 / twisted':>14}")
     for name, (fan, _) in systems.items():
@@ -323,10 +324,15 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round of 50 messages")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                        help="our server's event loop; auto: uvloop where installed, as "
+                             "`pb run --loop auto` does")
     parser.add_argument("--serve", choices=["ours", "twisted"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loop == "auto":
+        args.loop = "asyncio" if uvloop_missing() else "uvloop"
     if args.serve == "ours":
-        serve_ours(args.members)
+        serve_ours(args.members, args.loop)
         return 0
     if args.serve == "twisted":
         serve_twisted(args.members)
@@ -334,7 +340,7 @@ def main() -> int:
     if args.quick:
         args.rounds, args.messages = 1, 50
     with Children() as children:
-        ours_child = children.start("bench_words", "--serve", "ours",
+        ours_child = children.start("bench_words", "--serve", "ours", "--loop", args.loop,
                                     "--members", str(args.members), ready_timeout=60)
         pb_port, irc_port = (int(p) for p in ours_child.handshake.split())
         try:
