@@ -284,9 +284,20 @@ class Chat:
 
     # -- sessions and presence ------------------------------------------------
 
+    def check_identity(self, name: str) -> None:
+        """WordsError if another name that differs from *name* only in ASCII
+        case is in the chat already: two accounts (``Alice``, ``alice``) that
+        the account store tells apart must not share one chat user."""
+        user = self._users.get(name_key(check_user_name(name)))
+        if user is not None and user.name != name:
+            raise WordsError(f"the chat already has a user {user.name!r}, which differs from "
+                             f"{name!r} only in case; log in as {user.name!r} or use "
+                             f"another account")
+
     def connect(self, session: Session) -> None:
         """*session* (of ``session.user``) is online from now on."""
-        user = self._user(check_user_name(session.user))
+        self.check_identity(session.user)
+        user = self._user(session.user)
         before = user.presence
         if not user.sessions:
             user.signed_on = self.clock()

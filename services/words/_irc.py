@@ -472,10 +472,15 @@ class IRCConnection:
         self.login_request = None
         if self.closing:
             return
-        self.state = "active"
         self.user = self.nick or ""
+        try:
+            self.chat.connect(self)
+        except WordsError as exc:
+            self._numeric("464", f"{exc}")
+            self.close("login refused")
+            return
+        self.state = "active"
         self._in_chat = True
-        self.chat.connect(self)
         if not self._welcomed:
             self._welcome()
         else:

@@ -39,7 +39,6 @@ import cred
 from ._core import (
     Chat,
     Event,
-    InvalidName,
     Joined,
     Left,
     Message,
@@ -234,7 +233,8 @@ class _WordsCredService(cred.Service):
     def get_perspective(self, name: str) -> WordsPerspective:
         try:
             check_user_name(name)
-        except InvalidName as exc:
+            self.face.chat.check_identity(name)
+        except WordsError as exc:
             # Refused like any login; the log says why.
             _log.info("words login refused: %s", exc)
             raise KeyError(str(exc)) from None

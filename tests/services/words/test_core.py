@@ -225,3 +225,12 @@ def test_groups_are_bounded_in_all_and_per_user():
         chat.join(bob, "d")
     chat.join(bob, "a")
     assert sorted(chat.groups) == ["a", "b", "c"]
+
+
+def test_two_accounts_differing_only_in_case_do_not_share_a_chat_user(chat):
+    from services.words._core import WordsError
+
+    chat.connect(Sink("alice"))
+    with pytest.raises(WordsError, match="only in case"):
+        chat.connect(Sink("Alice"))
+    assert chat.sessions_of("ALICE")[0].user == "alice"

@@ -535,3 +535,22 @@ async def test_irssi_in_a_terminal_talks_to_a_pb_client(tmp_path):
                 await proc.wait()
             os.close(controller)
             await pb.connection.close()
+
+
+async def test_a_wrong_irc_password_counts_in_the_same_throttle_as_pb_logins(words):
+    import cred
+
+    words.portal.throttle = cred.Throttle(base_delay=30)
+    assert words.portal.throttle.delay_for("alice", "127.0.0.1") == 0
+    client = await RawIRC.connect(words.irc_port)
+    try:
+        client.send("PASS :wrong")
+        client.send("NICK alice")
+        client.send("USER alice 0 * :x")
+        await client.expect(r" 464 ")
+        await client.closed()
+    finally:
+        await client.close()
+    # The next try for alice, over IRC or PB, waits out the back-off first.
+    assert words.portal.throttle.delay_for("alice", "127.0.0.1") > 0
+    assert words.portal.throttle.delay_for("bob", "127.0.0.1") > 0  # the source counts too
