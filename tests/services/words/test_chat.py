@@ -151,3 +151,56 @@ async def test_a_script_file_with_sleep_and_the_password_in_the_environment(word
     assert proc.returncode == 0, err
     assert [line.text for line in words.chat.group("robots").scrollback] == ["beep boop"]
     assert_no_leaks(err.decode())
+
+
+async def test_pb_chat_at_a_terminal_prints_above_the_line_being_typed(words, tmp_path):
+    import os
+    import pty
+
+    bob = await pb_login(words, "bob", Mind())
+    controller, terminal = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *pb_command("chat", f"127.0.0.1:{words.pb_port}", "--user", "alice"),
+        cwd=tmp_path, env=pb_env(PB_PASSWORD=PASSWORD, TERM="xterm", HOME=str(tmp_path)),
+        stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True)
+    os.close(terminal)
+    screen = bytearray()
+    loop = asyncio.get_running_loop()
+
+    def drain() -> None:
+        try:
+            screen.extend(os.read(controller, 65536))
+        except OSError:
+            pass
+
+    async def shown(text: bytes) -> None:
+        async with asyncio.timeout(10):
+            while text not in screen:
+                await asyncio.sleep(0.02)
+
+    loop.add_reader(controller, drain)
+    try:
+        await shown(b"alice> ")
+        os.write(controller, b"/join lounge\r")
+        await shown(b"talking in #lounge")
+        room = await bob.call_remote("join", "lounge")
+        os.write(controller, b"half a sen")  # typed, not sent
+        await shown(b"half a sen")
+        await room.call_remote("send", "interrupting")
+        # The line is cleared, the message printed, the prompt and the
+        # typed text drawn again below it.
+        await shown(b"\r\x1b[2K[#lounge] <bob> interrupting\r\nalice> half a sen")
+        os.write(controller, b"tence\r")
+        async with asyncio.timeout(10):
+            while words.chat.group("lounge").scrollback[-1].text != "half a sentence":
+                await asyncio.sleep(0.02)
+        os.write(controller, b"/quit\r")
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+    finally:
+        loop.remove_reader(controller)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(controller)
+        await bob.connection.close()
