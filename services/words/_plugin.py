@@ -114,6 +114,10 @@ class WordsPlugin(ServicePlugin):
         parser.add_argument("--max-output", type=_count(1024), default=limits.max_output,
                             help=f"unsent bytes per IRC client before it is dropped as a "
                                  f"slow reader (default {limits.max_output})")
+        parser.add_argument("--max-irc-per-source", type=_count(1),
+                            default=limits.max_per_source,
+                            help=f"simultaneous IRC clients from one IPv4 address or IPv6 /64 "
+                                 f"(default {limits.max_per_source})")
         parser.add_argument("--ping-interval", type=_positive, default=limits.ping_interval,
                             metavar="SECONDS",
                             help=f"PING an IRC client silent this long; drop it after as long "
@@ -136,7 +140,8 @@ class WordsPlugin(ServicePlugin):
         limits = IRCLimits(flood_rate=options.flood_rate, flood_burst=options.flood_burst,
                            max_queued=options.max_queued, max_output=options.max_output,
                            max_connections=options.max_irc_connections,
-                           ping_interval=options.ping_interval)
+                           ping_interval=options.ping_interval,
+                           max_per_source=options.max_irc_per_source)
         return WordsService(
             "words",
             portal=account_portal(application),

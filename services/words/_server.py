@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
 import socket
 import ssl as _ssl
@@ -55,11 +56,27 @@ class IRCLimits:
     registration_timeout: float = 60.0
     #: simultaneous IRC connections
     max_connections: int = 1000
+    #: simultaneous IRC connections from one IPv4 address or IPv6 /64
+    max_per_source: int = 256
     #: seconds a closing connection may take to flush its last lines
     close_timeout: float = 5.0
     #: seconds of silence before the server PINGs a client; as long again
     #: without an answer closes it ("Ping timeout")
     ping_interval: float = 120.0
+
+
+def _source_key(host: str) -> str:
+    """The unit a per-source limit counts: an IPv4 address, or an IPv6 /64
+    (one customer's share of addresses)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class _IRCProtocol(asyncio.Protocol):
@@ -78,6 +95,7 @@ class _IRCProtocol(asyncio.Protocol):
         self.heard = True  # something arrived since the last keepalive check
         self.pinged = False
         self.keepalive: asyncio.TimerHandle | None = None
+        self.source = ""
         self.closed = asyncio.get_running_loop().create_future()
 
     # -- asyncio callbacks ----------------------------------------------------
@@ -97,14 +115,21 @@ class _IRCProtocol(asyncio.Protocol):
         self.machine = IRCConnection(self.server.world, peer=host)
         self.machine.wakeup = self._flush
         server = self.server
-        if server.closing or len(server.protocols) >= self.limits.max_connections:
-            reason = ("the server is shutting down" if server.closing else
-                      f"too many connections (max {self.limits.max_connections}); try later")
+        self.source = _source_key(host)
+        reason = None
+        if server.closing:
+            reason = "the server is shutting down"
+        elif len(server.protocols) >= self.limits.max_connections:
+            reason = f"too many connections (max {self.limits.max_connections}); try later"
+        elif server.per_source.get(self.source, 0) >= self.limits.max_per_source:
+            reason = (f"too many connections from your address (max "
+                      f"{self.limits.max_per_source}); close some first")
+        server.protocols.add(self)
+        server.per_source[self.source] = server.per_source.get(self.source, 0) + 1
+        if reason is not None:
             self.machine.close(reason)
-            server.protocols.add(self)
             self._flush()
             return
-        server.protocols.add(self)
         loop = asyncio.get_running_loop()
         self.deadline = loop.call_later(self.limits.registration_timeout, self._registration_late)
         self.keepalive = loop.call_later(self.limits.ping_interval, self._check_alive)
@@ -138,7 +163,14 @@ class _IRCProtocol(asyncio.Protocol):
         if self.logout is not None:
             logout, self.logout = self.logout, None
             logout()
-        self.server.protocols.discard(self)
+        server = self.server
+        if self in server.protocols:
+            server.protocols.discard(self)
+            left = server.per_source.get(self.source, 1) - 1
+            if left > 0:
+                server.per_source[self.source] = left
+            else:
+                server.per_source.pop(self.source, None)
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -244,6 +276,8 @@ class IRCServer:
         self.service_name = service_name
         self.limits = limits or IRCLimits()
         self.protocols: set[_IRCProtocol] = set()
+        #: open connections per source (IPv4 address, IPv6 /64)
+        self.per_source: dict[str, int] = {}
         self.listeners: list[asyncio.base_events.Server] = []
         self.closing = False
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -554,3 +554,33 @@ async def test_a_wrong_irc_password_counts_in_the_same_throttle_as_pb_logins(wor
     # The next try for alice, over IRC or PB, waits out the back-off first.
     assert words.portal.throttle.delay_for("alice", "127.0.0.1") > 0
     assert words.portal.throttle.delay_for("bob", "127.0.0.1") > 0  # the source counts too
+
+
+async def test_connections_from_one_address_are_capped(tmp_path):
+    async with running_words(tmp_path / "data", "--max-irc-per-source", "2") as words:
+        first = await RawIRC.connect(words.irc_port, "alice")
+        second = await RawIRC.connect(words.irc_port, "bob")
+        third = await RawIRC.connect(words.irc_port)
+        try:
+            await third.expect(r"^ERROR :Closing link: .*too many connections from your address")
+            await third.closed()
+            await third.close()
+            await wait_until(lambda: words.irc.per_source == {"127.0.0.1": 2})
+            await second.close()
+            await wait_until(lambda: words.irc.per_source == {"127.0.0.1": 1})
+            third = await RawIRC.connect(words.irc_port, "carol")
+            first.send("PING ok")
+            await first.expect("PONG")
+        finally:
+            for client in (first, second, third):
+                await client.close()
+        await wait_until(lambda: not words.irc.per_source and not words.irc.protocols)
+
+
+def test_the_source_of_a_limit_is_an_address_or_an_ipv6_64():
+    from services.words._server import _source_key
+
+    assert _source_key("192.0.2.7") == "192.0.2.7"
+    assert _source_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert _source_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert _source_key("local") == "local"
