@@ -5,10 +5,12 @@
 
 * ``_core``: users, groups, presence, scrollback, name rules (no I/O);
 * ``_store``: the groups, members, topics and scrollback in SQLite;
-* ``_irc``: the IRC line parser and per-connection state machine (sans-IO);
+* ``_irc_wire``: IRC lines: cutting, parsing, writing, flood bucket (sans-IO);
+* ``_irc``: the per-connection IRC state machine (sans-IO);
 * ``_server``: the asyncio adapter that feeds it from sockets (and TLS);
 * ``_pb``: the PB perspective, group references and their cached view;
-* ``_plugin``: options, the ``[words]`` table, building the service.
+* ``_service``: the service that starts and stops all of the above;
+* ``_plugin``: options (the keys of a ``[[service]]`` table too), building it.
 """
 
 from ._core import (
