@@ -7,13 +7,16 @@ import os
 import ssl as _ssl
 import stat
 import ipaddress
-from collections.abc import Hashable, Iterable
-from typing import Any
+from collections.abc import Coroutine, Generator, Hashable, Iterable
+from typing import Any, Generic, TypeVar
 
 from ._accept import Acceptor
 from ._errors import ConnectionLost
 from ._limits import DEFAULT_LIMITS, Limits
 from ._protocol import BrokerProtocol, Connection
+from ._remote import RemoteReference
+
+T = TypeVar("T")
 
 __all__ = ["serve", "connect", "login", "login_anonymous", "Server"]
 
@@ -295,18 +298,58 @@ def _publishable(root: Any, services: frozenset[str] | None = None) -> Any:
     return root
 
 
-async def connect(host: str | None = None, port: int | None = None, *,
-                  path: str | os.PathLike[str] | None = None,
-                  ssl: _ssl.SSLContext | None = None,
-                  server_hostname: str | None = None,
-                  root: Any = None,
-                  limits: Limits | None = None,
-                  unsafe_tracebacks: bool = False,
-                  registry: Any = None,
-                  local_addr: tuple[str, int] | None = None,
-                  timeout: float | None = 30.0) -> Connection:
+class Opening(Generic[T]):
+    """What :func:`connect` and :func:`login` return: await it for the
+    connection (or perspective), or use it directly as an async context
+    manager, which closes the connection on the way out::
+
+        async with broker.connect(host, port) as conn: ...
+        async with broker.login(host, port, user, pw, service="s") as me: ...
+
+    (``async with await broker.connect(...)`` keeps working too.)
+    """
+
+    __slots__ = ("_coro", "_value")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._value: T | None = None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> T:
+        self._value = value = await self._coro
+        return value
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        value = self._value
+        if value is not None:
+            await value.__aexit__(*exc_info)  # type: ignore[attr-defined]
+
+
+def connect(host: str | None = None, port: int | None = None, *,
+            path: str | os.PathLike[str] | None = None,
+            ssl: _ssl.SSLContext | None = None,
+            server_hostname: str | None = None,
+            root: Any = None,
+            limits: Limits | None = None,
+            unsafe_tracebacks: bool = False,
+            registry: Any = None,
+            local_addr: tuple[str, int] | None = None,
+            timeout: float | None = 30.0) -> Opening[Connection]:
     """Connect to a server; ``root`` optionally publishes an object of ours
-    that the server can reach (connections are symmetric)."""
+    that the server can reach (connections are symmetric).  Await the
+    result, or use it as ``async with broker.connect(...) as conn``."""
+    return Opening(_connect(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
+                            root=root, limits=limits, unsafe_tracebacks=unsafe_tracebacks,
+                            registry=registry, local_addr=local_addr, timeout=timeout))
+
+
+async def _connect(host: str | None, port: int | None, *, path: Any, ssl: Any,
+                   server_hostname: Any, root: Any, limits: Limits | None,
+                   unsafe_tracebacks: bool, registry: Any, local_addr: Any,
+                   timeout: float | None) -> Connection:
     protocol = await _open(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
                            root=root, limits=limits, unsafe_tracebacks=unsafe_tracebacks,
                            registry=registry, local_addr=local_addr, timeout=timeout)
@@ -343,17 +386,29 @@ async def _open(host: str | None, port: int | None, *, path: Any, ssl: Any, serv
     return protocol
 
 
-async def login(host: str | None = None, port: int | None = None,
-                username: str = "", password: str = "", *,
-                service: str | None = "pbecho", perspective: str | None = None,
-                mind: Any = None, path: str | os.PathLike[str] | None = None,
-                ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
-                limits: Limits | None = None, local_addr: tuple[str, int] | None = None,
-                timeout: float | None = 30.0) -> Any:
-    """Connect and log in; return the perspective's ``RemoteReference``.
+def login(host: str | None = None, port: int | None = None,
+          username: str = "", password: str = "", *,
+          service: str | None = "pbecho", perspective: str | None = None,
+          mind: Any = None, path: str | os.PathLike[str] | None = None,
+          ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
+          limits: Limits | None = None, local_addr: tuple[str, int] | None = None,
+          timeout: float | None = 30.0) -> Opening[RemoteReference]:
+    """Connect and log in; the perspective's ``RemoteReference``.
 
-    Its connection is ``perspective.connection``; close that when done.
+    Its connection is ``perspective.connection``; close that when done, or
+    use ``async with broker.login(...) as me`` (or ``async with me``),
+    which closes it on the way out.
     """
+    return Opening(_login(host, port, username, password, service=service,
+                          perspective=perspective, mind=mind, path=path, ssl=ssl,
+                          server_hostname=server_hostname, limits=limits,
+                          local_addr=local_addr, timeout=timeout))
+
+
+async def _login(host: str | None, port: int | None, username: str, password: str, *,
+                 service: str | None, perspective: str | None, mind: Any, path: Any,
+                 ssl: Any, server_hostname: Any, limits: Limits | None, local_addr: Any,
+                 timeout: float | None) -> Any:
     # The login's first call carries our HELLO: no flush of its own.
     conn = (await _open(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
                         limits=limits, local_addr=local_addr, timeout=timeout)).connection

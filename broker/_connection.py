@@ -66,8 +66,9 @@ def _jelly_limits_for(limits: Limits) -> jelly.Limits:
 
 
 @functools.lru_cache(maxsize=32)
-def _hello_frame(max_frame: int) -> bytes:
-    body = jelly.dumps([Op.HELLO, PROTOCOL_NAME, PROTOCOL_VERSION, list(FEATURES), max_frame])
+def _hello_frame(max_frame: int, max_calls: int) -> bytes:
+    body = jelly.dumps([Op.HELLO, PROTOCOL_NAME, PROTOCOL_VERSION, list(FEATURES), max_frame,
+                        max_calls])
     return _pack_header(len(body)) + body
 
 
@@ -164,6 +165,9 @@ class Broker:
         self.peer_max_frame = limits.max_frame
         #: What we may send: the smaller of our limit and the peer's.
         self._send_limit = limits.max_frame
+        #: Calls of ours that may wait for answers at once: our limit, or the
+        #: peer's running limit if its HELLO gave a smaller one.
+        self.call_slots = limits.max_outstanding_calls
         self._jelly_limits = _jelly_limits_for(limits)
         self._registry = registry
         self._out: list[bytes] = []
@@ -172,6 +176,9 @@ class Broker:
         self._next_req = 1
         #: Our calls waiting for an answer.
         self.waiting: set[int] = set()
+        #: Calls we cancelled or gave up on whose answer has not come: the
+        #: peer may still be running them, so each still takes a slot.
+        self.given_up: set[int] = set()
         #: The peer's calls running here.
         self.running: set[int] = set()
         self.hello_sent = False
@@ -224,18 +231,21 @@ class Broker:
     # -- commands from the adapter ---------------------------------------
 
     def hello(self) -> None:
-        self._out.append(_hello_frame(self.limits.max_frame))
+        self._out.append(_hello_frame(self.limits.max_frame, self.limits.max_outstanding_calls))
         self.hello_sent = True
 
     def call(self, target_id: int, method: str, args: tuple, kwargs: dict,
              answer_wanted: bool = True) -> int:
         if self.state is CLOSED:
             raise DeadReference("the connection is closed")
-        if answer_wanted and len(self.waiting) >= self.limits.max_outstanding_calls:
+        if answer_wanted and len(self.waiting) + len(self.given_up) >= self.call_slots:
+            slots = self.call_slots
+            whose = ("max_outstanding_calls" if slots == self.limits.max_outstanding_calls
+                     else "the peer's limit on calls running at once")
             raise LimitExceeded(
                 f"{len(self.waiting)} calls are already waiting for answers on this connection "
-                f"(max_outstanding_calls={self.limits.max_outstanding_calls}); await some first, "
-                "or raise Limits.max_outstanding_calls"
+                f"({whose}: {slots}); await some first, or let calls wait for a slot "
+                "(Limits.wait_for_call_slot=True)"
             )
         req_id = self._next_req
         self._next_req = req_id + 1
@@ -249,10 +259,15 @@ class Broker:
         """Our caller gave up on ``req_id``; a late answer will be ignored."""
         self.waiting.discard(req_id)
 
+    @property
+    def free_call_slots(self) -> int:
+        return self.call_slots - len(self.waiting) - len(self.given_up)
+
     def cancel(self, req_id: int) -> None:
         if req_id in self.waiting:
             self.waiting.discard(req_id)
             if self.state is not CLOSED:
+                self.given_up.add(req_id)
                 self._queue_plain([Op.CANCEL, req_id])
 
     def answer(self, req_id: int, value: Any, perspective: Any = None) -> None:
@@ -448,7 +463,20 @@ class Broker:
         """A frame decoded to something we refuse.  If it was a call, answer
         that call with an error and keep the connection; otherwise it is a
         protocol violation."""
-        envelope = _envelope(frame) if self.state is OPEN else None
+        envelope = None
+        if self.state is OPEN:
+            # Past msgpack's nesting cap the envelope is read a Python step
+            # per value (about 0.2 us): bounded, like the decode itself, by
+            # max_objects; twice, so that a chain of max_objects containers
+            # with a value beside each is still answered.
+            envelope = _envelope(frame, 2 * self.limits.max_objects)
+        if envelope is _TOO_COSTLY:
+            most = self.limits.max_objects
+            reason = (f"refused frame: {exc}; and its CALL is nested past msgpack's cap of "
+                      f"1024 levels, with more than {2 * most} values (twice "
+                      f"max_objects={most}) before answer_wanted: too many to read its envelope")
+            self.goodbye("limit-exceeded", reason)
+            raise ProtocolError(f"the peer went past a limit: {reason}")
         if envelope is None:
             raise self._violation(f"refused frame: {exc}")
         op, req_id, fields, answer_wanted = envelope
@@ -483,6 +511,9 @@ class Broker:
             raise self._violation("malformed HELLO")
         self.peer_features = tuple(f for f in features if type(f) is str)
         self.peer_max_frame = max_frame
+        # An optional sixth field: the calls the peer lets us have running.
+        if len(message) > 5 and type(message[5]) is int and message[5] > 0:
+            self.call_slots = min(self.limits.max_outstanding_calls, message[5])
         self._send_limit = min(self.limits.max_frame, max_frame)
         self.state = OPEN
         return HelloEvent(self.peer_features, max_frame)
@@ -514,8 +545,9 @@ class Broker:
         func = lookup_method(obj, method)
         if func is None:
             if answer_wanted:
+                hint = getattr(obj, "_pb_missing_method_hint", "")
                 self._queue_error(req_id, "no-such-method", "broker.NoSuchMethod",
-                                  f"{_describe(obj)} has no remote method {_brief(method)}")
+                                  f"{_describe(obj)} has no remote method {_brief(method)}{hint}")
             return None
         self.running.add(req_id)
         perspective = obj.perspective if type(obj) is ViewPoint else entry.perspective
@@ -544,7 +576,12 @@ class Broker:
         if type(req_id) is not int or not 0 < req_id < self._next_req:
             raise self._violation(f"ANSWER for request id {_brief(req_id)}, which was never sent")
         if req_id not in self.waiting:
-            return None  # cancelled or timed out: a late answer is dropped
+            # Cancelled or timed out: a late answer is dropped, and its slot
+            # is free again (the event has no future left to resolve).
+            if req_id in self.given_up:
+                self.given_up.discard(req_id)
+                return AnswerEvent(req_id, None)
+            return None
         self.waiting.discard(req_id)
         return AnswerEvent(req_id, message[2])
 
@@ -556,6 +593,9 @@ class Broker:
         if type(code) is not str or type(type_name) is not str or type(text) is not str:
             raise self._violation("malformed ERROR")
         if req_id not in self.waiting:
+            if req_id in self.given_up:
+                self.given_up.discard(req_id)
+                return AnswerEvent(req_id, None)  # frees the slot; nobody waits for it
             return None
         self.waiting.discard(req_id)
         error: BaseException | None = None
@@ -594,11 +634,18 @@ class Broker:
 _INT_FIRST = frozenset(range(0x80)) | frozenset(range(0xCC, 0xD4)) | frozenset(range(0xE0, 0x100))
 
 
-def _envelope(frame: Any) -> tuple[int, int, int, bool | None] | None:
+#: What _envelope returns when reading the envelope would cost too much.
+_TOO_COSTLY: Any = "too costly"
+
+
+def _envelope(frame: Any, budget: int) -> tuple[int, int, int, bool | None] | None:
     """``(opcode, req_id, fields, answer_wanted)`` of a frame jelly refused,
     read without building any other value of it: it may have been refused
-    for its size.  ``answer_wanted`` is None unless the message has 7 fields
-    and the last is a bool.  None if the frame is not ``[op, int, ...]``."""
+    for its size.  ``answer_wanted`` is None unless the message is a CALL
+    of 7 fields and the last is a bool.  None if the frame is not
+    ``[op, int, ...]``; ``_TOO_COSTLY`` if a CALL's ``answer_wanted`` lies
+    past more than ``budget`` values that only a walk in Python can step over
+    (see :func:`_walk`)."""
     unpacker = msgpack.Unpacker(max_buffer_size=max(len(frame), 1))
     try:
         unpacker.feed(frame)
@@ -610,15 +657,85 @@ def _envelope(frame: Any) -> tuple[int, int, int, bool | None] | None:
             return None
         req_id = unpacker.unpack()
         answer_wanted = None
-        if fields == 7:
-            for _ in range(4):  # target, method, args, kwargs
-                unpacker.skip()
-            last = frame[unpacker.tell()]
+        if op == Op.CALL and fields == 7:
+            end = _skip(unpacker, frame, 4, budget)  # target, method, args, kwargs
+            if end is _TOO_COSTLY:
+                return end
+            last = frame[end]
             if last in (0xC2, 0xC3):
                 answer_wanted = last == 0xC3
         return op, req_id, fields, answer_wanted
     except Exception:
         return None
+
+
+def _skip(unpacker: msgpack.Unpacker, frame: Any, count: int, budget: int) -> Any:
+    """Position after ``count`` more values of ``frame``; raises on malformed bytes."""
+    for left in range(count, 0, -1):
+        start = unpacker.tell()
+        try:
+            unpacker.skip()
+        except msgpack.StackError:
+            # msgpack's C skip keeps a stack entry per open container and
+            # gives up past 1024 of them: a CALL nested that deep is still
+            # answered from its envelope (protocol.md section 2.2).
+            return _walk(frame, start, left, budget)
+    return unpacker.tell()
+
+
+# Total bytes of the values whose size their first byte gives (nil, bool,
+# int, float, fixext); bytes that carry a length (str, bin, ext 8/16/32), as
+# (width of the length, bytes between it and the payload); and array and map
+# headers, as (width of the count, values per counted item).
+_FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9,
+          0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0),
+          0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1)}
+_COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+
+
+def _walk(frame: Any, pos: int, count: int, budget: int) -> Any:
+    """Position after ``count`` values from ``pos``, found with no stack at
+    all: a container's items just join the values still to step over.
+
+    One Python step per value (about 0.2 us), so at most ``budget`` steps:
+    past them ``_TOO_COSTLY``.  Raises ValueError on bytes that are not
+    msgpack."""
+    end = len(frame)
+    pending = count
+    while pending:
+        if budget <= 0:
+            return _TOO_COSTLY
+        if pos >= end:
+            raise ValueError("truncated frame")
+        budget -= 1
+        pending -= 1
+        first = frame[pos]
+        if first < 0x80 or first >= 0xE0:  # positive and negative fixint
+            pos += 1
+        elif first < 0x90:  # fixmap
+            pending += 2 * (first - 0x80)
+            pos += 1
+        elif first < 0xA0:  # fixarray
+            pending += first - 0x90
+            pos += 1
+        elif first < 0xC0:  # fixstr
+            pos += 1 + first - 0xA0
+        elif first in _FIXED:
+            pos += _FIXED[first]
+        elif first in _COUNTED:
+            width, per = _COUNTED[first]
+            pending += per * int.from_bytes(frame[pos + 1:pos + 1 + width], "big")
+            pos += 1 + width
+        elif first in _SIZED:
+            width, gap = _SIZED[first]
+            size = int.from_bytes(frame[pos + 1:pos + 1 + width], "big")
+            pos += 1 + width + gap + size
+        else:
+            raise ValueError(f"type byte {first:#04x} is not msgpack")
+    if pos >= end:  # answer_wanted must still follow
+        raise ValueError("truncated frame")
+    return pos
 
 
 def _text_of(exc: BaseException) -> str:

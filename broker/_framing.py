@@ -48,6 +48,12 @@ def describe_foreign(head: bytes) -> str:
     if head[:1] == b"\x16" and head[1:2] == b"\x03":
         return ("this looks like a TLS handshake: the server does not use TLS on this port, "
                 "or the client should connect without it")
+    if head.startswith(b"HTTP/"):
+        return "this looks like an HTTP server: point a PB client at a PB port"
+    if head[:4] in (b"220 ", b"220-"):
+        return "this looks like an SMTP server"
+    if head.startswith(b"+OK"):
+        return "this looks like a POP3 server"
     word = head.split(b" ", 1)[0]
     if word in _HTTP_METHODS or head.startswith(b"PRI * HTTP/2"):
         return "this looks like HTTP: point the HTTP client at a web port, not at a PB port"

@@ -53,11 +53,19 @@ class Limits:
     #: On a server that publishes a login portal: seconds a connection may
     #: stay without logging in (None: for ever).
     login_timeout: float | None = 30.0
+    #: Lists, maps and ext values (tuples, sets, copies, references, ...)
+    #: decoded from one message, counted as they are built.
+    max_objects: int = 100_000
+    #: Past the calls that may wait for answers (ours, or the peer's smaller
+    #: limit from its HELLO), a new call waits for a slot (True) or fails at
+    #: once with LimitExceeded (False).
+    wait_for_call_slot: bool = True
+    # (New fields go last, so that positional Limits(...) calls keep their meaning.)
 
     def __post_init__(self) -> None:
-        for name in ("max_frame", "max_depth", "max_items", "max_outstanding_calls",
-                     "max_local_references", "max_caches", "handshake_bytes",
-                     "max_write_buffer", "preauth_write_buffer"):
+        for name in ("max_frame", "max_depth", "max_items", "max_objects",
+                     "max_outstanding_calls", "max_local_references", "max_caches",
+                     "handshake_bytes", "max_write_buffer", "preauth_write_buffer"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
@@ -75,6 +83,7 @@ class Limits:
             max_size=self.max_frame,
             max_depth=self.max_depth,
             max_items=self.max_items,
+            max_objects=self.max_objects,
             max_str_len=self.max_frame,
             max_bin_len=self.max_frame,
         )

@@ -86,6 +86,11 @@ class PortalRoot(Root):
 
 
 class _ConnectionRoot(Referenceable):
+    # What a client that calls a method on a portal's root needs to hear.
+    _pb_missing_method_hint = (
+        ": this server wants a login first, and its root takes only login calls; "
+        "log in (broker.login(..., service=...), or pb call --user NAME --service SERVICE, "
+        "or --anonymous) and call the perspective's methods")
     def __init__(self, portal: Any, connection: Any, offered: frozenset[str] | None = None) -> None:
         self.portal = portal
         self.offered = offered

@@ -121,6 +121,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._connection: Connection | None = Connection(self)
         self._connection_after: weakref.ref[Connection] | None = None
         self._futures: dict[int, asyncio.Future] = {}
+        #: Calls waiting for a slot: (future or None for a one-way call, target,
+        #: method, args, kwargs), in the order they were made.
+        self._call_queue: collections.deque[tuple] = collections.deque()
         self._tasks: dict[int, asyncio.Task] = {}
         self._oneway_tasks: set[asyncio.Task] = set()
         self._cleanup_tasks: set[asyncio.Task] = set()
@@ -285,10 +288,14 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     fut = self._futures.pop(event.req_id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(event.value)
+                    if self._call_queue:
+                        self._send_queued()
                 elif kind is FailureEvent:
                     fut = self._futures.pop(event.req_id, None)
                     if fut is not None and not fut.done():
-                        fut.set_exception(event.error)
+                        _fail(fut, event.error)
+                    if self._call_queue:
+                        self._send_queued()
                 elif kind is CancelEvent:
                     task = self._tasks.get(event.req_id)
                     if task is not None:
@@ -326,9 +333,20 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # The length header itself is out of range: most likely not PB at all
         # (an HTTP request's "GET " reads as a frame of 1.2 GB).
         head = self.reader.peek(16)
-        return (f"the first bytes the peer sent ({head[:HEADER.size]!r}) are not a PB frame "
+        who = "the peer" if self.server is not None else f"{self._peer_name()}, which"
+        return (f"the first bytes {who} sent ({head[:HEADER.size]!r}) are not a PB frame "
                 f"header: they announce a frame of {exc.size} bytes, more than a HELLO may "
                 f"take (handshake_bytes={limit}, header included); {describe_foreign(head)}")
+
+    def _peer_name(self) -> str:
+        address = self.peer_address
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+            return f"{host}:{address[1]}"
+        return str(address or "the server")
+
+    def _no_hello(self, seconds: float) -> str:
+        return f"no PB HELLO from {self._peer_name()} within {seconds} s (is this a PB server?)"
 
     # -- running calls ----------------------------------------------------------
 
@@ -471,35 +489,93 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                   timeout: float | None) -> asyncio.Future:
         if not self.is_open:
             raise DeadReference(self._close_reason or "the connection is closed")
-        req_id = self.core.call(target, method, args, kwargs, True)
+        core = self.core
         fut = _PendingCall(loop=self.loop)
         fut._protocol = self
-        fut._req_id = req_id
-        self._futures[req_id] = fut
+        if (self._call_queue or core.free_call_slots <= 0) and self.limits.wait_for_call_slot:
+            # Every slot is taken: the call waits its turn here (in order,
+            # behind those already waiting) instead of failing.
+            fut._req_id = None
+            self._call_queue.append((fut, target, method, args, kwargs))
+        else:
+            fut._req_id = req_id = core.call(target, method, args, kwargs, True)
+            self._futures[req_id] = fut
+            self._flush_soon()
         if timeout is not None:
-            handle = self.loop.call_later(timeout, self._call_timed_out, req_id, method, timeout)
+            handle = self.loop.call_later(timeout, self._call_timed_out, fut, method, timeout)
             fut.add_done_callback(lambda f, h=handle: h.cancel())
-        self._flush_soon()
         return fut
 
     def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict) -> None:
         if not self.is_open:
             raise DeadReference(self._close_reason or "the connection is closed")
+        if self._call_queue:  # behind the calls waiting for a slot: E-order
+            self._call_queue.append((None, target, method, args, kwargs))
+            return
         self.core.call(target, method, args, kwargs, False)
         self._flush_soon()
 
-    def _call_cancelled(self, req_id: int) -> None:
-        if self._futures.pop(req_id, None) is not None:
-            self.core.cancel(req_id)
-            self._flush_soon()
+    def _send_queued(self) -> None:
+        """Send the calls that were waiting for a slot, as far as slots allow."""
+        queue, core = self._call_queue, self.core
+        while queue and self.is_open:
+            fut, target, method, args, kwargs = queue[0]
+            if fut is not None and core.free_call_slots <= 0:
+                break
+            queue.popleft()
+            try:
+                req_id = core.call(target, method, args, kwargs, fut is not None)
+            except Exception as exc:  # an argument that cannot be sent, say
+                if fut is not None:
+                    _fail(fut, exc)
+                continue
+            if fut is not None:
+                fut._req_id = req_id
+                self._futures[req_id] = fut
+        self._flush_soon()
 
-    def _call_timed_out(self, req_id: int, method: str, timeout: float) -> None:
-        fut = self._futures.pop(req_id, None)
-        if fut is not None and not fut.done():
+    def _call_cancelled(self, fut: _PendingCall) -> None:
+        req_id = fut._req_id
+        if req_id is None:
+            self._unqueue(fut)
+        elif self._futures.pop(req_id, None) is not None:
             self.core.cancel(req_id)
-            fut.set_exception(CallTimeout(
-                f"call {method!r} got no answer within {timeout} s; it was cancelled remotely"))
             self._flush_soon()
+            if self._call_queue:
+                self._send_queued()
+
+    def _unqueue(self, fut: _PendingCall) -> None:
+        for entry in self._call_queue:
+            if entry[0] is fut:
+                self._call_queue.remove(entry)
+                return
+
+    def _call_timed_out(self, fut: _PendingCall, method: str, timeout: float) -> None:
+        if fut.done():
+            return
+        req_id = fut._req_id
+        if not self._ready.done() and self.server is None:
+            # Nothing came back at all: not a slow method, most likely not PB.
+            if req_id is None:
+                self._unqueue(fut)
+            else:
+                self._futures.pop(req_id, None)
+                self.core.cancel(req_id)
+            _fail(fut, CallTimeout(f"call {method!r}: {self._no_hello(timeout)}"))
+            return
+        if req_id is None:
+            self._unqueue(fut)
+            _fail(fut, CallTimeout(
+                f"call {method!r} found no free slot within {timeout} s "
+                f"({len(self.core.waiting)} calls were waiting for answers); it was not sent"))
+            return
+        self._futures.pop(req_id, None)
+        self.core.cancel(req_id)
+        _fail(fut, CallTimeout(
+            f"call {method!r} got no answer within {timeout} s; it was cancelled remotely"))
+        self._flush_soon()
+        if self._call_queue:
+            self._send_queued()
 
     def _flush_soon(self) -> None:
         if self.core.stopped:
@@ -763,8 +839,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if not self.is_open:
             return
         if not self._ready.done():
-            self._close_reason = (f"the peer did not complete the handshake within "
-                                  f"{self.limits.handshake_timeout} s")
+            if self.server is None:
+                self._close_reason = self._no_hello(self.limits.handshake_timeout)
+            else:
+                self._close_reason = (f"the peer did not complete the handshake within "
+                                      f"{self.limits.handshake_timeout} s")
             self.core.goodbye("timeout", self._close_reason)
             self._write_now()
             self._fail_ready(ConnectionLost(self._close_reason))
@@ -871,9 +950,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if not self._ready.done():
             self._fail_ready(ConnectionLost(reason))
         futures, self._futures = self._futures, {}
-        for fut in futures.values():
+        queued, self._call_queue = self._call_queue, collections.deque()
+        for fut in [*futures.values(), *(entry[0] for entry in queued if entry[0] is not None)]:
             if not fut.done():
-                fut.set_exception(ConnectionLost(reason))
+                _fail(fut, ConnectionLost(reason))
         # Calls still waiting for their turn never start: their peer is gone.
         self._backlog.clear()
         running = list(self._tasks.values()) + list(self._oneway_tasks)
@@ -960,23 +1040,51 @@ async def _log_errors(awaitable: Any, what: str) -> None:
         log.exception("%s failed", what)
 
 
+def _fail(fut: asyncio.Future, exc: BaseException) -> None:
+    fut.set_exception(exc)
+    # A failed call nobody awaited is the caller's business: no "exception
+    # was never retrieved" from the collector for each of them.
+    fut._log_traceback = False
+
+
 class _PendingCall(asyncio.Future):
     """The future of one call; cancelling it cancels the call remotely.
 
     Overriding ``cancel`` (which a cancelled awaiting task calls) avoids a
     done-callback, and so a loop turn, per call.  The creator sets
-    ``_protocol`` and ``_req_id`` (no Python ``__init__``: this is per call).
+    ``_protocol`` and ``_req_id`` (None while the call waits for a slot; no
+    Python ``__init__``: this is per call).
+
+    It also speaks the coroutine protocol (``send``/``throw``/``close``), so
+    that ``asyncio.create_task(ref.call_remote(...))`` and
+    ``TaskGroup.create_task`` take it as they take a coroutine.
     """
 
-    __slots__ = ("_protocol", "_req_id")
+    __slots__ = ("_protocol", "_req_id", "_pb_awaiting")
     _protocol: BrokerProtocol
-    _req_id: int
+    _req_id: int | None
 
     def cancel(self, msg: Any = None) -> bool:
         if self.done():
             return False
-        self._protocol._call_cancelled(self._req_id)
+        self._protocol._call_cancelled(self)
         return super().cancel(msg)
+
+    def _awaiting(self) -> Any:
+        try:
+            return self._pb_awaiting
+        except AttributeError:
+            awaiting = self._pb_awaiting = self.__await__()
+            return awaiting
+
+    def send(self, value: Any) -> Any:
+        return self._awaiting().send(value)
+
+    def throw(self, *exc_info: Any) -> Any:
+        return self._awaiting().throw(*exc_info)
+
+    def close(self) -> None:
+        self._awaiting().close()
 
 
 class Connection:

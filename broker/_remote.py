@@ -87,6 +87,17 @@ class RemoteReference(jelly.Flavored):
     def is_alive(self) -> bool:
         return not self._pb_released and self._pb_owner.is_open
 
+    async def __aenter__(self) -> RemoteReference:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """Close the connection this reference lives on: ``async with me:``
+        for the perspective :func:`broker.login` returned, as
+        ``with clients.login(...)`` does."""
+        connection = self.connection
+        if connection is not None:
+            await connection.close()
+
     def __repr__(self) -> str:
         return f"<RemoteReference id={self._pb_id} on {self._pb_owner.describe()}>"
 

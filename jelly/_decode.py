@@ -10,6 +10,10 @@ and numbers are built in C; only ext values reach Python, through
   so that oversized headers are refused before allocation;
 * nesting depth is checked afterwards by :func:`._depth.measure`, but only
   when the message could be too deep at all (see :func:`_may_be_deep`);
+* in a message longer than ``max_objects`` bytes, every list, map and ext
+  value is counted as msgpack builds it (``list_hook``, ``object_hook``,
+  ``ext_hook``), so that a message of millions of empty lists is refused
+  after ``max_objects`` of them, not after all were built;
 * the number of values whose hash a peer can force to collide is counted;
   past ``max_composite_keys`` the fast decode is abandoned and the message is
   decoded again in *safe mode*, where maps are built from pairs only after
@@ -189,6 +193,8 @@ class _Decoder:
     recorded: dict[int, int] = _EMPTY  # id -> depth of ext-made containers
     hidden = 0  # the greatest depth recorded for a tuple (see _depth._walk)
     keep: list | None = None  # keeps recorded objects alive (ids stay unique)
+    counting = False  # lists, maps and ext values are counted against max_objects
+    left = 0  # how many more of them this message may build (when counting)
 
     def __init__(self, context: Any, registry: Registry, limits: Limits, track: bool) -> None:
         self.context = context
@@ -213,6 +219,20 @@ class _Decoder:
                     "max_map_len": min(limits.max_items, n // 2),
                     "max_ext_len": n,
                 }
+            if self.counting:
+                # A Python call per container, paid only by messages longer
+                # than max_objects bytes: a 4 MiB bytes value holds 3, a list
+                # of 10,000 small dicts about 10,000 (+30% decode time), and
+                # 4 million empty lists are refused after max_objects calls.
+                # Counting the bytes that could open one instead (translate)
+                # costs 0.4-1.8 ms per MiB, 10-50x the decode of bench_calls'
+                # "(4a) echo of 1 MiB bytes" row.
+                kwargs["list_hook"] = self.count
+                if self.safe:
+                    kwargs["object_pairs_hook"] = self.count_pairs
+                else:
+                    kwargs["object_hook"] = self.count
+                return _unpackb(buf, ext_hook=self.count_ext, strict_map_key=False, **kwargs)
             if self.safe:
                 kwargs["object_pairs_hook"] = self.pairs_hook
             return _unpackb(buf, ext_hook=self.ext_hook, strict_map_key=False, **kwargs)
@@ -245,6 +265,33 @@ class _Decoder:
             ) from exc
         self.nesting = nesting - 1
         return value
+
+    def count_objects(self) -> None:
+        """Count lists, maps and ext values from now on (see :meth:`count`)."""
+        self.counting = True
+        self.left = self.limits.max_objects
+        self.small = -1  # always take the path that passes the counting hooks
+
+    def count(self, value: Any) -> Any:
+        """msgpack's list_hook and object_hook while counting: one object more."""
+        left = self.left - 1
+        if left < 0:
+            maximum = self.limits.max_objects
+            raise limit_exceeded(
+                "max_objects",
+                f"a message of more than {maximum} lists, maps and ext values",
+                maximum + 1,
+                maximum,
+            )
+        self.left = left
+        return value
+
+    def count_pairs(self, pairs: list[tuple[Any, Any]]) -> dict:
+        return self.pairs_hook(self.count(pairs))
+
+    def count_ext(self, code: int, data: bytes) -> Any:
+        self.count(None)
+        return self.ext_hook(code, data)
 
     def pairs_hook(self, pairs: list[tuple[Any, Any]]) -> dict:
         """Safe mode's map builder: check the keys before hashing them into a dict."""
@@ -337,6 +384,8 @@ class _Decoder:
         """
         self.safe = True
         self.small = -1  # always take the path that passes object_pairs_hook
+        if self.counting:
+            self.left = self.limits.max_objects  # the second pass counts afresh
         self.nesting = 0
         self.next_copy = 0
         self.next_ref = 0
@@ -528,6 +577,11 @@ def loads(
     decoder = _Decoder(
         context, default_registry if registry is None else registry, limits, track
     )
+    if n > limits.max_objects:
+        # Else it cannot hold more objects than bytes, and is not counted:
+        # every message of bench_jelly.py and all but the bytes rows of
+        # bench_calls.py decode exactly as before.
+        decoder.count_objects()
     try:
         value = decoder.unpack(data)
     except _Unsafe:

@@ -33,6 +33,14 @@ class Limits:
         Map keys (and set elements) of a type whose hash a peer can force to
         collide (tuple, frozenset, big int, Decimal, complex, copies) allowed
         in one map or set.  See ``docs/jelly.md``.
+    ``max_objects``
+        Lists, maps and ext values (tuples, sets, copies, references, dates,
+        ...) built for one message, those inside ext payloads included: a
+        tuple counts 2, its ext value and the array it holds.  Bounds the
+        decode's time and memory, which go to containers, not bytes (a 4 MiB
+        message can hold 4 million empty lists).  Counted as they are built
+        only in messages longer than ``max_objects`` bytes (each object takes
+        at least one byte), and refused at ``max_objects + 1``.
     """
 
     max_size: int = 16 * _MIB
@@ -42,6 +50,7 @@ class Limits:
     max_bin_len: int = None  # type: ignore[assignment]  # None means max_size
     max_int_bits: int = 65_536
     max_composite_keys: int = 4096
+    max_objects: int = 100_000
     # Derived once, for the decoder's fast path: a message no longer than
     # this cannot hit max_str_len, max_bin_len or max_items, so msgpack's own
     # length-based defaults are exact and no limit arguments need passing.
@@ -64,13 +73,16 @@ class Limits:
             "max_bin_len",
             "max_int_bits",
             "max_composite_keys",
+            "max_objects",
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive int, got {value!r}")
         small = min(self.max_str_len, self.max_bin_len, self.max_items, self.max_size)
         object.__setattr__(self, "_small", small)
-        object.__setattr__(self, "_tiny", min(small, self.max_depth, 256))
+        object.__setattr__(
+            self, "_tiny", min(small, self.max_depth, self.max_objects, 256)
+        )
 
 
 DEFAULT_LIMITS = Limits()

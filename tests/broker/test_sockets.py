@@ -192,8 +192,8 @@ async def test_frame_size_limit_at_the_edge_and_one_past():
             assert await root.call_remote("echo", "still open") == "still open"
 
 
-async def test_outstanding_call_limit_at_the_edge_and_one_past():
-    limits = Limits(max_outstanding_calls=8)
+async def test_outstanding_call_limit_at_the_edge_and_one_past_fails_fast_when_asked():
+    limits = Limits(max_outstanding_calls=8, wait_for_call_slot=False)
     async with await broker.serve(Echo(), "127.0.0.1", 0, limits=limits) as server:
         async with await broker.connect("127.0.0.1", server.port, limits=limits) as conn:
             root = await conn.root()
@@ -206,20 +206,57 @@ async def test_outstanding_call_limit_at_the_edge_and_one_past():
             assert await root.call_remote("echo", 2) == 2
 
 
-async def test_a_peer_flooding_calls_past_the_limit_gets_errors_not_a_crash():
-    limits = Limits(max_outstanding_calls=4)
+async def test_past_the_outstanding_call_limit_a_call_waits_for_a_slot():
+    limits = Limits(max_outstanding_calls=8)
     async with await broker.serve(Echo(), "127.0.0.1", 0, limits=limits) as server:
-        # a client with a bigger limit than the server's
-        async with await broker.connect("127.0.0.1", server.port) as conn:
+        async with await broker.connect("127.0.0.1", server.port, limits=limits) as conn:
             root = await conn.root()
+            pending = [root.call_remote("hang") for _ in range(8)]
+            waiting = root.call_remote("echo", 1)
+            await asyncio.sleep(0.1)
+            assert not waiting.done()  # no slot yet, and not refused
+            pending[3].cancel()
+            assert await asyncio.wait_for(waiting, 5) == 1
+            for p in pending:
+                p.cancel()
+
+
+async def test_a_client_learns_the_server_s_smaller_limit_from_its_hello():
+    server_limits = Limits(max_outstanding_calls=4)
+    async with await broker.serve(Echo(), "127.0.0.1", 0, limits=server_limits) as server:
+        async with await broker.connect("127.0.0.1", server.port) as conn:  # 1024 here
+            root = await conn.root()
+            await conn.wait_ready()  # the server's HELLO, with its limit, is in
             hangs = [root.call_remote("hang") for _ in range(4)]
-            await asyncio.sleep(0.05)
-            with pytest.raises(broker.LimitExceeded):
-                await root.call_remote("echo", 1)
+            fifth = root.call_remote("echo", 5)  # waits, rather than being refused
+            await asyncio.sleep(0.1)
+            assert not fifth.done()
+            hangs[0].cancel()
+            assert await asyncio.wait_for(fifth, 5) == 5
             for h in hangs:
                 h.cancel()
-            await asyncio.sleep(0.05)
-            assert await root.call_remote("echo", 3) == 3
+
+
+async def test_a_peer_flooding_calls_past_the_limit_gets_errors_not_a_crash():
+    """A peer that ignores the limit in our HELLO (an old or hostile one)."""
+    limits = Limits(max_outstanding_calls=4)
+    async with await broker.serve(Echo(), "127.0.0.1", 0, limits=limits) as server:
+        reader, writer = await raw_client(server.port)
+        writer.write(frame(HELLO))
+        for req_id in range(1, 5):
+            writer.write(frame([1, req_id, 0, "hang", [], {}, True]))
+        writer.write(frame([1, 5, 0, "echo", [1], {}, True]))
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while True:
+                (size,) = struct.unpack(">I", await reader.readexactly(4))
+                message = msgpack.unpackb(await reader.readexactly(size))
+                if message[0] == 3:
+                    break
+        assert message[1] == 5 and message[2] == "limit-exceeded"
+        writer.close()
+        await writer.wait_closed()
+        await assert_server_still_serves(server)
 
 
 async def test_local_reference_limit_at_the_edge_and_one_past():

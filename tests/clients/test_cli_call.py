@@ -187,6 +187,13 @@ def test_login_then_a_perspective_call(server):
     assert result.stdout == '"anonymous"\n'
 
 
+def test_a_call_to_a_login_server_without_user_says_to_log_in(server):
+    result = pb_call(address(server, "portal_port"), "echo", '"hi"')
+    assert result.returncode == 1
+    assert "this server wants a login first" in result.stderr
+    assert "pb call --user NAME --service SERVICE" in result.stderr
+
+
 def test_a_refused_login_exits_1_with_the_unauthorized_text(server):
     result = pb_call(address(server, "portal_port"), "--user", "alice", "--password-stdin",
                      "whoami", stdin="wrong\n")

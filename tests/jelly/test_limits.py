@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import struct
+import tracemalloc
+from datetime import date
 from decimal import Decimal
 
 import msgpack
@@ -47,6 +50,7 @@ def test_defaults_are_documented_values():
     assert limits.max_str_len == limits.max_bin_len == limits.max_size
     assert limits.max_int_bits == 65_536
     assert limits.max_composite_keys == 4096
+    assert limits.max_objects == 100_000
 
 
 def test_string_and_bytes_limits_follow_max_size_unless_given():
@@ -60,7 +64,8 @@ def test_limits_are_frozen():
 
 
 @pytest.mark.parametrize("field", ["max_size", "max_depth", "max_items", "max_str_len",
-                                   "max_bin_len", "max_int_bits", "max_composite_keys"])
+                                   "max_bin_len", "max_int_bits", "max_composite_keys",
+                                   "max_objects"])
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "3"])
 def test_limits_must_be_positive_ints(field, bad):
     with pytest.raises(ValueError, match=field):
@@ -335,3 +340,100 @@ def _tuples_of(value):
     while type(value) is tuple:
         yield value
         value = value[0]
+
+
+# --- max_objects ---------------------------------------------------------------------------
+
+
+def objects(value):
+    """How many objects max_objects counts in ``value``: one per list and
+    map, and per ext value, plus the array an ext payload holds."""
+    kind = type(value)
+    if kind is list:
+        return 1 + sum(map(objects, value))
+    if kind is dict:
+        return 1 + sum(map(objects, value)) + sum(map(objects, value.values()))
+    if kind in (tuple, set, frozenset):
+        return 2 + sum(map(objects, value))
+    if isinstance(value, Box):  # the COPY, and its state: a map
+        return 2 + objects("content") + objects(value.content)
+    if kind is date or kind is Decimal or (kind is int and not -(2**63) <= value < 2**64):
+        return 1
+    return 0
+
+
+MIXES = {
+    "lists": [[] for _ in range(40)],
+    "maps": [{} for _ in range(40)],
+    "tuples": [() for _ in range(20)],
+    "sets and frozensets": [set(), frozenset({1, 2})] * 10,
+    "ext scalars": [date(2024, 5, 6), Decimal("1.5"), 2**70] * 10,
+    "nested": {"a": [(1, [2, {"b": ()}]), {frozenset({(3,)})}], "c": [[[]]] * 5, (4,): {}},
+    "copies": [Box([Box((1,))]), Box({"k": [date(2000, 1, 1)]})],
+    "long": [PAD, [[] for _ in range(30)]],
+}
+
+
+@pytest.mark.parametrize("value", MIXES.values(), ids=MIXES.keys())
+def test_max_objects_edge(registry, value):
+    count = objects(value)
+    data = jelly.dumps(value)
+    assert len(data) > count - 1  # so that the message is counted at count - 1
+    decoded = jelly.loads(data, limits=jelly.Limits(max_objects=count), registry=registry)
+    if value is MIXES["copies"]:  # a Box compares by identity
+        assert [type(box) for box in decoded] == [Box, Box]
+    else:
+        assert decoded == value
+    err = assert_limit(data, jelly.Limits(max_objects=count - 1), "max_objects", registry=registry)
+    assert (err.value, err.maximum) == (count, count - 1)
+
+
+def test_max_objects_edge_in_safe_mode():
+    # More tuple keys than max_composite_keys: decoded again in safe mode,
+    # which counts afresh and stops at the same edge.
+    value = {(i,): [] for i in range(10)}
+    count = objects(value)
+    assert count == 1 + 10 * 2 + 10
+    data = jelly.dumps(value)
+    limits = jelly.Limits(max_composite_keys=5, max_objects=count)
+    assert jelly.loads(data, limits=limits) == value
+    err = assert_limit(data, jelly.Limits(max_composite_keys=5, max_objects=count - 1),
+                       "max_objects")
+    assert err.value == count
+
+
+def test_a_message_no_longer_than_max_objects_bytes_is_not_counted():
+    # 100 bytes cannot hold 101 objects: the fast path needs no count.
+    data = jelly.dumps([[]] * 97)
+    assert len(data) == 100
+    assert jelly.loads(data, limits=jelly.Limits(max_objects=100)) == [[]] * 97
+
+
+def empty_lists(count, per_list=100_000):
+    """A msgpack array of arrays of ``per_list`` empty arrays each."""
+    inner = b"\xdd" + struct.pack(">I", per_list) + b"\x90" * per_list
+    return b"\xdc" + struct.pack(">H", count) + inner * count
+
+
+def test_four_million_empty_lists_are_refused_before_they_are_built():
+    data = empty_lists(41)  # 4.1 MB, every container within max_items
+    tracemalloc.start()
+    try:
+        with pytest.raises(jelly.LimitExceeded) as info:
+            jelly.loads(data, limits=jelly.Limits(max_size=4 * 1024 * 1024))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.limit == "max_objects"
+    assert "more than 100000 lists, maps and ext values" in str(info.value)
+    # 100,000 empty lists take some 6 MB; all of them, some 300 MB.
+    assert peak < 32 * 1024 * 1024
+
+
+@pytest.mark.parametrize("payload", [b"\x90" * (4 << 20), bytes(range(256)) * (4 << 12),
+                                     "\u0400" * (2 << 20), "\u0090" * (2 << 20)],
+                         ids=["0x90 bytes", "all bytes", "0xd0 0x80 str", "0xc2 0x90 str"])
+def test_a_long_payload_full_of_container_bytes_is_no_object(payload):
+    data = jelly.dumps([1, payload])
+    assert len(data) > 4 << 20
+    assert jelly.loads(data, limits=jelly.Limits(max_objects=10)) == [1, payload]
