@@ -383,12 +383,49 @@ class Chat:
         user = self._online(session)
         group = self._member_group(user, name)
         reason = check_text("reason", reason, MAX_TOPIC_LENGTH)
-        event = Left(group.name, user.name, reason)
-        self._fan_out(group, event)  # the leaver hears it too
-        del group.members[name_key(user.name)]
-        user.groups.discard(name_key(group.name))
-        self._notify("leave", (group.name, user.name))
+        self._drop_member(group, user.name, reason)
         return group
+
+    def _drop_member(self, group: Group, name: str, reason: str) -> None:
+        key = name_key(name)
+        member = group.members[key]
+        self._fan_out(group, Left(group.name, member, reason))  # the leaver hears it too
+        del group.members[key]
+        user = self._users.get(key)
+        if user is not None:
+            user.groups.discard(name_key(group.name))
+        self._notify("leave", (group.name, member))
+
+    # -- administration: the operator's tools (manhole, a web page), no session
+
+    def admin_set_topic(self, name: str, topic: str, by: str = "admin") -> TopicChanged:
+        """Set a group's topic as *by*, without being a member."""
+        group = self.group(name)
+        check_text("topic", topic, MAX_TOPIC_LENGTH)
+        check_text("name", by, MAX_NAME_LENGTH)
+        group.topic, group.topic_by, group.topic_at = topic, by, self.clock()
+        event = TopicChanged(group.name, topic, by, group.topic_at)
+        self._fan_out(group, event)
+        self._notify("topic", (group.name, topic, by, group.topic_at))
+        return event
+
+    def remove_member(self, name: str, user: str,
+                      reason: str = "removed by an administrator") -> None:
+        """Take *user* out of the group *name* (online or not)."""
+        group = self.group(name)
+        if not isinstance(user, str) or name_key(user) not in group.members:
+            raise NotAMember(f"{user!r} is not in {group.name!r}")
+        self._drop_member(group, user, check_text("reason", reason, MAX_TOPIC_LENGTH))
+
+    def remove_group(self, name: str, reason: str = "the group was removed") -> None:
+        """Delete the group *name*: every member leaves it (and hears so),
+        then it is gone with its topic and scrollback."""
+        group = self.group(name)
+        reason = check_text("reason", reason, MAX_TOPIC_LENGTH)
+        for member in list(group.members.values()):
+            self._drop_member(group, member, reason)
+        del self.groups[name_key(group.name)]
+        self._notify("remove_group", (group.name,))
 
     def send(self, session: Session, name: str, text: str, kind: str = "message") -> Message:
         """Say *text* in the group *name*: every member's sessions but the

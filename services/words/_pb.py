@@ -271,6 +271,10 @@ class PBFace:
             view = self.views.get(name_key(args[0]))
             if view is not None:
                 view.tell("topic", args[1], args[2], args[3])
+        elif what == "remove_group":
+            # Its observers have seen every member leave; later sends of the
+            # name make a new view of whatever group takes the name next.
+            self.views.pop(name_key(args[0]), None)
         elif what == "presence":
             user, presence, away = args
             for group in self.chat.groups_of(user):

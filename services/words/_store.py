@@ -244,6 +244,9 @@ class WordsStore:
             group, user = args
             conn.execute("DELETE FROM members WHERE group_key = ? AND user = ?",
                          (name_key(group), user))
+        elif what == "remove_group":
+            # members and lines go with it (ON DELETE CASCADE)
+            conn.execute("DELETE FROM groups WHERE key = ?", (name_key(args[0]),))
         elif what == "topic":
             group, topic, by, at = args
             conn.execute("UPDATE groups SET topic = ?, topic_by = ?, topic_at = ? WHERE key = ?",

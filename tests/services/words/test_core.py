@@ -234,3 +234,37 @@ def test_two_accounts_differing_only_in_case_do_not_share_a_chat_user(chat):
     with pytest.raises(WordsError, match="only in case"):
         chat.connect(Sink("Alice"))
     assert chat.sessions_of("ALICE")[0].user == "alice"
+
+
+def test_administrators_set_topics_remove_members_and_groups(tmp_path, chat):
+    path = tmp_path / "words.sqlite3"
+    store = WordsStore(path, scrollback=3, batch_delay=0)
+    store.open()
+    store.attach(chat)
+    alice, bob = Sink("alice"), Sink("bob")
+    chat.connect(alice)
+    chat.connect(bob)
+    chat.join(alice, "doomed")
+    chat.join(bob, "doomed")
+    chat.join(alice, "kept")
+    chat.send(alice, "doomed", "last words")
+    chat.admin_set_topic("doomed", "closing soon", by="operator")
+    assert bob.of(TopicChanged)[-1].by == "operator"
+    chat.remove_member("kept", "ALICE")
+    with pytest.raises(NotAMember):
+        chat.remove_member("kept", "alice")
+    chat.remove_group("doomed", "moved to #kept")
+    assert [(e.group, e.user, e.reason) for e in bob.of(Left)] == [
+        ("doomed", "alice", "moved to #kept"), ("doomed", "bob", "moved to #kept")]
+    assert "doomed" not in chat.groups and chat.groups_of("bob") == []
+    with pytest.raises(NoSuchGroup):
+        chat.remove_group("doomed")
+    store.close()
+    again = Chat()
+    store = WordsStore(path)
+    store.open()
+    try:
+        store.load(again)
+    finally:
+        store.close()
+    assert list(again.groups) == ["kept"] and not again.group("kept").members

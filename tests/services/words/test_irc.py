@@ -584,3 +584,29 @@ def test_the_source_of_a_limit_is_an_address_or_an_ipv6_64():
     assert _source_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
     assert _source_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert _source_key("local") == "local"
+
+
+async def test_removing_a_group_parts_irc_clients_and_empties_pb_views(words):
+    from clients._cli.chat import RemoteGroupView  # noqa: F401  (registers the view)
+
+    mind = Mind()
+    pb = await pb_login(words, "bob", mind)
+    irc_client = await RawIRC.connect(words.irc_port, "alice")
+    try:
+        room = await pb.call_remote("join", "doomed")
+        view = await room.call_remote("view")
+        irc_client.send("JOIN #doomed")
+        await irc_client.expect(r" 366 ")
+        await wait_until(lambda: "alice" in view.members)
+        words.chat.admin_set_topic("doomed", "closing", by="operator")
+        await irc_client.expect(r"^:operator!operator@words TOPIC #doomed :closing$")
+        words.chat.remove_group("doomed", "closed by the operator")
+        await irc_client.expect(r"^:alice!alice@words PART #doomed :closed by the operator$")
+        await wait_until(lambda: view.members == {})
+        await mind.wait_for(lambda m: ("left", "doomed", "bob", "closed by the operator")
+                            in m.events)
+        irc_client.send("PRIVMSG #doomed :anyone?")
+        await irc_client.expect(r" 403 alice #doomed ")
+    finally:
+        await irc_client.close()
+        await pb.connection.close()
