@@ -43,7 +43,10 @@ async def _check_username_password(source, credentials) -> str:
     matches = await asyncio.to_thread(verifier.check_password, password)
     if known and matches:
         return username
-    raise Unauthorized()
+    refused = Unauthorized()
+    # For the server's log only (the portal logs it; the peer sees LOGIN_FAILED).
+    refused.reason = "wrong password" if known else "no such account"  # type: ignore[attr-defined]
+    raise refused
 
 
 @implementer(ICredentialsChecker, IScramVerifierSource, IKeyring)

@@ -166,8 +166,8 @@ class Portal:
             attempt = await self._admit(account, source)
             try:
                 identity = await checker.request_avatar_id(credentials)
-            except Unauthorized:
-                raise _Failed("bad credentials") from None
+            except Unauthorized as refused:
+                raise _Failed(getattr(refused, "reason", "bad credentials")) from None
             result = await self._enter(identity, checker, mind, interfaces, service, perspective)
         except _Failed as failure:
             self._log_failure(failure, account, source, attempt)
@@ -418,7 +418,7 @@ class Portal:
                 key = PerspectiveKey(identity, service, identity if perspective is None else perspective)
                 keyring = await self._keyring(identity, checker)
                 if keyring is None or (key.service, key.perspective) not in keyring:
-                    raise _Failed(f"{key.service}:{key.perspective} is not on {identity!r}'s keyring")
+                    raise _Failed(f"{key.service}:{key.perspective} is not on the keyring of {identity!r}")
         try:
             result = self.realm.request_avatar(key, mind, *interfaces)
             if inspect.isawaitable(result):
@@ -576,7 +576,11 @@ class ScramChallenge:
             try:
                 server_final = server.finish(client_final)
             except ScramError as exc:
-                raise _Failed(f"SCRAM proof refused: {exc}") from None
+                # The same answer either way; the operator's log says which.
+                if not known:
+                    raise _Failed("no such account (its proof was checked against a "
+                                  "stand-in verifier)") from None
+                raise _Failed(f"wrong password: SCRAM proof refused: {exc}") from None
             if not known:
                 raise _Failed("no such account")  # unreachable in practice: fakes match no proof
             interface, avatar, logout = await portal._enter(
