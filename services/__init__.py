@@ -19,7 +19,13 @@ from ._accounts import (
 from ._application import Application
 from ._config import ConfigError, RunConfig, ServiceSpec, load_config, options_from_table
 from ._logging import LOG_LEVELS, configure_logging, get_logger
-from ._options import host_name, non_negative_seconds, option_type, port_number
+from ._options import (
+    add_listen_arguments,
+    host_name,
+    non_negative_seconds,
+    option_type,
+    port_number,
+)
 from ._portal_service import PortalService
 from ._plugins import (
     ENTRY_POINT_GROUP,
@@ -106,6 +112,7 @@ __all__ = [
     "host_name",
     "non_negative_seconds",
     "option_type",
+    "add_listen_arguments",
     "register_plugin",
     "run",
     "run_application",

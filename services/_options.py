@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["port_number", "host_name", "non_negative_seconds", "option_type"]
+__all__ = ["port_number", "host_name", "non_negative_seconds", "option_type",
+           "add_listen_arguments"]
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -76,3 +77,14 @@ def host_name(text: str) -> str:
         return text
     shown = text if len(text) <= 80 else text[:77] + "..."
     raise argparse.ArgumentTypeError(f"expected an IP address or a host name, got {shown!r}")
+
+
+def add_listen_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """``--host``, ``--port`` and ``--socket``, as every PB service plug-in
+    takes them (``options.host``/``options.port`` are None when not given)."""
+    parser.add_argument("--host", type=host_name, default=None,
+                        help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=port_number, default=None,
+                        help=f"TCP port (default: {default_port}; 0: any free port)")
+    parser.add_argument("--socket", metavar="PATH", default=None,
+                        help="listen on this UNIX socket instead of TCP")

@@ -27,6 +27,7 @@ from typing import Any
 import broker
 import cred
 from services import (
+    add_listen_arguments,
     Application,
     PortalService,
     ServicePlugin,
@@ -35,8 +36,6 @@ from services import (
     ensure_account,
     ensure_service_name,
     get_logger,
-    host_name,
-    port_number,
     non_negative_seconds,
     option_type,
 )
@@ -179,12 +178,7 @@ class EchoPlugin(ServicePlugin):
     description = 'the PB echo service ("pbecho"): perspective_echo returns what it gets'
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--host", type=host_name, default=None,
-                            help="address to listen on (default: 127.0.0.1)")
-        parser.add_argument("--port", type=port_number, default=None,
-                            help=f"TCP port (default: {DEFAULT_PORT}; 0: any free port)")
-        parser.add_argument("--socket", metavar="PATH", default=None,
-                            help="listen on this UNIX socket instead of TCP")
+        add_listen_arguments(parser, DEFAULT_PORT)
         parser.add_argument("--user", metavar="NAME:PASSWORD", type=_user_password,
                             action="append", default=[],
                             help="create or update this account and grant it pbecho:NAME "

@@ -31,14 +31,13 @@ from typing import Any
 import broker
 import cred
 from services import (
+    add_listen_arguments,
     Application,
     PortalService,
     ServicePlugin,
     account_portal,
     get_logger,
-    host_name,
     non_negative_seconds,
-    port_number,
 )
 
 __all__ = ["DEFAULT_PORT", "SERVICE_NAME", "Registry", "RegistryService", "plugin"]
@@ -252,12 +251,7 @@ class RegistryPlugin(ServicePlugin):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         from services.echo import _user_password
 
-        parser.add_argument("--host", type=host_name, default=None,
-                            help="address to listen on (default: 127.0.0.1)")
-        parser.add_argument("--port", type=port_number, default=None,
-                            help=f"TCP port (default: {DEFAULT_PORT}; 0: any free port)")
-        parser.add_argument("--socket", metavar="PATH", default=None,
-                            help="listen on this UNIX socket instead of TCP")
+        add_listen_arguments(parser, DEFAULT_PORT)
         parser.add_argument("--max-lease", type=non_negative_seconds, default=3600.0,
                             metavar="SECONDS", help="longest lease granted (default: 3600)")
         parser.add_argument("--keep-on-logout", action="store_true",

@@ -15,7 +15,7 @@ def test_the_services_package_exports_exactly_its_public_names():
         "ensure_service_name", "get_logger", "get_plugin", "load_config", "load_extra_plugins",
         "host_name", "load_plugin_spec", "options_from_table", "plugin_parser", "port_number",
         "register_plugin", "run", "run_application", "stop_serving", "unregister_plugin",
-        "PortalService", "non_negative_seconds", "option_type",
+        "PortalService", "non_negative_seconds", "option_type", "add_listen_arguments",
     ])
     for name in services.__all__:
         assert getattr(services, name) is not None

@@ -13,10 +13,10 @@ from services import Application, PluginRegistry, plugin_parser
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 
 
-def load_example() -> types.ModuleType:
+def load_example(name: str = "shout") -> types.ModuleType:
     text = GUIDE.read_text()
-    source = re.search(r"```python\n(\"\"\"shout:.*?)```", text, re.S)[1]
-    module = types.ModuleType("shout_guide_example")
+    source = re.search(rf"```python\n(\"\"\"{name}:.*?)```", text, re.S)[1]
+    module = types.ModuleType(f"{name}_guide_example")
     sys.modules[module.__name__] = module
     try:
         exec(compile(source, str(GUIDE), "exec"), module.__dict__)
@@ -45,24 +45,12 @@ async def test_the_guide_example_serves_says_goodbye_and_stops(tmp_path):
     await writer.wait_closed()
 
 
-def load_pb_example() -> types.ModuleType:
-    text = GUIDE.read_text()
-    source = re.search(r"```python\n(\"\"\"counter:.*?)```", text, re.S)[1]
-    module = types.ModuleType("counter_guide_example")
-    sys.modules[module.__name__] = module
-    try:
-        exec(compile(source, str(GUIDE), "exec"), module.__dict__)
-    finally:
-        del sys.modules[module.__name__]
-    return module
-
-
 async def test_the_pb_example_serves_its_own_service_to_store_accounts(tmp_path):
     import broker
     import cred
     from services import account_portal, ensure_account
 
-    example = load_pb_example()
+    example = load_example("counter")
     registry = PluginRegistry(lambda: [])
     plugin = registry.register(example.plugin)
     application = Application("guide", data_dir=tmp_path)
