@@ -114,7 +114,6 @@ def _check_password(password: object) -> str:
     return password
 
 
-@implementer(IScramVerifierSource, IKeyring)
 def _verifier_from_row(row: tuple) -> scram.ScramVerifier:
     """An accounts row (salt, iterations, stored_key, server_key) as a verifier.
 
@@ -134,6 +133,7 @@ def _verifier_from_row(row: tuple) -> scram.ScramVerifier:
         raise StoreError(f"damaged account row: {exc}") from None
 
 
+@implementer(IScramVerifierSource, IKeyring)
 class AccountStore:
     """The account database at ``path``.
 

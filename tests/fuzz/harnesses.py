@@ -135,7 +135,7 @@ CONFIG = Harness(
 
 # --- 4. the account store's row decoder -------------------------------------
 
-_UNPACK = dict(raw=False, strict_map_key=False, max_buffer_size=64 * 1024)
+_UNPACK = dict(raw=False, strict_map_key=False)
 
 
 def _store_row(data: bytes) -> None:
@@ -144,8 +144,10 @@ def _store_row(data: bytes) -> None:
     # hand-edited database could hold in the accounts table.
     try:
         row = msgpack.unpackb(data, **_UNPACK)
-    except Exception:
-        return  # not a row: nothing reaches the decoder
+    except (ValueError, TypeError, msgpack.UnpackException):
+        # Not a row (ExtraData, FormatError, StackError are ValueErrors; an
+        # unhashable map key a TypeError): nothing reaches the decoder.
+        return
     if not isinstance(row, list) or not all(v is None or type(v) in (int, float, str, bytes) for v in row):
         return
     verifier = store._verifier_from_row(tuple(row))
