@@ -122,6 +122,25 @@ def _check_password(password: object) -> str:
     return password
 
 
+def _verifier_from_row(row: tuple) -> scram.ScramVerifier:
+    """An accounts row (salt, iterations, stored_key, server_key) as a verifier.
+
+    SQLite's columns are loosely typed: a damaged or hand-edited file can hold
+    text, a float or NULL where a blob or an integer belongs.  Such a row is a
+    StoreError naming the damage, never a TypeError from bytes() deep inside.
+    """
+    try:
+        salt, iterations, stored, server = row
+    except (TypeError, ValueError):
+        raise StoreError(f"damaged account row: {len(row)} columns, expected 4") from None
+    if type(iterations) is not int or not all(type(v) is bytes for v in (salt, stored, server)):
+        raise StoreError("damaged account row: salt and keys must be blobs, iterations an integer")
+    try:
+        return scram.ScramVerifier(salt, iterations, stored, server)
+    except ValueError as exc:
+        raise StoreError(f"damaged account row: {exc}") from None
+
+
 @implementer(IScramVerifierSource, IKeyring)
 class AccountStore:
     """The account database at ``path``.
@@ -409,8 +428,7 @@ class AccountStore:
         # A name without an account takes the same steps as one with: a
         # verifier is built from a placeholder row, then dropped.  A login's
         # first step must not tell them apart by its time.
-        salt, iterations, stored, server = rows[0] if rows else _NO_ROW
-        verifier = scram.ScramVerifier(bytes(salt), int(iterations), bytes(stored), bytes(server))
+        verifier = _verifier_from_row(rows[0] if rows else _NO_ROW)
         return verifier if rows else None
 
     # --- keyrings --------------------------------------------------------------

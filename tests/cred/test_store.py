@@ -361,3 +361,20 @@ def test_two_processes_creating_the_database_at_once_both_succeed(tmp_path, monk
     with AccountStore(db, create=True) as store:
         store.add_service("mine")
         assert "mine" in store.services()
+
+
+# Found by the store-row fuzz harness (tests/fuzz): SQLite's loosely typed
+# columns let a damaged file hand back text or NULL where a blob belongs, and
+# bytes() of it escaped as a TypeError instead of the store's StoreError.
+@pytest.mark.parametrize("row", [
+    ("73616c74", 4096, b"k" * 32, b"k" * 32),    # salt stored as text
+    (b"salt", 4096.0, b"k" * 32, None),         # float count, NULL key
+    (b"salt", 4096, b"short", b"k" * 32),       # key of the wrong length
+    (b"salt", 4096, b"k" * 32),                 # a column missing
+])
+def test_a_damaged_account_row_is_a_store_error(row):
+    from cred import StoreError
+    from cred.store import _verifier_from_row
+
+    with pytest.raises(StoreError, match="damaged account row"):
+        _verifier_from_row(row)
