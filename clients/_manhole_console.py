@@ -265,9 +265,19 @@ class Console:
         self.loop.submit(self._call("interrupt", timeout=INTERRUPT_WAIT))
         try:
             return future.result(INTERRUPT_WAIT)
-        except (KeyboardInterrupt, concurrent.futures.TimeoutError):
+        except KeyboardInterrupt:
             future.cancel()  # CANCEL: the server cancels the call
             self.stderr.write("\nKeyboardInterrupt (the evaluation was cancelled)\n")
+            self.stderr.flush()
+            return None
+        except concurrent.futures.TimeoutError:
+            # No answer at all: the server's loop is held by code that does
+            # not await, and reads nothing until its watchdog interrupts it.
+            future.cancel()
+            self.stderr.write(
+                "\nKeyboardInterrupt: the server did not answer; the code is blocking its "
+                "event loop without awaiting.\nThe server interrupts such code after its "
+                "manhole block limit (--block-limit, 5 s by default).\n")
             self.stderr.flush()
             return None
 

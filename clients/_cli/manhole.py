@@ -213,8 +213,9 @@ def _interactive(target: console.Target, user: str, password: str,
             return _fail(message)
         banner = (f"Manhole at {target} as {user}: Python inside the server. "
                   f"`application`, `services` and `portal` are here;\n"
-                  f"top-level await works. Ctrl-C interrupts at the next await (code "
-                  f"that blocks cannot be), Ctrl-D leaves.")
+                  f"top-level await works. Ctrl-C interrupts at the next await; code that "
+                  f"blocks without awaiting is\ninterrupted by the server after its "
+                  f"block limit (5 s unless --block-limit). Ctrl-D leaves.")
         return console.Console(loop, perspective, timeout=timeout,
                                history=console.history_path(), banner=banner).interact()
     finally:

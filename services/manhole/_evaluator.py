@@ -18,9 +18,11 @@ Rules, as in the interactive interpreter:
   block; the value of a final expression statement is reported (and stored
   in ``_``), like the REPL does for its one statement.
 * The code runs on the running event loop, in a task of its own, so it can
-  touch live objects and ``await`` them; a blocking call blocks the server.
-  :meth:`Evaluator.interrupt` (or cancelling :meth:`Evaluator.run`) cancels
-  that task, which reports ``KeyboardInterrupt``.
+  touch live objects and ``await`` them.  :meth:`Evaluator.interrupt` (or
+  cancelling :meth:`Evaluator.run`) cancels that task, which reports
+  ``KeyboardInterrupt``.  Code that blocks instead of awaiting cannot be
+  reached by a cancellation; given a :class:`~._watchdog.Watchdog`, each
+  stretch of it between awaits is interrupted past the watchdog's limit.
 * Output is captured per evaluation (see :mod:`._capture`), bounded to
   ``output_limit`` bytes; ``value`` and ``error`` are bounded too.
 * ``SystemExit`` and ``KeyboardInterrupt`` raised by the code are reported
@@ -45,6 +47,7 @@ from types import CodeType
 from typing import Any
 
 from ._capture import DEFAULT_OUTPUT_LIMIT, OutputBuffer, capturing, set_buffer
+from ._watchdog import Watchdog
 
 __all__ = ["Evaluator", "DEFAULT_OUTPUT_LIMIT", "TEXT_LIMIT", "COMPLETION_LIMIT"]
 
@@ -71,6 +74,33 @@ def _clip(text: str, limit: int = TEXT_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + f"\n[truncated: {len(text) - limit} more characters]\n"
+
+
+class _Guarded:
+    """Await a coroutine, guarding each step it takes on the loop (the code
+    between two of its awaits) with *guard*."""
+
+    def __init__(self, coroutine: Any, guard: Callable[[], Any]) -> None:
+        self._coroutine = coroutine
+        self._guard = guard
+
+    def __await__(self) -> Any:
+        coroutine = self._coroutine
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            with self._guard():
+                try:
+                    if thrown is not None:
+                        yielded = coroutine.throw(thrown)
+                    else:
+                        yielded = coroutine.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+            try:
+                sent, thrown = (yield yielded), None
+            except BaseException as exc:  # cancellation, passed on to the code
+                sent, thrown = None, exc
 
 
 class _Blocked:
@@ -120,7 +150,9 @@ class Evaluator:
         label: str = "manhole",
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         text_limit: int = TEXT_LIMIT,
+        watchdog: Watchdog | None = None,
     ) -> None:
+        self.watchdog = watchdog if watchdog is not None else Watchdog(0)
         self.namespace = namespace if namespace is not None else default_namespace()
         self.namespace.setdefault("__builtins__", builtins)
         self.label = label
@@ -263,18 +295,22 @@ class Evaluator:
 
     async def _execute(self, codes: list[tuple[CodeType, bool]]) -> tuple[str | None, str | None]:
         namespace = self.namespace
+        guard = self.watchdog.guard
         try:
             value: Any = None
             for code, is_value in codes:
-                outcome = eval(code, namespace)
+                with guard():
+                    outcome = eval(code, namespace)
                 if code.co_flags & inspect.CO_COROUTINE:
-                    outcome = await outcome
+                    outcome = await _Guarded(outcome, guard)
                 if is_value:
                     value = outcome
             if value is None:
                 return None, None
             namespace["_"] = value
-            return _clip(repr(value), self.text_limit), None
+            with guard():
+                text = repr(value)
+            return _clip(text, self.text_limit), None
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if current is not None and current.cancelling():

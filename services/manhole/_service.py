@@ -22,12 +22,14 @@ from services import (
     account_portal,
     get_logger,
     host_name,
+    non_negative_seconds,
     port_number,
 )
 
 from ._capture import DEFAULT_OUTPUT_LIMIT
 from ._evaluator import Evaluator, default_namespace
 from ._perspective import ManholePerspective, ManholeRealmService
+from ._watchdog import DEFAULT_BLOCK_LIMIT, Watchdog
 
 __all__ = [
     "DEFAULT_PORT",
@@ -62,7 +64,9 @@ class ManholeService(PortalService):
     in its realm, on its own address (a UNIX socket is born 0600).
 
     Each admin login gets a namespace holding ``application``, ``services``
-    (``application.services``), ``portal`` and ``asyncio``.
+    (``application.services``), ``portal`` and ``asyncio``.  Typed code that
+    holds the event loop for more than *block_limit* seconds without
+    awaiting is interrupted (0: never).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class ManholeService(PortalService):
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         grace: float = 5.0,
         show_banner: bool = True,
+        block_limit: float = DEFAULT_BLOCK_LIMIT,
     ) -> None:
         super().__init__(name, portal=portal,
                          realm_service=ManholeRealmService(service_name, self._new_session),
@@ -86,6 +91,7 @@ class ManholeService(PortalService):
                          socket_mode=0o600, grace=grace, show_banner=show_banner)
         self.application = application
         self.output_limit = output_limit
+        self.watchdog = Watchdog(block_limit)
         self.sessions: set[ManholePerspective] = set()
 
     # -- sessions -----------------------------------------------------------
@@ -101,7 +107,7 @@ class ManholeService(PortalService):
         if not self.running:
             raise KeyError("the manhole is not running")
         evaluator = Evaluator(self.namespace(), label=self.service_name,
-                              output_limit=self.output_limit)
+                              output_limit=self.output_limit, watchdog=self.watchdog)
         session = ManholePerspective(perspective_name, evaluator, on_close=self.sessions.discard)
         self.sessions.add(session)
         return session
@@ -110,8 +116,10 @@ class ManholeService(PortalService):
 
     async def on_start(self) -> None:
         await super().on_start()
+        self.watchdog.start()
         _log.info("listening", address=self.address, service=self.service_name,
-                  tls=self.ssl_context is not None)
+                  tls=self.ssl_context is not None,
+                  block_limit=f"{self.watchdog.limit:g}s" if self.watchdog.limit else "off")
 
     async def on_stop(self) -> None:
         # Evaluations are an admin's, not a client's: interrupt them rather
@@ -123,6 +131,7 @@ class ManholeService(PortalService):
         finally:
             for session in list(self.sessions):
                 session.close()
+            self.watchdog.stop()
 
     def banner(self) -> str | None:
         if not self.show_banner:
@@ -190,6 +199,11 @@ class ManholePlugin(ServicePlugin):
                             help="serve TLS with this certificate chain (PEM)")
         parser.add_argument("--tls-key", metavar="FILE", default=None,
                             help="the certificate's private key (PEM)")
+        parser.add_argument("--block-limit", metavar="SECONDS", type=non_negative_seconds,
+                            default=DEFAULT_BLOCK_LIMIT,
+                            help="interrupt typed code that holds the server's event loop "
+                                 f"this long without awaiting (default: {DEFAULT_BLOCK_LIMIT:g}; "
+                                 "0: never)")
 
     def build(self, options: argparse.Namespace, application: Application) -> ManholeService:
         check_bind_options(options)
@@ -205,6 +219,7 @@ class ManholePlugin(ServicePlugin):
             port=DEFAULT_PORT if options.port is None else options.port,
             path=options.socket,
             ssl_context=context,
+            block_limit=options.block_limit,
         )
 
 

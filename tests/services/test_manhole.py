@@ -527,3 +527,84 @@ def test_bad_tls_files_fail_the_build_clearly(tmp_path):
                    "--tls-key", str(tmp_path / "missing.key"))
     with pytest.raises(ValueError, match="cannot load --tls-cert"):
         manhole_plugin.build(options, Application("t", data_dir=tmp_path))
+
+
+# -- the watchdog: code that blocks the loop ----------------------------------------
+
+
+@pytest.fixture
+def guarded_evaluator():
+    from services.manhole._watchdog import Watchdog
+    watchdog = Watchdog(0.3)
+    watchdog.start()
+    ev = Evaluator(default_namespace(), watchdog=watchdog)
+    yield ev
+    ev.close()
+    watchdog.stop()
+
+
+async def test_a_busy_loop_is_interrupted_past_the_block_limit(guarded_evaluator):
+    result = await asyncio.wait_for(guarded_evaluator.run(
+        "print('spinning')\nn = 0\nwhile True:\n    n += 1\n"), 10)
+    assert result["output"] == "spinning\n"
+    assert "EvaluationBlocked" in result["error"]
+    assert "block_limit" in result["error"]
+    assert "while True" in result["error"] or "n += 1" in result["error"]
+    # The session and the loop go on, and the interruption does not linger.
+    assert (await guarded_evaluator.run("n > 0"))["value"] == "True"
+    await asyncio.sleep(0.5)
+    assert (await guarded_evaluator.run("sum(range(10))"))["value"] == "45"
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGRTMIN"), reason="needs real-time signals")
+async def test_a_sleep_in_c_is_interrupted_too(guarded_evaluator):
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("the wake signal needs the loop in the main thread")
+    result = await asyncio.wait_for(guarded_evaluator.run("import time\ntime.sleep(60)"), 10)
+    assert "EvaluationBlocked" in result["error"]
+    assert "time.sleep(60)" in result["error"]
+
+
+async def test_each_stretch_between_awaits_has_its_own_limit(guarded_evaluator):
+    # 6 stretches of 0.1 s: more than the limit in all, never in one go.
+    source = ("import time\nfor i in range(6):\n    time.sleep(0.1)\n"
+              "    await asyncio.sleep(0)\n'done'")
+    result = await asyncio.wait_for(guarded_evaluator.run(source + "\n"), 10)
+    assert result["error"] is None
+    assert result["value"] == "'done'"
+    # ...but one stretch that blocks after an await is still interrupted.
+    result = await asyncio.wait_for(guarded_evaluator.run(
+        "await asyncio.sleep(0)\nwhile True:\n    pass\n"), 10)
+    assert "EvaluationBlocked" in result["error"]
+
+
+async def test_other_connections_are_served_again_after_a_blocking_evaluation(tmp_path):
+    make_store(tmp_path / "data", root=[("manhole", None)])
+    async with running_manhole(tmp_path / "data", "--port", "0", "--block-limit", "0.5") as service:
+        async with admin_session(service) as manhole:
+            result = await asyncio.wait_for(
+                manhole.call_remote("run", "while True:\n    pass\n"), 20)
+            assert "EvaluationBlocked" in result["error"]
+            assert (await manhole.call_remote("run", "6 * 7"))["value"] == "42"
+
+
+def test_the_block_limit_option_is_checked():
+    parser = plugin_parser(manhole_plugin)
+    assert parser.parse_args([]).block_limit == 5.0
+    assert parser.parse_args(["--block-limit", "0"]).block_limit == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--block-limit", "-1"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--block-limit", "soon"])
+
+
+def test_the_block_limit_can_be_set_in_a_config_file(tmp_path):
+    from services import load_config
+    path = tmp_path / "app.toml"
+    path.write_text('[[service]]\nplugin = "manhole"\nblock_limit = 0.5\n')
+    (service,) = load_config(path).services
+    assert service.options.block_limit == 0.5
+    path.write_text('[[service]]\nplugin = "manhole"\nblock_limit = "soon"\n')
+    with pytest.raises(Exception, match="block_limit"):
+        load_config(path)
