@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cred.log import get_logger
+
 __all__ = ["Acceptor"]
 
-log = logging.getLogger("broker")
+log = get_logger("broker")
 
 #: accept() failures that say the process or the system is out of something
 #: that freeing a connection gives back.
@@ -96,7 +97,7 @@ class Acceptor:
                 else:
                     # Not ours to fix (EPERM from a firewall, say): the
                     # listener goes on, a little later.
-                    log.warning("%s: accept() failed: %s", self._describe(), exc)
+                    log.warning("accept() failed", listener=self._describe(), error=exc)
                 self._pause(sock)
                 return
             conn.setblocking(False)
@@ -120,7 +121,7 @@ class Acceptor:
             await self._connect(conn)
         except Exception as exc:  # the peer left during a TLS handshake, say
             conn.close()
-            log.debug("%s: a connection failed before it began: %r", self._describe(), exc)
+            log.debug("a connection failed before it began", listener=self._describe(), error=repr(exc))
 
     def _out_of_resources(self, exc: OSError) -> None:
         now = self._loop.time()
@@ -129,7 +130,7 @@ class Acceptor:
             return
         missed, self._missed = self._missed, 0
         self._last_report = now
-        log.error("%s: cannot accept connections: %s; retrying every %s s until "
-                  "descriptors are free (%d more failures since the last report); "
+        log.error("cannot accept connections: retrying until descriptors are free; "
                   "raise the limit (ulimit -n), or lower max_connections",
-                  self._describe(), exc.strerror or exc, RETRY_DELAY, missed)
+                  listener=self._describe(), error=exc.strerror or exc,
+                  retry=f"{RETRY_DELAY:g}s", unreported=missed)

@@ -18,18 +18,18 @@ the count is reported with the next one that is.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jelly
+from cred.log import get_logger
 
 from ._errors import PBError
 
 __all__ = ["expected_errors", "FailureLog"]
 
-log = logging.getLogger("broker.calls")
+log = get_logger("broker.calls")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,10 +88,10 @@ class FailureLog:
         skipped, self.unlogged = self.unlogged, 0
         target = getattr(func, "__self__", None)
         where = type(target).__qualname__ if target is not None else "?"
-        more = f" ({skipped} more failures on this connection were not logged)" if skipped else ""
-        log.error("remote method %s.%s raised %s: %s (called by %s)%s",
-                  where, getattr(func, "__name__", method), type(exc).__qualname__,
-                  _text(exc), peer, more, exc_info=(type(exc), exc, exc.__traceback__))
+        more = {"unlogged": skipped} if skipped else {}
+        log.error("remote method raised", method=f"{where}.{getattr(func, '__name__', method)}",
+                  error=type(exc).__qualname__, message=_text(exc), peer=peer, **more,
+                  exc_info=(type(exc), exc, exc.__traceback__))
 
 
 def _text(exc: BaseException) -> str:

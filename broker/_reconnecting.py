@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import os
 import random
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from cred.log import get_logger
 
 from ._errors import ConnectionLost, Unauthorized
 from ._limits import Limits
@@ -37,7 +38,7 @@ from ._remote import RemoteReference
 
 __all__ = ["Reconnecting", "reconnecting"]
 
-log = logging.getLogger("broker.reconnecting")
+log = get_logger("broker.reconnecting")
 
 
 class Reconnecting:
@@ -172,7 +173,7 @@ class Reconnecting:
                     return
                 delay = min(self.max_delay, self.initial_delay * 2 ** (failures - 1))
                 delay *= random.uniform(0.5, 1.0)  # jitter: clients must not come back in step
-                log.info("cannot connect (%s); next attempt in %.1f s", exc, delay)
+                log.info("cannot connect", error=exc, retry=f"{delay:.1f}s")
                 await asyncio.sleep(delay)
                 continue
             failures = 0
@@ -184,7 +185,7 @@ class Reconnecting:
             self._connected.set()
             reason = await ref.connection.wait_closed()
             self.reference = None
-            log.info("connection lost (%s); reconnecting", reason)
+            log.info("connection lost; reconnecting", reason=reason)
 
     def _end(self, exc: BaseException) -> None:
         self._failure = exc
@@ -200,7 +201,7 @@ async def _run_callback(callback: Callable[[RemoteReference], Any], ref: RemoteR
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("on_connect callback %r failed", callback)
+        log.exception("on_connect callback failed", callback=repr(callback))
 
 
 def reconnecting(host: str | None = None, port: int | None = None, *,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import sqlite3
@@ -52,10 +51,11 @@ from .errors import (
     UnknownUser,
 )
 from .interfaces import IKeyring, IScramVerifierSource
+from .log import get_logger
 
 __all__ = ["AccountStore", "SCHEMA_VERSION", "APPLICATION_ID", "MAX_NAME_LENGTH", "check_name"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x50427372  # "PBsr"
@@ -228,7 +228,7 @@ class AccountStore:
                 f"backup, or delete it and let `pb user add NAME` (or `pb run`) create a new one"
             )
         if mode & 0o077:
-            log.warning("account database %s has mode %04o; it should be 0600 (chmod 600 %s)", path, mode, path)
+            log.warning("the account database should have mode 0600 (chmod 600 it)", path=path, mode=f"{mode:04o}")
         uri = path.resolve().as_uri() + "?mode=rw"  # never let sqlite create the file itself
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False, isolation_level=None)

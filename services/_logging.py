@@ -18,13 +18,15 @@ same format, without fields.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
+
+from cred.log import FieldsLogger, render_fields
+from cred.log import get_logger as _get_logger
 
 __all__ = ["LOG_LEVELS", "StructuredFormatter", "configure_logging", "get_logger"]
 
@@ -36,17 +38,8 @@ LOG_LEVELS: Mapping[str, int] = {
     "error": logging.ERROR,
 }
 
-_STANDARD_KWARGS = frozenset({"exc_info", "stack_info", "stacklevel", "extra"})
-
 # Handlers installed by configure_logging(), removed by the next call.
 _installed: list[logging.Handler] = []
-
-
-def _render_value(value: object) -> str:
-    text = value if isinstance(value, str) else str(value)
-    if not text or any(ch.isspace() or ch in '"=\\' for ch in text):
-        return json.dumps(text, ensure_ascii=False)
-    return text
 
 
 class StructuredFormatter(logging.Formatter):
@@ -63,9 +56,11 @@ class StructuredFormatter(logging.Formatter):
             record.levelname,
             f"{record.name}: {record.getMessage()}",
         ]
+        # A FieldsLogger's message prints its own fields; records that carry
+        # fields through ``extra`` alone get them appended the same way.
         fields: Mapping[str, object] | None = getattr(record, "fields", None)
-        if fields:
-            parts.extend(f"{key}={_render_value(value)}" for key, value in fields.items())
+        if fields and type(record.msg) is str:
+            parts.append(render_fields(fields))
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -74,27 +69,14 @@ class StructuredFormatter(logging.Formatter):
         return line
 
 
-class _FieldsAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Turn keyword arguments other than logging's own into record fields."""
-
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
-        fields = {k: kwargs.pop(k) for k in list(kwargs) if k not in _STANDARD_KWARGS}
-        if fields:
-            extra = dict(kwargs.get("extra") or {})
-            extra["fields"] = {**extra.get("fields", {}), **fields}
-            kwargs["extra"] = extra
-        return msg, kwargs
-
-
-def get_logger(name: str) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+def get_logger(name: str) -> FieldsLogger:
     """A logger whose methods take fields as keyword arguments.
 
     ``get_logger("pb.run").info("started", services="echo")`` logs
-    ``... INFO pb.run: started services=echo``.
+    ``... INFO pb.run: started services=echo``.  The same logger class as
+    ``cred`` and ``broker`` use (:mod:`cred.log`), so all share one format.
     """
-    return _FieldsAdapter(logging.getLogger(name), {})
+    return _get_logger(name)
 
 
 def configure_logging(

@@ -58,9 +58,13 @@ async def test_a_method_that_raises_is_logged_with_its_traceback_and_the_caller(
         await shop.call_remote("crash", 1)
     assert raised.value.remote_traceback is None  # it stays on the server...
     (record,) = crashes(caplog)  # ...which logs it
-    message = record.getMessage()
-    assert "remote method Shop.remote_crash raised KeyError: 'missing'" in message
-    assert "called by connection to ('127.0.0.1'," in message
+    assert record.msg == "remote method raised"
+    assert record.fields["method"] == "Shop.remote_crash"
+    assert (record.fields["error"], record.fields["message"]) == ("KeyError", "'missing'")
+    assert "127.0.0.1" in record.fields["peer"]
+    # Fields print in the one format every layer uses, whatever the formatter.
+    assert record.getMessage().startswith(
+        "remote method raised method=Shop.remote_crash error=KeyError message='missing' peer=")
     assert record.exc_info and record.exc_info[0] is KeyError
     assert "remote_crash" in caplog.text and 'return {}["missing"]' in caplog.text
 
@@ -70,10 +74,10 @@ async def test_async_and_one_way_failures_are_logged_too(shop, caplog):
         await shop.call_remote("crash_later")
     shop.call_remote_only("one_way")
     assert await shop.call_remote("crash", 0) == 1  # after the one-way call
-    messages = [r.getMessage() for r in crashes(caplog)]
-    assert len(messages) == 2, messages
-    assert "Shop.remote_crash_later raised RuntimeError" in messages[0]
-    assert "Shop.remote_one_way raised ValueError" in messages[1]
+    fields = [r.fields for r in crashes(caplog)]
+    assert len(fields) == 2, fields
+    assert (fields[0]["method"], fields[0]["error"]) == ("Shop.remote_crash_later", "RuntimeError")
+    assert (fields[1]["method"], fields[1]["error"]) == ("Shop.remote_one_way", "ValueError")
 
 
 async def test_expected_errors_are_not_logged_as_crashes(shop, caplog):
@@ -98,8 +102,9 @@ async def test_one_connection_cannot_flood_the_log(shop, caplog, monkeypatch):
     await asyncio.sleep(0.05)
     with pytest.raises(broker.RemoteError):
         await shop.call_remote("crash", 1)
-    last = crashes(caplog)[-1].getMessage()
-    assert f"({100 - _failures.BURST} more failures on this connection were not logged)" in last
+    last = crashes(caplog)[-1]
+    assert last.fields["unlogged"] == 100 - _failures.BURST
+    assert f"unlogged={100 - _failures.BURST}" in last.getMessage()
 
 
 def test_expected_errors_takes_exception_classes():

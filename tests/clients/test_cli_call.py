@@ -109,7 +109,7 @@ def server(tmp_path_factory):
         # which the server logs (broker.calls).
         chunks = stderr.split("Traceback (most recent call last):")
         for before in chunks[:-1]:
-            assert "remote method " in before.rstrip().splitlines()[-1], stderr
+            assert "remote method raised" in before.rstrip().splitlines()[-1], stderr
 
 
 def pb_call(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,

@@ -60,7 +60,7 @@ async def test_the_runner_starts_prints_banners_once_and_stops_on_request(tmp_pa
         f"line-echo a listening on 127.0.0.1:{port}",
         f"ticker clock writing {tmp_path / 'data' / 'clock.ticks'}",
     ]
-    started = [r for r in caplog.records if r.getMessage() == "started"]
+    started = [r for r in caplog.records if r.msg == "started"]
     assert started[0].fields == {"services": "a,clock"}
     assert application.portal.realms == ["ticks"]
     assert int((tmp_path / "data" / "clock.ticks").read_text()) >= 1
