@@ -75,8 +75,10 @@ async def test_errors_from_a_thread_come_back_and_are_logged_as_usual(caplog):
                 await root.call_remote("lookup", "apple")
             with pytest.raises(broker.RemoteError, match="disk on fire"):
                 await root.call_remote("crash")
-    messages = [r.getMessage() for r in caplog.records if r.name == "broker.calls"]
-    assert len(messages) == 1 and "Blocking.remote_crash raised RuntimeError" in messages[0]
+    records = [r for r in caplog.records if r.name == "broker.calls"]
+    assert len(records) == 1
+    assert records[0].fields["method"] == "Blocking.remote_crash"
+    assert records[0].fields["error"] == "RuntimeError"
 
 
 async def test_a_class_can_put_all_its_plain_methods_in_threads():
