@@ -13,10 +13,12 @@ from ._errors import (
     DeadReference,
     InsecureJelly,
     LimitExceeded,
+    LocalProtocolError,
     NoSuchMethod,
     PBError,
     ProtocolError,
     RemoteError,
+    RemoteProtocolError,
     Unauthorized,
 )
 from ._failures import expected_errors
@@ -37,4 +39,5 @@ __all__ = [
     "Limits", "DEFAULT_LIMITS",
     "PBError", "ConnectionLost", "DeadReference", "RemoteError", "NoSuchMethod",
     "CallTimeout", "ProtocolError", "InsecureJelly", "LimitExceeded", "Unauthorized",
+    "LocalProtocolError", "RemoteProtocolError",
 ]

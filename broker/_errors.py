@@ -10,7 +10,10 @@
      │                         traceback text only if the server allows it)
      │    └── NoSuchMethod     no such remote_/view_/perspective_ method
      ├── CallTimeout           no answer within the call's timeout
-     ├── ProtocolError         the peer broke the protocol (connection closed)
+     ├── ProtocolError         the wire protocol was broken (connection closed)
+     │    ├── RemoteProtocolError  by the peer: what it sent is not allowed
+     │    └── LocalProtocolError   by this side: asked to do what the
+     │                             connection's state does not allow
      ├── InsecureJelly         a value the receiver refuses to construct
      ├── LimitExceeded         a configured limit was hit
      └── Unauthorized          login refused
@@ -31,6 +34,8 @@ __all__ = [
     "NoSuchMethod",
     "CallTimeout",
     "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
     "InsecureJelly",
     "LimitExceeded",
     "Unauthorized",
@@ -81,7 +86,18 @@ class CallTimeout(PBError):
 
 
 class ProtocolError(PBError):
-    """The peer broke the wire protocol; the connection is closed."""
+    """The wire protocol was broken; the connection is closed."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent what the protocol does not allow in the connection's
+    state (docs/protocol.md, "Connection states"); the core has queued a
+    GOODBYE saying why."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side asked the core for something its state does not allow (a
+    bug in the adapter, never the peer's doing)."""
 
 
 class InsecureJelly(PBError, jelly.InsecureJelly):

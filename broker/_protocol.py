@@ -18,15 +18,17 @@ import time
 import weakref
 from typing import Any, Callable
 
-from ._connection import (
+from ._core import GOODBYE_SENT, LINGERING, Broker
+from ._events import (
     AnswerEvent,
-    Broker,
     CallEvent,
     CancelEvent,
     FailureEvent,
     GoodbyeEvent,
     HelloEvent,
+    TimedOut,
 )
+from ._flavors import lookup_method
 from . import _eager
 from ._failures import FailureLog
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
@@ -112,8 +114,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.server = server
         self._root_source = root
         self.core = Broker(owner=self, make_proxy=self._make_proxy, limits=limits,
-                           unsafe_tracebacks=unsafe_tracebacks, registry=registry)
-        self.core.refs.on_released = self._on_released  # type: ignore[method-assign]
+                           unsafe_tracebacks=unsafe_tracebacks, registry=registry,
+                           on_released=self._on_released)
         # Before the peer's HELLO, handshake_bytes bounds the whole frame,
         # header included, however the bytes happen to arrive.
         self.reader = FrameReader(max(limits.handshake_bytes - HEADER.size, 0))
@@ -148,7 +150,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._close_waiters: list[asyncio.Future] = []
         self._lingering: asyncio.Transport | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._linger_budget = 0
         self._receiving = False
         self._defer_sync = False
         self._backlog: collections.deque[CallEvent] = collections.deque()
@@ -159,9 +160,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._end_of_turn_flush = False
         self._watchers: list[Callable[[Any], Any]] = []
         self._close_reason: str | None = None
+        #: Wakes the core at its next deadline (handshake, keepalive, idle).
         self._timer: asyncio.TimerHandle | None = None
-        self._last_rx = _monotonic()
-        self._ping_token = 0
         self.peer_address: Any = None
         #: Called with each entry the peer released: (object_id, entry).
         self.release_hooks: list[Callable[[int, Any], Any]] = []
@@ -199,7 +199,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if root is not None:
             root_object = getattr(root, "root_object", None)
             self.core.refs.set_root(root_object(self.connection) if root_object else root)
-        self.core.hello()
+        self.core.start(_monotonic(),
+                        server_name=None if self.server is not None else self._peer_name())
         if self.server is not None:
             self._set_write_cap(self._write_cap)
             if self._needs_login and self.limits.login_timeout is not None:
@@ -213,8 +214,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._write_now()
         # else connect() flushes at the end of the turn it returns in, so a
         # first call made right away carries the HELLO in the same packet.
-        self._last_rx = _monotonic()
-        self._timer = self.loop.call_later(self.limits.handshake_timeout, self._on_timer)
+        self._arm_timer()
         if self.server is not None:
             self.server._connection_made(self)
 
@@ -232,7 +232,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._discard(nbytes)
             return
         self.reader.buffer_updated(nbytes)
-        self._last_rx = _monotonic()
+        self.core.data_received(_monotonic())
         batch = self._batch
         outer = batch.depth == 0
         batch.depth += 1
@@ -308,7 +308,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                         self._ready.set_result(None)
                     if self.server is not None and not self._needs_login:
                         self._raise_write_cap()
-                    self._keepalive_after_hello()
+                    self._arm_timer()
                 elif kind is GoodbyeEvent:
                     self._close_reason = f"the peer closed the connection ({event.code}): {event.reason}"
                     self._abort(linger=False)
@@ -373,7 +373,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def _run_call(self, event: CallEvent) -> None:
         try:
-            result = event.func(*event.args, **event.kwargs)
+            result = lookup_method(event.target, event.method)(  # type: ignore[misc]
+                *event.args, **event.kwargs)
             if type(result) not in _PLAIN and _is_awaitable(result):
                 if not asyncio.iscoroutine(result):
                     result = self._await_result(result)
@@ -408,7 +409,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         failures = self._failures
         if failures is None:
             failures = self._failures = FailureLog()
-        failures.report(event.func, event.method, exc, self.describe())
+        failures.report(lookup_method(event.target, event.method), event.method, exc,
+                        self.describe())
         if event.answer_wanted:
             self.core.fail(event.req_id, exc)
         else:
@@ -813,56 +815,39 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     # -- timers -------------------------------------------------------------------
 
-    def _check_interval(self) -> float | None:
-        """Seconds between keepalive/idle checks (None: never check)."""
-        delays = [d for d in (self.limits.keepalive_interval, self.limits.idle_timeout) if d]
-        return min(delays) if delays else None
-
-    def _reset_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        interval = self._check_interval()
-        self._timer = self.loop.call_later(interval, self._on_timer) if interval else None
-
-    def _keepalive_after_hello(self) -> None:
-        # The handshake timer becomes the first keepalive check when it is
-        # due no later than one would be (the default): one timer less per
-        # connection.
-        interval = self._check_interval()
+    def _arm_timer(self) -> None:
+        """Wake at the core's next deadline.  A timer already due no later
+        stays (it finds nothing due, and re-arms): input, which moves the
+        idle and keepalive deadlines, never touches the timer."""
+        due = self.core.next_deadline()
         timer = self._timer
-        if timer is not None and interval and timer.when() <= self.loop.time() + interval:
+        if due is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
             return
-        self._reset_timer()
+        when = self.loop.time() + (due - _monotonic())
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         if not self.is_open:
             return
-        if not self._ready.done():
-            if self.server is None:
-                self._close_reason = self._no_hello(self.limits.handshake_timeout)
-            else:
-                self._close_reason = (f"the peer did not complete the handshake within "
-                                      f"{self.limits.handshake_timeout} s")
-            self.core.goodbye("timeout", self._close_reason)
+        event = self.core.handle_timeout(_monotonic())
+        if type(event) is TimedOut:
+            self._close_reason = event.reason
             self._write_now()
-            self._fail_ready(ConnectionLost(self._close_reason))
+            if event.handshake:
+                self._fail_ready(ConnectionLost(event.reason))
             self._abort()
             return
-        silent = _monotonic() - self._last_rx
-        idle = self.limits.idle_timeout
-        if idle is not None and silent >= idle:
-            self._close_reason = f"the peer was silent for {silent:.1f} s (idle_timeout={idle})"
-            self.core.goodbye("timeout", self._close_reason)
+        if event is not None:  # a PING
             self._write_now()
-            self._abort()
-            return
-        interval = self.limits.keepalive_interval
-        if interval is not None and silent >= interval:
-            self._ping_token += 1
-            self.core.ping(self._ping_token)
-            self._write_now()
-        self._reset_timer()
+        self._arm_timer()
 
     # -- closing ------------------------------------------------------------------
 
@@ -885,7 +870,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if transport is None:
             return
         self._write_now()
-        if not linger or not _can_write_eof(transport) or transport.is_closing():
+        if (not linger or self.core.state is not GOODBYE_SENT or not _can_write_eof(transport)
+                or transport.is_closing()):
             transport.close()
             return
         try:
@@ -893,7 +879,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         except (OSError, RuntimeError):
             transport.close()
             return
-        self._linger_budget = _LINGER_BYTES
+        self.core.linger(_LINGER_BYTES)
         self._lingering = transport
         self._linger_timer = self.loop.call_later(_LINGER, transport.abort)
         self._lost(None)
@@ -901,8 +887,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _discard(self, nbytes: int) -> None:
         """Input that arrives while lingering after a close."""
         self.reader.clear()
-        self._linger_budget -= nbytes
-        if self._linger_budget < 0 and self._lingering is not None:
+        if self.core.discard(nbytes) and self._lingering is not None:
             self._lingering.abort()
 
     def refuse(self, code: str, reason: str) -> None:
@@ -929,6 +914,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             if self._linger_timer is not None:
                 self._linger_timer.cancel()
                 self._linger_timer = None
+            self.core.close()
             if self._closed.done() and self.server is not None:
                 self.server._connection_lost(self)
             self._transport_closed.set_result(None)
@@ -940,7 +926,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._wake_close_waiters()
 
     def _lost(self, exc: BaseException | None) -> None:
-        self.core.close()
+        if self.core.state is not LINGERING:  # else closed when the socket is
+            self.core.close()
         self.transport = None
         for timer in (self._timer, self._login_timer, self._stall_timer):
             if timer is not None:
@@ -1015,9 +1002,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         (about 20 µs a login, measured, when every login is a connection)."""
         refs = self.core.refs
         refs.owner = refs._make_proxy = None
-        vars(refs).pop("on_released", None)
-        vars(refs).pop("on_uncached", None)
-        vars(refs).pop("on_cache_miss", None)
+        refs._on_released = refs._on_uncached = refs._on_cache_miss = _ignore
         self.release_hooks = []
         conn = self._connection
         if conn is not None:
@@ -1035,6 +1020,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             raise
         except BaseException:
             log.exception("disconnect callback %r failed", cb)
+
+
+def _ignore(*args: Any) -> None:
+    return None
 
 
 async def _log_errors(awaitable: Any, what: str) -> None:

@@ -58,13 +58,24 @@ class _Entry:
         self.permanent = permanent
 
 
+def _ignore(*args: Any) -> None:
+    return None
+
+
 class ReferenceTables:
     """Implements ``jelly.JellyContext`` for one connection."""
 
     def __init__(self, owner: Any, make_proxy: Callable[[int], Any],
-                 max_local: int, max_caches: int = 1024) -> None:
+                 max_local: int, max_caches: int = 1024, *,
+                 on_released: Callable[[int, Any], Any] | None = None,
+                 on_uncached: Callable[[int, Any, bool], Any] | None = None,
+                 on_cache_miss: Callable[[], Any] | None = None) -> None:
         self.owner = owner              # identifies proxies that belong here
         self._make_proxy = make_proxy
+        # What the connection is told; given here, never assigned later.
+        self._on_released = on_released or _ignore
+        self._on_uncached = on_uncached or _ignore
+        self._on_cache_miss = on_cache_miss or _ignore
         self.max_local = max_local
         self.max_caches = max_caches
         # Cacheables of ours the peer holds copies of.
@@ -93,6 +104,11 @@ class ReferenceTables:
     def set_root(self, obj: Any) -> None:
         self.local[ROOT_ID] = _Entry(obj, None, permanent=True)
         self._ids[id(obj)] = ROOT_ID
+
+    def begin_encode(self, perspective: Any) -> None:
+        """An encode starts: sends counted from now on are undone if it fails."""
+        self.perspective = perspective
+        self._encoding = True
 
     def end_encode(self, ok: bool) -> None:
         self._encoding = False
@@ -135,7 +151,7 @@ class ReferenceTables:
 
     def decref(self, object_id: int, count: int) -> None:
         """The peer dropped ``count`` sends of ``object_id``.  Raises
-        ProtocolError-worthy ValueError for an unknown id or an over-count.
+        RemoteProtocolError-worthy ValueError for an unknown id or an over-count.
         The root is never counted: a DECREF of id 0 (which an older peer may
         send, even to a side without a root) is ignored."""
         if object_id == ROOT_ID:
@@ -160,13 +176,7 @@ class ReferenceTables:
             obj = entry.obj
             if type(obj) is ViewPoint:
                 self._views.pop((id(obj.viewable), id(obj.perspective)), None)
-            self.on_released(object_id, entry)
-
-    def on_released(self, object_id: int, entry: _Entry) -> None:
-        """Hook: the peer no longer holds ``entry.obj`` (set by the broker)."""
-
-    def lookup(self, object_id: int) -> _Entry | None:
-        return self.local.get(object_id)
+            self._on_released(object_id, entry)
 
     # -- jelly.JellyContext -------------------------------------------------
 
@@ -228,7 +238,7 @@ class ReferenceTables:
         if kind == CACHED:
             cache = self.live_cache(cache_id)
             if cache is None:
-                self.on_cache_miss()
+                self._on_cache_miss()
                 cache = self.zombies.pop(cache_id, None)
                 if cache is None:
                     raise InsecureJelly(f"the peer named cache id {brief(cache_id)}, which was never sent")
@@ -339,15 +349,8 @@ class ReferenceTables:
             return None
         del self.caches_out[cache_id]
         del self._cache_ids[id(entry.obj)]
-        self.on_uncached(cache_id, entry, peer_knows)
+        self._on_uncached(cache_id, entry, peer_knows)
         return entry
-
-    def on_uncached(self, cache_id: int, entry: _CacheEntry, peer_knows: bool) -> None:
-        """Hook: the peer no longer observes ``entry.obj`` (set by the broker).
-        ``peer_knows`` is False when the cache never reached the peer."""
-
-    def on_cache_miss(self) -> None:
-        """Hook: a CACHED named no live cache; pending drops may explain it."""
 
     # -- theirs ---------------------------------------------------------------
 

@@ -367,7 +367,7 @@ def one_of_each_type():
 
 @pytest.mark.parametrize("single_float", [False, True])
 def test_the_stackless_walk_steps_over_every_msgpack_type_like_msgpack(single_float):
-    from broker._connection import _walk
+    from broker._core import _walk
 
     data = msgpack.packb(one_of_each_type(), use_single_float=single_float)
     trailer = data + b"\xc3"  # the walk insists on a byte after the values

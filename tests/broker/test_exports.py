@@ -12,7 +12,7 @@ def test_the_broker_package_exports_exactly_its_public_names():
         "collect", "expected_errors", "in_thread", "use_thread_pool", "Limits",
         "DEFAULT_LIMITS", "PBError", "ConnectionLost", "DeadReference", "RemoteError",
         "NoSuchMethod", "CallTimeout", "ProtocolError", "InsecureJelly", "LimitExceeded",
-        "Unauthorized",
+        "Unauthorized", "LocalProtocolError", "RemoteProtocolError",
     ])
     for name in broker.__all__:
         assert getattr(broker, name) is not None

@@ -13,7 +13,8 @@ import cred
 import jelly
 import services
 from broker import Limits, Root
-from broker._connection import Broker, CallEvent, AnswerEvent, _hello_frame
+from broker._core import Broker, _hello_frame
+from broker._events import AnswerEvent, CallEvent
 from broker._framing import FrameReader, FrameTooLarge
 from cred import scram, store
 from tests.services import fixture_plugins
@@ -62,9 +63,9 @@ _HELLO = _hello_frame(WIRE_LIMITS.max_frame, WIRE_LIMITS.max_outstanding_calls)
 
 
 def _wire(data: bytes) -> None:
-    core = Broker(owner=_Owner(), make_proxy=_Proxy, root=_ROOT, limits=WIRE_LIMITS,
-                  registry=REGISTRY)
-    core.hello()
+    core = Broker(owner=_Owner(), make_proxy=_Proxy, limits=WIRE_LIMITS, registry=REGISTRY)
+    core.refs.set_root(_ROOT)
+    core.start(1.0)
     reader = FrameReader(WIRE_LIMITS.max_frame)
     # An odd first byte means "the peer's HELLO first", so most inputs get
     # past the handshake; an even one fuzzes the handshake itself.

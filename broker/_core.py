@@ -1,16 +1,15 @@
 """The sans-IO broker: one connection's protocol state, without any I/O.
 
-The adapter feeds it frame bodies (``receive_frame``) and takes bytes to send
-(``take_output``).  Calls from the peer come back as :class:`CallEvent`
-objects: the core finds the target and the method, but never runs user code
-itself, so a user method can never re-enter the parser.
+The adapter feeds it frame bodies (``receive_frame``), the time
+(``data_received(now)``, ``handle_timeout(now)``) and its own commands
+(``call``, ``answer``, ``goodbye``...), and takes bytes to send
+(``take_output``) and events (:mod:`broker._events`).  The core never runs
+user code: a call from the peer comes back as a :class:`CallEvent` naming the
+target and the method, so a user method can never re-enter the parser.
 
-State table (incoming opcodes accepted in each state)::
-
-    state          accepts                       on
-    AWAIT_HELLO    HELLO, GOODBYE                HELLO ok -> OPEN
-    OPEN           everything but HELLO          GOODBYE  -> CLOSED
-    CLOSED         nothing                       (any frame is ignored)
+Every state and every transition is in ``TRANSITIONS`` below, and in
+docs/protocol.md ("Connection states"); ``_enter`` is the only place the
+state changes, and it refuses a transition the table does not list.
 """
 
 from __future__ import annotations
@@ -31,33 +30,81 @@ from ._errors import (
     DeadReference,
     InsecureJelly,
     LimitExceeded,
+    LocalProtocolError,
     NoSuchMethod,
     PBError,
-    ProtocolError,
     RemoteError,
+    RemoteProtocolError,
 )
-from ._flavors import ViewPoint, lookup_method
+from ._events import (
+    AnswerEvent,
+    CallEvent,
+    CancelEvent,
+    FailureEvent,
+    GoodbyeEvent,
+    HelloEvent,
+    SendPing,
+    TimedOut,
+)
+from ._flavors import ViewPoint
 from ._framing import HEADER
 from ._limits import Limits
 from ._messages import FEATURES, PROTOCOL_NAME, PROTOCOL_VERSION, Op, brief as _brief
 from ._references import ROOT_ID, ReferenceTables
 
-__all__ = ["Broker", "CallEvent", "AnswerEvent", "FailureEvent", "CancelEvent",
-           "HelloEvent", "GoodbyeEvent"]
+__all__ = ["Broker", "TRANSITIONS", "ACCEPTS", "AWAIT_HELLO", "OPEN", "GOODBYE_SENT",
+           "GOODBYE_RECEIVED", "LINGERING", "CLOSED"]
 
-AWAIT_HELLO, OPEN, CLOSED = "AWAIT_HELLO", "OPEN", "CLOSED"
+AWAIT_HELLO = "AWAIT_HELLO"            # our HELLO is queued; the peer's has not come
+OPEN = "OPEN"                          # both HELLOs seen: calls flow both ways
+GOODBYE_SENT = "GOODBYE_SENT"          # we said GOODBYE (close, error, timeout)
+GOODBYE_RECEIVED = "GOODBYE_RECEIVED"  # the peer said GOODBYE
+LINGERING = "LINGERING"                # our sending side is shut; peer input is discarded
+CLOSED = "CLOSED"                      # the transport is gone
 
-_ACCEPTS = {
+#: The state table: (state, trigger) -> next state.  Triggers are incoming
+#: opcodes ("recv HELLO"), the adapter's commands ("goodbye()") and deadlines
+#: ("handshake deadline").  Anything not listed for a state is refused: an
+#: incoming opcode with a RemoteProtocolError (and GOODBYE protocol-error),
+#: a command with a LocalProtocolError.  docs/protocol.md repeats this table.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (AWAIT_HELLO, "recv HELLO"): OPEN,
+    (AWAIT_HELLO, "recv GOODBYE"): GOODBYE_RECEIVED,
+    (AWAIT_HELLO, "goodbye()"): GOODBYE_SENT,
+    (AWAIT_HELLO, "peer broke protocol"): GOODBYE_SENT,
+    (AWAIT_HELLO, "handshake deadline"): GOODBYE_SENT,
+    (AWAIT_HELLO, "close()"): CLOSED,
+    (OPEN, "recv GOODBYE"): GOODBYE_RECEIVED,
+    (OPEN, "goodbye()"): GOODBYE_SENT,
+    (OPEN, "peer broke protocol"): GOODBYE_SENT,
+    (OPEN, "idle deadline"): GOODBYE_SENT,
+    (OPEN, "close()"): CLOSED,
+    (GOODBYE_SENT, "linger()"): LINGERING,
+    (GOODBYE_SENT, "close()"): CLOSED,
+    (GOODBYE_RECEIVED, "close()"): CLOSED,
+    (LINGERING, "close()"): CLOSED,
+    (CLOSED, "close()"): CLOSED,
+}
+
+#: Incoming opcodes each state accepts (any other is a protocol error).  In
+#: the closing states every frame is ignored: the peer may not have read our
+#: GOODBYE yet, and nothing it says still matters.
+ACCEPTS: dict[str, frozenset[int]] = {
     AWAIT_HELLO: frozenset({Op.HELLO, Op.GOODBYE}),
     OPEN: frozenset(range(Op.CALL, Op.GOODBYE + 1)),
-    CLOSED: frozenset(),
 }
+
+#: States in which messages are still sent (else they are dropped).
+_SENDING = frozenset({AWAIT_HELLO, OPEN})
 
 _pack_header = HEADER.pack
 _SMALL = 64 * 1024
 #: Characters of an error's message and traceback kept when the whole ERROR
 #: would not fit in the peer's max_frame.
 _ERROR_TEXT = 4096
+#: After a GOODBYE sent on an error, how much of the peer's input to discard
+#: while it reads the GOODBYE (bytes; the adapter bounds the time).
+LINGER_BYTES = 4 * 1024 * 1024
 
 
 @functools.lru_cache(maxsize=32)
@@ -70,58 +117,6 @@ def _hello_frame(max_frame: int, max_calls: int) -> bytes:
     body = jelly.dumps([Op.HELLO, PROTOCOL_NAME, PROTOCOL_VERSION, list(FEATURES), max_frame,
                         max_calls])
     return _pack_header(len(body)) + body
-
-
-class CallEvent:
-    __slots__ = ("req_id", "method", "func", "args", "kwargs", "answer_wanted", "perspective")
-
-    def __init__(self, req_id, method, func, args, kwargs, answer_wanted, perspective):
-        self.req_id = req_id
-        self.method = method
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        self.answer_wanted = answer_wanted
-        self.perspective = perspective
-
-
-class AnswerEvent:
-    __slots__ = ("req_id", "value")
-
-    def __init__(self, req_id: int, value: Any) -> None:
-        self.req_id = req_id
-        self.value = value
-
-
-class FailureEvent:
-    __slots__ = ("req_id", "error")
-
-    def __init__(self, req_id: int, error: BaseException) -> None:
-        self.req_id = req_id
-        self.error = error
-
-
-class CancelEvent:
-    __slots__ = ("req_id",)
-
-    def __init__(self, req_id: int) -> None:
-        self.req_id = req_id
-
-
-class HelloEvent:
-    __slots__ = ("features", "max_frame")
-
-    def __init__(self, features: tuple[str, ...], max_frame: int) -> None:
-        self.features = features
-        self.max_frame = max_frame
-
-
-class GoodbyeEvent:
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: str, reason: str) -> None:
-        self.code = code
-        self.reason = reason
 
 
 def _error_for(code: str, type_name: str, message: str, tb: str | None) -> PBError:
@@ -141,28 +136,30 @@ def _error_for(code: str, type_name: str, message: str, tb: str | None) -> PBErr
 
 
 class Broker:
-    """One connection's PB state machine (no I/O)."""
+    """One connection's PB state machine (no I/O).
 
-    def __init__(self, *, owner: Any, make_proxy: Callable[[int], Any],
-                 root: Any = None, limits: Limits,
-                 unsafe_tracebacks: bool = False,
-                 registry: Any = None) -> None:
+    ``owner`` and ``make_proxy`` identify and build proxies for the peer's
+    objects; ``on_released(object_id, entry)`` is called when the peer lets go
+    of one of our objects.  All three are given here, never assigned later.
+    """
+
+    def __init__(self, *, owner: Any, make_proxy: Callable[[int], Any], limits: Limits,
+                 unsafe_tracebacks: bool = False, registry: Any = None,
+                 on_released: Callable[[int, Any], Any] | None = None) -> None:
         self.limits = limits
         self.refs = ReferenceTables(owner, make_proxy, limits.max_local_references,
-                                    limits.max_caches)
-        self.refs.on_uncached = self._uncached  # type: ignore[method-assign]
-        self.refs.on_cache_miss = self.process_cache_drops  # type: ignore[method-assign]
+                                    limits.max_caches, on_released=on_released,
+                                    on_uncached=self._uncached,
+                                    on_cache_miss=self.process_cache_drops)
         #: Peer caches whose last local reference died: (cache_id, count, cls, state).
         #: Appended from any thread; processed on the loop.
         self.cache_drops: collections.deque[tuple[int, int, type, dict]] = collections.deque()
         #: (cacheable, perspective, observer) whose stopped_observing is due.
         self.stopped: list[tuple[Any, Any, Any]] = []
-        if root is not None:
-            self.refs.set_root(root)
         self.state = AWAIT_HELLO
+        self._sending = True  # state in _SENDING, read on every send
         self.unsafe_tracebacks = unsafe_tracebacks
         self.peer_features: tuple[str, ...] = ()
-        self.peer_max_frame = limits.max_frame
         #: What we may send: the smaller of our limit and the peer's.
         self._send_limit = limits.max_frame
         #: Calls of ours that may wait for answers at once: our limit, or the
@@ -181,7 +178,28 @@ class Broker:
         self.given_up: set[int] = set()
         #: The peer's calls running here.
         self.running: set[int] = set()
-        self.hello_sent = False
+        # Deadlines (seconds on the adapter's monotonic clock).
+        self._started = 0.0
+        self._last_rx = 0.0
+        self._last_ping = 0.0
+        self._ping_token = 0
+        self._server_name: str | None = None
+        self._linger_budget = 0
+
+    # -- states -------------------------------------------------------------
+
+    def _enter(self, trigger: str) -> None:
+        """The one place the state changes, by ``TRANSITIONS``."""
+        new = TRANSITIONS.get((self.state, trigger))
+        if new is None:
+            raise LocalProtocolError(f"{trigger} is not allowed in state {self.state}")
+        self.state = new
+        self._sending = new in _SENDING
+
+    @property
+    def is_open(self) -> bool:
+        """Both HELLOs seen and nobody has said GOODBYE."""
+        return self.state is OPEN
 
     # -- output -----------------------------------------------------------
 
@@ -196,8 +214,7 @@ class Broker:
 
     def _encode(self, message: list, perspective: Any = None) -> bytes:
         refs = self.refs
-        refs.perspective = perspective
-        refs._encoding = True
+        refs.begin_encode(perspective)
         try:
             body = jelly.dumps(message, context=refs)
         except BaseException:
@@ -209,9 +226,7 @@ class Broker:
                 f"message of {len(body)} bytes exceeds max_frame={self._send_limit}; "
                 "stream bulk data instead, or raise Limits.max_frame on both sides"
             )
-        refs._encoding = False
-        if refs._counted is not None:
-            refs._counted = None
+        refs.end_encode(True)
         return body
 
     def _queue(self, body: bytes) -> None:
@@ -230,13 +245,82 @@ class Broker:
 
     # -- commands from the adapter ---------------------------------------
 
-    def hello(self) -> None:
+    def start(self, now: float, *, server_name: str | None = None) -> None:
+        """Queue our HELLO; the handshake deadline runs from ``now``.
+
+        ``server_name`` is set on the side that dialled: it names the server
+        in the reason given if no HELLO comes."""
+        if self._started or self.state is not AWAIT_HELLO:
+            raise LocalProtocolError(f"start() is allowed once, in state {AWAIT_HELLO}")
         self._out.append(_hello_frame(self.limits.max_frame, self.limits.max_outstanding_calls))
-        self.hello_sent = True
+        self._started = self._last_rx = now or 1e-9  # 0.0 means "not started"
+        self._server_name = server_name
+
+    def data_received(self, now: float) -> None:
+        """Bytes arrived at ``now``: the peer is alive (idle and keepalive
+        deadlines count from the last of these)."""
+        self._last_rx = now
+
+    def next_deadline(self) -> float | None:
+        """When the core next wants ``handle_timeout`` (None: never).
+
+        Exact: the handshake deadline, then the earlier of the keepalive
+        PING (``keepalive_interval`` after the last input or PING) and the
+        idle close (``idle_timeout`` after the last input)."""
+        state = self.state
+        limits = self.limits
+        if state is AWAIT_HELLO:
+            return self._started + limits.handshake_timeout if self._started else None
+        if state is not OPEN:
+            return None
+        due = None
+        idle = limits.idle_timeout
+        if idle:
+            due = self._last_rx + idle
+        interval = limits.keepalive_interval
+        if interval:
+            ping = max(self._last_rx, self._last_ping) + interval
+            if due is None or ping < due:
+                due = ping
+        return due
+
+    def handle_timeout(self, now: float) -> SendPing | TimedOut | None:
+        """Act on every deadline due at ``now``: queue a PING, or a GOODBYE
+        (the state becomes GOODBYE_SENT).  Early calls do nothing."""
+        state = self.state
+        limits = self.limits
+        if state is AWAIT_HELLO:
+            if not self._started or now < self._started + limits.handshake_timeout:
+                return None
+            seconds = limits.handshake_timeout
+            if self._server_name is not None:
+                reason = (f"no PB HELLO from {self._server_name} within {seconds} s "
+                          "(is this a PB server?)")
+            else:
+                reason = f"the peer did not complete the handshake within {seconds} s"
+            self._queue_plain([Op.GOODBYE, "timeout", reason])
+            self._enter("handshake deadline")
+            return TimedOut(reason, True)
+        if state is not OPEN:
+            return None
+        silent = now - self._last_rx
+        idle = limits.idle_timeout
+        if idle and silent >= idle:
+            reason = f"the peer was silent for {silent:.1f} s (idle_timeout={idle})"
+            self._queue_plain([Op.GOODBYE, "timeout", reason])
+            self._enter("idle deadline")
+            return TimedOut(reason, False)
+        interval = limits.keepalive_interval
+        if interval and now - max(self._last_rx, self._last_ping) >= interval:
+            self._last_ping = now
+            self._ping_token += 1
+            self._queue_plain([Op.PING, self._ping_token])
+            return SendPing(self._ping_token)
+        return None
 
     def call(self, target_id: int, method: str, args: tuple, kwargs: dict,
              answer_wanted: bool = True) -> int:
-        if self.state is CLOSED:
+        if not self._sending:
             raise DeadReference("the connection is closed")
         if answer_wanted and len(self.waiting) + len(self.given_up) >= self.call_slots:
             slots = self.call_slots
@@ -255,18 +339,16 @@ class Broker:
             self.waiting.add(req_id)
         return req_id
 
-    def forget_call(self, req_id: int) -> None:
-        """Our caller gave up on ``req_id``; a late answer will be ignored."""
-        self.waiting.discard(req_id)
-
     @property
     def free_call_slots(self) -> int:
         return self.call_slots - len(self.waiting) - len(self.given_up)
 
     def cancel(self, req_id: int) -> None:
+        """Our caller gave up on ``req_id``: CANCEL it; its slot stays taken
+        until the peer answers."""
         if req_id in self.waiting:
             self.waiting.discard(req_id)
-            if self.state is not CLOSED:
+            if self._sending:
                 self.given_up.add(req_id)
                 self._queue_plain([Op.CANCEL, req_id])
 
@@ -274,7 +356,7 @@ class Broker:
         if req_id not in self.running:
             return
         self.running.discard(req_id)
-        if self.state is CLOSED:
+        if not self._sending:
             return
         try:
             body = self._encode([Op.ANSWER, req_id, value], perspective)
@@ -288,12 +370,12 @@ class Broker:
         if req_id not in self.running:
             return
         self.running.discard(req_id)
-        if self.state is CLOSED:
+        if not self._sending:
             return
         copy = None
         if isinstance(exc, jelly.Copyable):
             try:
-                copy = self._encode_copy(exc)
+                copy = self._encode(exc)  # type: ignore[arg-type]
             except (jelly.JellyError, PBError):
                 copy = None
         tb = None
@@ -305,9 +387,6 @@ class Broker:
         elif isinstance(exc, asyncio.CancelledError):
             code = "cancelled"
         self._queue_error(req_id, code, type(exc), _text_of(exc), tb, copy)
-
-    def _encode_copy(self, exc: BaseException) -> bytes:
-        return self._encode(exc)  # type: ignore[arg-type]
 
     def finished(self, req_id: int) -> None:
         """A one-way call finished (there is nothing to send)."""
@@ -338,11 +417,11 @@ class Broker:
 
     def decref(self, object_id: int, count: int) -> None:
         # The root is never counted: the peer may not even have one.
-        if self.state is not CLOSED and count > 0 and object_id != ROOT_ID:
+        if self._sending and count > 0 and object_id != ROOT_ID:
             self._queue_plain([Op.DECREF, object_id, count])
 
     def cache_call(self, cache_id: int, method: str, args: tuple, kwargs: dict) -> None:
-        if self.state is not CLOSED and cache_id in self.refs.caches_out:
+        if self._sending and cache_id in self.refs.caches_out:
             self._queue(self._encode([Op.CACHE_CALL, cache_id, method, list(args), kwargs]))
 
     def process_cache_drops(self) -> None:
@@ -350,7 +429,7 @@ class Broker:
         while drops:
             cache_id, count, cls, state = drops.popleft()
             self.refs.cache_dropped(cache_id, state, cls)
-            if self.state is not CLOSED:
+            if self._sending:
                 self._queue_plain([Op.DECACHE, cache_id, count])
 
     def _uncached(self, cache_id: int, entry: Any, peer_knows: bool) -> None:
@@ -362,27 +441,40 @@ class Broker:
         stopped, self.stopped = self.stopped, []
         return stopped
 
-    def ping(self, token: int) -> None:
-        if self.state is OPEN:
-            self._queue_plain([Op.PING, token])
-
     def goodbye(self, code: str, reason: str) -> None:
-        if self.state is not CLOSED:
+        """Queue ``GOODBYE(code, reason)``; from then on nothing is sent and
+        every incoming frame is ignored.  Nothing to do once closing."""
+        if self._sending:
             self._queue_plain([Op.GOODBYE, code, reason])
-            self.state = CLOSED
+            self._enter("goodbye()")
+
+    def linger(self, budget: int = LINGER_BYTES) -> None:
+        """After our GOODBYE: our sending side is shut, and up to ``budget``
+        bytes of the peer's input are discarded while it reads the GOODBYE."""
+        self._enter("linger()")
+        self._linger_budget = budget
+
+    def discard(self, nbytes: int) -> bool:
+        """Input that came while LINGERING; True once past the budget (the
+        adapter then aborts the transport)."""
+        self._linger_budget -= nbytes
+        return self._linger_budget < 0
 
     def close(self) -> None:
-        self.state = CLOSED
+        """The transport is gone."""
+        self._enter("close()")
 
     # -- input --------------------------------------------------------------
 
     def receive_frame(self, frame: Any) -> Any:
         """Handle one frame body; return an event for the adapter or None.
 
-        Raises ProtocolError when the peer broke the protocol; the adapter
-        then sends what is queued (a GOODBYE saying why) and closes.
+        Raises RemoteProtocolError when the peer broke the protocol; the
+        adapter then sends what is queued (a GOODBYE saying why) and closes.
+        In the closing states every frame is ignored.
         """
-        if self.state is CLOSED:
+        accepted = ACCEPTS.get(self.state)
+        if accepted is None:
             return None
         try:
             message = jelly.loads(frame, context=self.refs, limits=self._jelly_limits,
@@ -394,7 +486,7 @@ class Broker:
         if type(message) is not list or not message or type(message[0]) is not int:
             raise self._violation("a message must be an array starting with an opcode")
         op = message[0]
-        if op not in _ACCEPTS[self.state]:
+        if op not in accepted:
             if 0 <= op <= Op.GOODBYE:
                 raise self._violation(f"opcode {op} is not allowed in state {self.state}")
             raise self._violation(f"unknown opcode {_brief(op)}")
@@ -445,15 +537,19 @@ class Broker:
             return self._on_hello(message)
         if op == Op.GOODBYE:
             self._arity(message, 3)
-            self.state = CLOSED
+            self._enter("recv GOODBYE")
             code, reason = message[1], message[2]
             return GoodbyeEvent(code if type(code) is str else _brief(code),
                                 reason if type(reason) is str else _brief(reason))
         raise self._violation(f"opcode {op} is not supported by this peer")
 
-    def _violation(self, text: str) -> ProtocolError:
-        self.goodbye("protocol-error", text)
-        return ProtocolError(f"the peer broke the protocol: {text}")
+    def _violation(self, text: str, code: str = "protocol-error") -> RemoteProtocolError:
+        """Queue GOODBYE(code, text) and return the error to raise."""
+        self._queue_plain([Op.GOODBYE, code, text])
+        self._enter("peer broke protocol")
+        if code == "protocol-error":
+            return RemoteProtocolError(f"the peer broke the protocol: {text}")
+        return RemoteProtocolError(text)
 
     def _arity(self, message: list, n: int) -> None:
         if len(message) != n:
@@ -475,8 +571,8 @@ class Broker:
             reason = (f"refused frame: {exc}; and its CALL is nested past msgpack's cap of "
                       f"1024 levels, with more than {2 * most} values (twice "
                       f"max_objects={most}) before answer_wanted: too many to read its envelope")
-            self.goodbye("limit-exceeded", reason)
-            raise ProtocolError(f"the peer went past a limit: {reason}")
+            error = self._violation(reason, "limit-exceeded")
+            raise RemoteProtocolError(f"the peer went past a limit: {reason}") from error
         if envelope is None:
             raise self._violation(f"refused frame: {exc}")
         op, req_id, fields, answer_wanted = envelope
@@ -502,9 +598,9 @@ class Broker:
             raise self._violation("malformed HELLO")
         if message[2] != PROTOCOL_VERSION:
             version = _brief(message[2])
-            self.goodbye("version", f"this peer speaks {PROTOCOL_NAME} protocol version "
-                         f"{PROTOCOL_VERSION}, the other side version {version}")
-            raise ProtocolError(
+            self._violation(f"this peer speaks {PROTOCOL_NAME} protocol version "
+                            f"{PROTOCOL_VERSION}, the other side version {version}", "version")
+            raise RemoteProtocolError(
                 f"protocol version mismatch: we speak {PROTOCOL_VERSION}, "
                 f"the peer speaks {version}; upgrade one side"
             )
@@ -512,12 +608,11 @@ class Broker:
         if type(features) is not list or type(max_frame) is not int or max_frame <= 0:
             raise self._violation("malformed HELLO")
         self.peer_features = tuple(f for f in features if type(f) is str)
-        self.peer_max_frame = max_frame
         # An optional sixth field: the calls the peer lets us have running.
         if len(message) > 5 and type(message[5]) is int and message[5] > 0:
             self.call_slots = min(self.limits.max_outstanding_calls, message[5])
         self._send_limit = min(self.limits.max_frame, max_frame)
-        self.state = OPEN
+        self._enter("recv HELLO")
         return HelloEvent(self.peer_features, max_frame)
 
     def _on_call(self, message: list) -> CallEvent | None:
@@ -544,8 +639,7 @@ class Broker:
                                   f"object id {_brief(target)} is not held by this connection")
             return None
         obj = entry.obj
-        func = lookup_method(obj, method)
-        if func is None:
+        if not _has_method(obj, method):
             if answer_wanted:
                 hint = getattr(obj, "_pb_missing_method_hint", "")
                 self._queue_error(req_id, "no-such-method", "broker.NoSuchMethod",
@@ -553,7 +647,7 @@ class Broker:
             return None
         self.running.add(req_id)
         perspective = obj.perspective if type(obj) is ViewPoint else entry.perspective
-        return CallEvent(req_id, method, func, args, kwargs, answer_wanted, perspective)
+        return CallEvent(req_id, obj, method, args, kwargs, answer_wanted, perspective)
 
     def _on_cache_call(self, message: list) -> CallEvent | None:
         self._arity(message, 5)
@@ -566,10 +660,9 @@ class Broker:
         target = self.refs.cache_target(cache_id)
         if target is None:
             return None  # dropped and uncached: updates for it no longer matter
-        func = lookup_method(target, method)
-        if func is None:
+        if not _has_method(target, method):
             return None  # one-way: there is nobody to tell
-        return CallEvent(None, method, func, args, kwargs, False, None)
+        return CallEvent(None, target, method, args, kwargs, False, None)
 
     def _on_answer(self, message: list) -> AnswerEvent | None:
         if len(message) != 3:
@@ -738,6 +831,13 @@ def _walk(frame: Any, pos: int, count: int, budget: int) -> Any:
     if pos >= end:  # answer_wanted must still follow
         raise ValueError("truncated frame")
     return pos
+
+
+def _has_method(obj: Any, name: str) -> bool:
+    """Whether ``lookup_method(obj, name)`` finds a method (without binding it)."""
+    cls = type(obj.viewable) if type(obj) is ViewPoint else type(obj)
+    methods = getattr(cls, "_pb_methods", None)
+    return methods is not None and name in methods
 
 
 def _text_of(exc: BaseException) -> str:

@@ -1,0 +1,92 @@
+"""What the sans-IO core tells its adapter: one frozen dataclass per event.
+
+Every event is plain data.  A :class:`CallEvent` names the target object and
+the method; the adapter looks the method up and runs it, so user code never
+runs inside the core and can never re-enter the parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Event", "CallEvent", "AnswerEvent", "FailureEvent", "CancelEvent", "HelloEvent",
+           "GoodbyeEvent", "SendPing", "TimedOut"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """Run ``method`` of ``target`` with ``args``/``kwargs``.
+
+    ``req_id`` is None for a CACHE_CALL (an update to a cache copy): nobody
+    is told its outcome.  ``perspective`` is whom the call runs for (the
+    logged-in perspective behind a Viewable), else None."""
+
+    req_id: int | None
+    target: Any
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    answer_wanted: bool
+    perspective: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerEvent:
+    """Our call ``req_id`` was answered with ``value`` (None, and nobody
+    waits, when it was a call we had given up on: its slot is free again)."""
+
+    req_id: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FailureEvent:
+    """Our call ``req_id`` failed with ``error``."""
+
+    req_id: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class CancelEvent:
+    """The peer cancelled its call ``req_id``, which is running here."""
+
+    req_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class HelloEvent:
+    """The peer's HELLO was accepted: the connection is OPEN."""
+
+    features: tuple[str, ...]
+    max_frame: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoodbyeEvent:
+    """The peer said GOODBYE: the connection is CLOSED."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendPing:
+    """A deadline passed: the core queued a PING (output is waiting)."""
+
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """A deadline passed: the core queued ``GOODBYE("timeout", reason)`` and
+    is CLOSED; the adapter sends the output and closes the transport.
+    ``handshake`` tells a missing HELLO from a silent open connection."""
+
+    reason: str
+    handshake: bool
+
+
+Event = (CallEvent | AnswerEvent | FailureEvent | CancelEvent | HelloEvent | GoodbyeEvent
+         | SendPing | TimedOut)
