@@ -4,6 +4,9 @@
 objects, talking through an in-memory transport instead of a socket.  With
 ``chunk_size=1`` every byte is delivered separately, which exercises the
 frame reader's handling of partial frames.
+
+``CorePair`` joins two sans-IO cores (:class:`broker._core.Broker`) with no
+event loop at all: the test moves the bytes and the clock by hand.
 """
 
 from __future__ import annotations
@@ -11,10 +14,82 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ._core import Broker
+from ._framing import HEADER
 from ._limits import DEFAULT_LIMITS, Limits
 from ._protocol import BrokerProtocol, Connection
 
-__all__ = ["connected_pair", "MemoryTransport"]
+__all__ = ["connected_pair", "MemoryTransport", "CorePair", "CoreProxy", "split_frames"]
+
+
+def split_frames(chunks: list[bytes]) -> list[bytes]:
+    """The frame bodies in what a core's ``take_output()`` returned."""
+    data = b"".join(chunks)
+    bodies = []
+    while data:
+        (size,) = HEADER.unpack_from(data)
+        bodies.append(data[HEADER.size:HEADER.size + size])
+        data = data[HEADER.size + size:]
+    return bodies
+
+
+class CoreProxy:
+    """What a core-only peer gets for a reference to the other side's object."""
+
+    def __init__(self, object_id: int) -> None:
+        self.object_id = object_id
+        self._pb_count = 0
+        self._pb_released = False
+
+
+class CorePair:
+    """Two sans-IO ``Broker`` cores joined in memory, with no event loop.
+
+    ``client`` dialled ``server``; both have queued their HELLO at ``now``.
+    ``deliver(sender)`` moves what ``sender`` queued into the other core and
+    returns the events that produced; ``handshake()`` delivers both HELLOs.
+    The clock is ``now``, moved by the test.
+    """
+
+    def __init__(self, server_root: Any = None, client_root: Any = None, *,
+                 limits: Limits | None = None, now: float = 1000.0,
+                 unsafe_tracebacks: bool = False) -> None:
+        self.now = now
+        limits = limits or DEFAULT_LIMITS
+        self.server = self._core(server_root, limits, unsafe_tracebacks)
+        self.client = self._core(client_root, limits, unsafe_tracebacks)
+        self.server.start(now)
+        self.client.start(now, server_name="memory server")
+
+    @staticmethod
+    def _core(root: Any, limits: Limits, unsafe_tracebacks: bool) -> Broker:
+        from ._api import _publishable
+
+        core = Broker(owner=object(), make_proxy=CoreProxy, limits=limits,
+                      unsafe_tracebacks=unsafe_tracebacks)
+        if root is not None:
+            core.refs.set_root(_publishable(root))
+        return core
+
+    def peer_of(self, core: Broker) -> Broker:
+        return self.client if core is self.server else self.server
+
+    def deliver(self, sender: Broker) -> list[Any]:
+        """Feed what ``sender`` queued to its peer; return the peer's events.
+        A RemoteProtocolError from the peer propagates (the peer has queued
+        its GOODBYE)."""
+        receiver = self.peer_of(sender)
+        events = []
+        receiver.data_received(self.now)
+        for body in split_frames(sender.take_output()):
+            event = receiver.receive_frame(body)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def handshake(self) -> None:
+        self.deliver(self.client)
+        self.deliver(self.server)
 
 
 class MemoryTransport(asyncio.Transport):
