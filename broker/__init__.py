@@ -25,7 +25,7 @@ from ._failures import expected_errors
 from ._flavors import Perspective, Referenceable, Root, Viewable
 from ._limits import DEFAULT_LIMITS, Limits
 from ._threads import in_thread, use_thread_pool
-from ._protocol import Connection
+from ._connection import Connection
 from ._reconnecting import Reconnecting, reconnecting
 from ._remote import RemoteReference
 from ._streaming import RemoteStream, collect, stream_bytes, stream_file

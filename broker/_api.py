@@ -13,7 +13,8 @@ from typing import Any, Generic, TypeVar
 from ._accept import Acceptor
 from ._errors import ConnectionLost
 from ._limits import DEFAULT_LIMITS, Limits
-from ._protocol import BrokerProtocol, Connection
+from ._connection import Connection
+from ._protocol import BrokerProtocol
 from ._remote import RemoteReference
 
 T = TypeVar("T")

@@ -105,8 +105,7 @@ class _ConnectionRoot(Referenceable):
         #: challengers handed out on this connection whose challenge may
         #: still be open: abandoned if the connection closes first
         self.challengers: set[_Challenger] = set()
-        protocol = connection._protocol
-        protocol.release_hooks.append(self._released)
+        connection._protocol.add_release_hook(self._released)
         # A session whose perspective never reached the peer (its answer
         # could not be sent) has no reference to be released: the close ends it.
         connection.notify_on_disconnect(self._disconnected)

@@ -35,6 +35,7 @@ from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, 
 from ._framing import HEADER, FrameReader, FrameTooLarge, describe_foreign
 from ._limits import Limits
 from ._references import ROOT_ID
+from ._connection import Connection
 from ._remote import RemoteReference
 from ._streaming import StreamSource, is_async_iterator
 
@@ -221,6 +222,63 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _flush_hello(self) -> None:
         if self.is_open:
             self._write_now()
+
+    # -- what Connection uses (broker._connection.ConnectionSide) ---------------
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    def handshake_error(self) -> BaseException | None:
+        """Why the handshake failed, once it has (else None)."""
+        ready = self._ready
+        return ready.exception() if ready.done() else None
+
+    async def wait_ready(self) -> None:
+        await asyncio.shield(self._ready)
+
+    def root_reference(self) -> RemoteReference:
+        """A counted proxy for the peer's root object."""
+        refs = self.core.refs
+        ref = refs.remote.get(ROOT_ID)
+        proxy = ref() if ref is not None else None
+        if proxy is None or proxy._pb_released:
+            proxy = self._make_proxy(ROOT_ID)
+            refs.remote[ROOT_ID] = weakref.ref(proxy)
+        proxy._pb_count += 1
+        return proxy
+
+    @property
+    def local_object_count(self) -> int:
+        return sum(1 for e in self.core.refs.local.values() if not e.permanent)
+
+    @property
+    def remote_reference_count(self) -> int:
+        return len(self.core.refs.live_proxies())
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.done()
+
+    def add_watcher(self, callback: Callable[[Any], Any]) -> None:
+        self._watchers.append(callback)
+
+    def remove_watcher(self, callback: Callable[[Any], Any]) -> None:
+        if callback in self._watchers:
+            self._watchers.remove(callback)
+
+    def add_release_hook(self, hook: Callable[[int, Any], Any]) -> None:
+        """``hook(object_id, entry)`` runs when the peer releases one of our objects."""
+        self.release_hooks.append(hook)
+
+    async def wait_closed(self) -> str:
+        """Wait until closed, socket included; return why."""
+        if not (self._closed.done() and self._transport_closed.done()):
+            # Our own future: cancelling this wait cannot touch the protocol's.
+            waiter = self.loop.create_future()
+            self._close_waiters.append(waiter)
+            await waiter
+        return self._closed.result()
 
     # -- receiving ------------------------------------------------------------
 
@@ -1078,115 +1136,3 @@ class _PendingCall(asyncio.Future):
 
     def close(self) -> None:
         self._awaiting().close()
-
-
-class Connection:
-    """A live connection, as users see it (both sides have one)."""
-
-    def __init__(self, protocol: BrokerProtocol) -> None:
-        self._protocol = protocol
-
-    async def root(self) -> RemoteReference:
-        """The peer's root object.
-
-        This does not wait for the peer's HELLO: a first call is pipelined
-        behind ours, so connect-and-call costs one round trip.  A failed
-        handshake fails the call (or raises here, if already known).
-        """
-        proto = self._protocol
-        if proto._ready.done() and proto._ready.exception() is not None:
-            raise proto._ready.exception()  # type: ignore[misc]
-        if not proto.is_open:
-            raise DeadReference(proto._close_reason or "the connection is closed")
-        refs = proto.core.refs
-        ref = refs.remote.get(ROOT_ID)
-        proxy = ref() if ref is not None else None
-        if proxy is None or proxy._pb_released:
-            proxy = proto._make_proxy(ROOT_ID)
-            refs.remote[ROOT_ID] = weakref.ref(proxy)
-        proxy._pb_count += 1
-        return proxy
-
-    async def wait_ready(self) -> None:
-        await asyncio.shield(self._protocol._ready)
-
-    @property
-    def is_open(self) -> bool:
-        return self._protocol.is_open
-
-    @property
-    def peer_address(self) -> Any:
-        return self._protocol.peer_address
-
-    @property
-    def local_object_count(self) -> int:
-        """How many of our objects the peer currently holds (root excluded)."""
-        return sum(1 for e in self._protocol.core.refs.local.values() if not e.permanent)
-
-    @property
-    def remote_reference_count(self) -> int:
-        """How many live proxies we hold for the peer's objects."""
-        return len(self._protocol.core.refs.live_proxies())
-
-    @property
-    def calls_in_progress(self) -> int:
-        return self._protocol.calls_in_progress
-
-    def notify_on_disconnect(self, callback: Callable[[Connection], Any]) -> None:
-        """Run ``callback(connection)`` once when the connection closes."""
-        if self._protocol._closed.done():
-            raise DeadReference("the connection is already closed")
-        self._protocol._watchers.append(callback)
-
-    on_disconnect = notify_on_disconnect
-
-    def dont_notify_on_disconnect(self, callback: Callable[[Connection], Any]) -> None:
-        if callback in self._protocol._watchers:
-            self._protocol._watchers.remove(callback)
-
-    async def login(self, username: str, password: str, *, service: str | None = "pbecho",
-                    perspective: str | None = None, mind: Any = None) -> RemoteReference:
-        """Log in through the peer's portal; return the perspective reference.
-
-        Raises ``Unauthorized`` (one message for every cause).  One connection
-        may hold several logins.
-        """
-        from ._login import login_over
-
-        return await login_over(self, username, password, service=service,
-                                perspective=perspective, mind=mind)
-
-    async def login_anonymous(self, *, service: str | None = None,
-                              perspective: str | None = None,
-                              mind: Any = None) -> RemoteReference:
-        """Log in without credentials, where the service allows it."""
-        from ._login import login_anonymous_over
-
-        return await login_anonymous_over(self, service=service, perspective=perspective,
-                                          mind=mind)
-
-    async def close(self, reason: str = "closed by the application") -> None:
-        """Say GOODBYE and close; pending calls on both sides fail with ``reason``."""
-        proto = self._protocol
-        proto.start_goodbye("normal", reason)
-        await self.wait_closed()
-
-    async def wait_closed(self) -> str:
-        """Wait until the connection is closed (its socket too); return why."""
-        proto = self._protocol
-        if not (proto._closed.done() and proto._transport_closed.done()):
-            # Our own future: cancelling this wait cannot touch the protocol's.
-            waiter = proto.loop.create_future()
-            proto._close_waiters.append(waiter)
-            await waiter
-        return proto._closed.result()
-
-    async def __aenter__(self) -> Connection:
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        state = "open" if self.is_open else "closed"
-        return f"<Connection {state} peer={self.peer_address}>"

@@ -17,7 +17,8 @@ from typing import Any
 from ._core import Broker
 from ._framing import HEADER
 from ._limits import DEFAULT_LIMITS, Limits
-from ._protocol import BrokerProtocol, Connection
+from ._connection import Connection
+from ._protocol import BrokerProtocol
 
 __all__ = ["connected_pair", "MemoryTransport", "CorePair", "CoreProxy", "split_frames"]
 
