@@ -1,10 +1,11 @@
 """The asyncio adapter: owns the transport, the frame buffer, the timers, and
 the running of user code (the only place user methods are called).
 
-Writes are coalesced where that is free: everything a receive pass produces
-(answers, PONGs, DECREFs) goes out in one write at its end.  A message sent
-from user code outside a receive pass is written at once, so a lone call is
-never delayed.
+Writes are coalesced where that is free: everything a connection's receive
+pass produces (answers, PONGs, DECREFs) goes out in one write at its end.  A
+message sent outside that connection's own receive pass (from user code, or
+from another connection's pass) is written at once, so a lone call is never
+delayed and no connection's writes wait on another's.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-import logging
 import threading
 import time
 import weakref
 from typing import Any, Callable
+
+from cred.log import get_logger
 
 from ._core import GOODBYE_SENT, LINGERING, Broker
 from ._events import (
@@ -41,34 +43,12 @@ from ._streaming import StreamSource, is_async_iterator
 
 __all__ = ["BrokerProtocol"]
 
-log = logging.getLogger("broker")
+log = get_logger("broker")
 
 _LARGE = 64 * 1024
 # The liveness stamp is taken on every receive; loop.time() is a Python-level
 # wrapper around the same clock.
 _monotonic = time.monotonic
-
-
-class _Batch:
-    """Per thread (so per event loop): how deep we are in receive passes,
-    and which connections have output waiting for the outermost to end."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.pending: set[BrokerProtocol] = set()
-
-    def flush(self) -> None:
-        pending, self.pending = self.pending, set()
-        for protocol in pending:
-            protocol._write_now()
-
-
-class _PerThread(threading.local):
-    def __init__(self) -> None:
-        self.batch = _Batch()
-
-
-_per_thread = _PerThread()
 
 
 def _can_write_eof(transport: Any) -> bool:
@@ -107,9 +87,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                  registry: Any = None, hello_with_first_message: bool = False) -> None:
         self._hello_with_first_message = hello_with_first_message
         self.loop = asyncio.get_running_loop()
-        # Made on the loop's thread: a plain object, cheaper than the
-        # thread-local on every receive pass.
-        self._batch = _per_thread.batch
         self._loop_thread = threading.get_ident()
         self.limits = limits
         self.server = server
@@ -291,19 +268,13 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             return
         self.reader.buffer_updated(nbytes)
         self.core.data_received(_monotonic())
-        batch = self._batch
-        outer = batch.depth == 0
-        batch.depth += 1
         self._receiving = True
         try:
             self._process()
         finally:
             self._receiving = False
-            batch.depth -= 1
         if self.core.has_output:
             self._write_now()
-        if outer and batch.pending:
-            batch.flush()
 
     def data_received(self, data: bytes) -> None:  # for transports without buffers
         self.reader.feed(data)
@@ -642,11 +613,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._run_stopped()
         if self._receiving:
             return  # the end of the receive pass writes everything at once
-        if self._batch.depth:
-            # Another connection's receive pass is running user code (a
-            # fan-out to many observers, say): write when that pass ends.
-            self._batch.pending.add(self)
-            return
         # A message sent outside a receive pass goes out now: a lone call is
         # never delayed, and a burst costs one small write per call, which
         # measured cheaper than scheduling a flush per loop turn.
@@ -729,7 +695,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                                    f"(more than twice the cap of {self._write_cap} bytes)")
 
     def _drop_slow_reader(self, reason: str) -> None:
-        log.warning("closing %s: %s", self.describe(), reason)
+        log.warning("closing a slow reader", connection=self.describe(), reason=reason)
         self._write_blocked = False  # no second check from the close's own write
         if self._stall_timer is not None:
             self._stall_timer.cancel()
@@ -851,7 +817,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         except _EXIT:
             raise
         except BaseException:
-            log.exception("stopped_observing of %r failed", cacheable)
+            log.exception("stopped_observing failed", cacheable=repr(cacheable))
 
     def _on_released(self, object_id: int, entry: Any) -> None:
         if type(entry.obj) is StreamSource:
@@ -869,7 +835,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             except _EXIT:
                 raise
             except BaseException:
-                log.exception("release hook failed")
+                log.exception("release hook failed", hook=repr(hook))
 
     # -- timers -------------------------------------------------------------------
 
@@ -1077,7 +1043,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         except _EXIT:
             raise
         except BaseException:
-            log.exception("disconnect callback %r failed", cb)
+            log.exception("disconnect callback failed", callback=repr(cb))
 
 
 def _ignore(*args: Any) -> None:
@@ -1088,7 +1054,7 @@ async def _log_errors(awaitable: Any, what: str) -> None:
     try:
         await awaitable
     except Exception:
-        log.exception("%s failed", what)
+        log.exception("callback failed", what=what)
 
 
 def _fail(fut: asyncio.Future, exc: BaseException) -> None:
