@@ -409,7 +409,7 @@ def login(host: str | None = None, port: int | None = None,
 async def _login(host: str | None, port: int | None, username: str, password: str, *,
                  service: str | None, perspective: str | None, mind: Any, path: Any,
                  ssl: Any, server_hostname: Any, limits: Limits | None, local_addr: Any,
-                 timeout: float | None) -> Any:
+                 timeout: float | None) -> RemoteReference:
     # The login's first call carries our HELLO: no flush of its own.
     conn = (await _open(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
                         limits=limits, local_addr=local_addr, timeout=timeout)).connection

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jelly
 
 from ._errors import DeadReference
+
+if TYPE_CHECKING:
+    from ._connection import Connection
 
 __all__ = ["RemoteReference"]
 
@@ -79,7 +82,7 @@ class RemoteReference(jelly.Flavored):
             self._pb_watchers.remove(callback)
 
     @property
-    def connection(self) -> Any:
+    def connection(self) -> Connection:
         """The ``Connection`` this reference lives on."""
         return self._pb_owner.connection
 

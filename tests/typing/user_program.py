@@ -18,6 +18,16 @@ async def main() -> None:
         root = await conn.root()
         value = await root.call_remote("echo", "hi")
         print(value)
+    opened: broker.Connection = await broker.connect("127.0.0.1", server.port)
+    twice: broker.RemoteReference = await (await opened.root()).call_remote("echo", "x")
+    print(twice, opened.is_open, opened.calls_in_progress)
+    await opened.close()
+    try:
+        me: broker.RemoteReference = await broker.login("127.0.0.1", server.port, "a", "b",
+                                                        service="pbecho")
+        await me.connection.close()
+    except (broker.Unauthorized, broker.RemoteProtocolError, broker.LocalProtocolError):
+        pass
     server.close()
     await server.wait_closed()
     limits: broker.Limits = broker.DEFAULT_LIMITS
