@@ -49,7 +49,8 @@ from ._events import (
 from ._flavors import ViewPoint
 from ._framing import HEADER
 from ._limits import Limits
-from ._messages import FEATURES, PROTOCOL_NAME, PROTOCOL_VERSION, Op, brief as _brief
+from ._messages import FEATURES, FIELDS as _FIELDS, PROTOCOL_NAME, PROTOCOL_VERSION, Op
+from ._messages import brief as _brief
 from ._references import ROOT_ID, ReferenceTables
 
 __all__ = ["Broker", "TRANSITIONS", "ACCEPTS", "AWAIT_HELLO", "OPEN", "GOODBYE_SENT",
@@ -490,58 +491,52 @@ class Broker:
             if 0 <= op <= Op.GOODBYE:
                 raise self._violation(f"opcode {op} is not allowed in state {self.state}")
             raise self._violation(f"unknown opcode {_brief(op)}")
-        if op == Op.CALL:
-            return self._on_call(message)
-        if op == Op.ANSWER:
-            return self._on_answer(message)
-        if op == Op.ERROR:
-            return self._on_error(message)
-        if op == Op.DECREF:
-            return self._on_decref(message)
-        if op == Op.CANCEL:
-            return self._on_cancel(message)
-        if op == Op.PING:
-            self._arity(message, 2)
-            try:
-                pong = jelly.dumps([Op.PONG, message[1]])
-            except jelly.JellyError:
-                raise self._violation("a PING token must be plain data that can be echoed "
-                                      "(no references, no copies this side cannot send)") from None
-            self._queue(pong)
-            return None
-        if op == Op.PONG:
-            self._arity(message, 2)
-            return None
-        if op == Op.CACHE_CALL:
-            return self._on_cache_call(message)
-        if op == Op.DECACHE:
-            self._arity(message, 3)
-            cache_id, count = message[1], message[2]
-            if type(cache_id) is not int or type(count) is not int or count <= 0:
-                raise self._violation("malformed DECACHE")
-            try:
-                self.refs.decache(cache_id, count)
-            except ValueError as exc:
-                raise self._violation(str(exc)) from None
-            return None
-        if op == Op.UNCACHE:
-            self._arity(message, 2)
-            if type(message[1]) is not int:
-                raise self._violation("malformed UNCACHE")
-            try:
-                self.refs.uncache(message[1])
-            except ValueError as exc:
-                raise self._violation(str(exc)) from None
-            return None
-        if op == Op.HELLO:
-            return self._on_hello(message)
-        if op == Op.GOODBYE:
-            self._arity(message, 3)
-            self._enter("recv GOODBYE")
-            code, reason = message[1], message[2]
-            return GoodbyeEvent(code if type(code) is str else _brief(code),
-                                reason if type(reason) is str else _brief(reason))
-        raise self._violation(f"opcode {op} is not supported by this peer")
+        # The arity of every opcode is checked here, once (_messages.FIELDS);
+        # each handler checks the types of its fields.
+        fields = len(message) - 1
+        if fields != _FIELDS[op]:
+            if op != Op.HELLO:
+                raise self._violation(f"opcode {op} takes {_FIELDS[op]} fields, got {fields}")
+            if fields < _FIELDS[op]:  # a HELLO may carry more fields than we know
+                raise self._violation("malformed HELLO")
+        return _HANDLERS[op](self, message)
+
+    def _on_ping(self, message: list) -> None:
+        try:
+            pong = jelly.dumps([Op.PONG, message[1]])
+        except jelly.JellyError:
+            raise self._violation("a PING token must be plain data that can be echoed "
+                                  "(no references, no copies this side cannot send)") from None
+        self._queue(pong)
+        return None
+
+    def _on_pong(self, message: list) -> None:
+        return None
+
+    def _on_decache(self, message: list) -> None:
+        cache_id, count = message[1], message[2]
+        if type(cache_id) is not int or type(count) is not int or count <= 0:
+            raise self._violation("malformed DECACHE")
+        try:
+            self.refs.decache(cache_id, count)
+        except ValueError as exc:
+            raise self._violation(str(exc)) from None
+        return None
+
+    def _on_uncache(self, message: list) -> None:
+        if type(message[1]) is not int:
+            raise self._violation("malformed UNCACHE")
+        try:
+            self.refs.uncache(message[1])
+        except ValueError as exc:
+            raise self._violation(str(exc)) from None
+        return None
+
+    def _on_goodbye(self, message: list) -> GoodbyeEvent:
+        self._enter("recv GOODBYE")
+        code, reason = message[1], message[2]
+        return GoodbyeEvent(code if type(code) is str else _brief(code),
+                            reason if type(reason) is str else _brief(reason))
 
     def _violation(self, text: str, code: str = "protocol-error") -> RemoteProtocolError:
         """Queue GOODBYE(code, text) and return the error to raise."""
@@ -550,10 +545,6 @@ class Broker:
         if code == "protocol-error":
             return RemoteProtocolError(f"the peer broke the protocol: {text}")
         return RemoteProtocolError(text)
-
-    def _arity(self, message: list, n: int) -> None:
-        if len(message) != n:
-            raise self._violation(f"opcode {message[0]} takes {n - 1} fields, got {len(message) - 1}")
 
     def _refuse_frame(self, frame: Any, exc: Exception) -> Any:
         """A frame decoded to something we refuse.  If it was a call, answer
@@ -593,7 +584,7 @@ class Broker:
         raise self._violation(f"refused frame: {exc}")
 
     def _on_hello(self, message: list) -> HelloEvent:
-        if (len(message) < 5 or type(message[1]) is not str or message[1] != PROTOCOL_NAME
+        if (type(message[1]) is not str or message[1] != PROTOCOL_NAME
                 or type(message[2]) is not int):
             raise self._violation("malformed HELLO")
         if message[2] != PROTOCOL_VERSION:
@@ -616,8 +607,6 @@ class Broker:
         return HelloEvent(self.peer_features, max_frame)
 
     def _on_call(self, message: list) -> CallEvent | None:
-        if len(message) != 7:
-            self._arity(message, 7)
         _, req_id, target, method, args, kwargs, answer_wanted = message
         if (type(req_id) is not int or type(target) is not int or type(method) is not str
                 or type(args) is not list or type(kwargs) is not dict
@@ -650,7 +639,6 @@ class Broker:
         return CallEvent(req_id, obj, method, args, kwargs, answer_wanted, perspective)
 
     def _on_cache_call(self, message: list) -> CallEvent | None:
-        self._arity(message, 5)
         _, cache_id, method, args, kwargs = message
         if (type(cache_id) is not int or type(method) is not str or type(args) is not list
                 or type(kwargs) is not dict):
@@ -665,8 +653,6 @@ class Broker:
         return CallEvent(None, target, method, args, kwargs, False, None)
 
     def _on_answer(self, message: list) -> AnswerEvent | None:
-        if len(message) != 3:
-            self._arity(message, 3)
         req_id = message[1]
         if type(req_id) is not int or not 0 < req_id < self._next_req:
             raise self._violation(f"ANSWER for request id {_brief(req_id)}, which was never sent")
@@ -681,7 +667,6 @@ class Broker:
         return AnswerEvent(req_id, message[2])
 
     def _on_error(self, message: list) -> FailureEvent | None:
-        self._arity(message, 7)
         _, req_id, code, type_name, text, tb, copy = message
         if type(req_id) is not int or not 0 < req_id < self._next_req:
             raise self._violation(f"ERROR for request id {_brief(req_id)}, which was never sent")
@@ -707,7 +692,6 @@ class Broker:
         return FailureEvent(req_id, error)
 
     def _on_decref(self, message: list) -> None:
-        self._arity(message, 3)
         object_id, count = message[1], message[2]
         if type(object_id) is not int or type(count) is not int or count <= 0:
             raise self._violation("malformed DECREF")
@@ -718,7 +702,6 @@ class Broker:
         return None
 
     def _on_cancel(self, message: list) -> CancelEvent | None:
-        self._arity(message, 2)
         req_id = message[1]
         if type(req_id) is not int:
             raise self._violation("malformed CANCEL")
@@ -852,3 +835,19 @@ def _describe(obj: Any) -> str:
         obj = obj.viewable
     return type(obj).__qualname__
 
+
+#: The handler of each incoming opcode (arity already checked).
+_HANDLERS: dict[int, Callable[[Broker, list], Any]] = {
+    Op.HELLO: Broker._on_hello,
+    Op.CALL: Broker._on_call,
+    Op.ANSWER: Broker._on_answer,
+    Op.ERROR: Broker._on_error,
+    Op.DECREF: Broker._on_decref,
+    Op.CACHE_CALL: Broker._on_cache_call,
+    Op.DECACHE: Broker._on_decache,
+    Op.UNCACHE: Broker._on_uncache,
+    Op.CANCEL: Broker._on_cancel,
+    Op.PING: Broker._on_ping,
+    Op.PONG: Broker._on_pong,
+    Op.GOODBYE: Broker._on_goodbye,
+}

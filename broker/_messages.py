@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "FEATURES", "Op", "ERROR_CODES", "GOODBYE_CODES",
-           "brief"]
+__all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "FEATURES", "Op", "FIELDS", "ERROR_CODES",
+           "GOODBYE_CODES", "brief"]
 
 PROTOCOL_NAME = "pb"
 PROTOCOL_VERSION = 1
@@ -19,7 +19,7 @@ FEATURES: tuple[str, ...] = ("cancel", "ping")
 
 
 class Op:
-    HELLO = 0        # [0, name, version, features, max_frame]
+    HELLO = 0        # [0, name, version, features, max_frame, max_calls?]
     CALL = 1         # [1, req_id, target_id, method, args, kwargs, answer_wanted]
     ANSWER = 2       # [2, req_id, value]
     ERROR = 3        # [3, req_id, code, type_name, message, traceback|nil, copy|nil]
@@ -32,6 +32,24 @@ class Op:
     PONG = 10        # [10, token]
     GOODBYE = 11     # [11, code, reason]
 
+
+#: How many fields follow each opcode (HELLO: at least this many; later
+#: fields are optional or for future versions).  The core checks every
+#: incoming message against this before reading it.
+FIELDS: dict[int, int] = {
+    Op.HELLO: 4,
+    Op.CALL: 6,
+    Op.ANSWER: 2,
+    Op.ERROR: 6,
+    Op.DECREF: 2,
+    Op.CACHE_CALL: 4,
+    Op.DECACHE: 2,
+    Op.UNCACHE: 1,
+    Op.CANCEL: 1,
+    Op.PING: 1,
+    Op.PONG: 1,
+    Op.GOODBYE: 2,
+}
 
 #: ERROR's ``code`` field: what kind of failure, so the caller can raise the
 #: matching local exception.
