@@ -185,12 +185,17 @@ BAD_MESSAGES = [
     ("ANSWER never sent", [Op.ANSWER, 99, 3]),
     ("ERROR arity", [Op.ERROR, 1, "remote-error", "X", "m", None]),
     ("ERROR never sent", [Op.ERROR, 99, "remote-error", "X", "m", None, None]),
+    ("ERROR code type", [Op.ERROR, 1, 5, "X", "m", None, None]),
+    ("ERROR message type", [Op.ERROR, 1, "remote-error", "X", None, None, None]),
     ("DECREF arity", [Op.DECREF, 1]),
     ("DECREF count zero", [Op.DECREF, 1, 0]),
     ("DECREF id type", [Op.DECREF, "1", 1]),
     ("DECREF unknown id", [Op.DECREF, 77, 1]),
     ("CACHE_CALL arity", [Op.CACHE_CALL, 1, "m", []]),
     ("CACHE_CALL args type", [Op.CACHE_CALL, 1, "m", {}, {}]),
+    ("CACHE_CALL id type", [Op.CACHE_CALL, "1", "m", [], {}]),
+    ("DECACHE unknown id", [Op.DECACHE, 9, 1]),
+    ("UNCACHE unknown id", [Op.UNCACHE, 9]),
     ("DECACHE arity", [Op.DECACHE, 1]),
     ("DECACHE count type", [Op.DECACHE, 1, "1"]),
     ("UNCACHE arity", [Op.UNCACHE]),
@@ -210,6 +215,8 @@ BAD_MESSAGES = [
 def test_every_opcode_with_wrong_arity_or_type_is_a_remote_protocol_error(what, message):
     pair = open_pair()
     core = pair.server
+    if message[:1] == [Op.ERROR]:
+        pair.server.call(0, "anything", (), {})  # so that request id 1 was sent
     with pytest.raises(broker.RemoteProtocolError):
         core.receive_frame(msgpack.packb(message))
     assert core.state == GOODBYE_SENT
@@ -358,3 +365,16 @@ def test_lingering_discards_input_up_to_its_budget():
     assert core.discard(600) is False
     assert core.discard(400) is False
     assert core.discard(1) is True  # past the budget: the adapter aborts
+
+
+def test_every_opcode_has_a_bad_message_above():
+    named = {m[0] for _, m in BAD_MESSAGES if m and type(m[0]) is int}
+    assert set(range(Op.CALL, Op.GOODBYE + 1)) <= named  # HELLO: the malformed-HELLO test
+
+
+def test_a_ping_token_that_cannot_be_echoed_is_a_remote_protocol_error():
+    pair = open_pair()
+    pair.server.take_output()
+    ref = msgpack.ExtType(0x20, msgpack.packb([0]))  # a reference: not plain data
+    with pytest.raises(broker.RemoteProtocolError, match="PING token"):
+        pair.server.receive_frame(msgpack.packb([Op.PING, ref]))
