@@ -562,8 +562,8 @@ class Broker:
             reason = (f"refused frame: {exc}; and its CALL is nested past msgpack's cap of "
                       f"1024 levels, with more than {2 * most} values (twice "
                       f"max_objects={most}) before answer_wanted: too many to read its envelope")
-            error = self._violation(reason, "limit-exceeded")
-            raise RemoteProtocolError(f"the peer went past a limit: {reason}") from error
+            cause = self._violation(reason, "limit-exceeded")
+            raise RemoteProtocolError(f"the peer went past a limit: {reason}") from cause
         if envelope is None:
             raise self._violation(f"refused frame: {exc}")
         op, req_id, fields, answer_wanted = envelope
@@ -666,7 +666,7 @@ class Broker:
         self.waiting.discard(req_id)
         return AnswerEvent(req_id, message[2])
 
-    def _on_error(self, message: list) -> FailureEvent | None:
+    def _on_error(self, message: list) -> FailureEvent | AnswerEvent | None:
         _, req_id, code, type_name, text, tb, copy = message
         if type(req_id) is not int or not 0 < req_id < self._next_req:
             raise self._violation(f"ERROR for request id {_brief(req_id)}, which was never sent")
