@@ -1,6 +1,13 @@
 """The asyncio adapter: owns the transport, the frame buffer, the timers, and
 the running of user code (the only place user methods are called).
 
+Every protocol decision is the sans-IO core's (:class:`broker._core.Broker`):
+the adapter feeds it frames and the time, writes what it queued, arms one
+timer at ``core.next_deadline()``, and turns its events
+(:mod:`broker._events`) into futures resolved, calls run and closes.  Users
+see a :class:`broker._connection.Connection`, which asks this adapter only
+for what ``ConnectionSide`` lists.
+
 Writes are coalesced where that is free: everything a connection's receive
 pass produces (answers, PONGs, DECREFs) goes out in one write at its end.  A
 message sent outside that connection's own receive pass (from user code, or
