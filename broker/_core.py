@@ -180,7 +180,7 @@ class Broker:
         #: The peer's calls running here.
         self.running: set[int] = set()
         # Deadlines (seconds on the adapter's monotonic clock).
-        self._started = 0.0
+        self._started: float | None = None  # set by start()
         self._last_rx = 0.0
         self._last_ping = 0.0
         self._ping_token = 0
@@ -251,10 +251,10 @@ class Broker:
 
         ``server_name`` is set on the side that dialled: it names the server
         in the reason given if no HELLO comes."""
-        if self._started or self.state is not AWAIT_HELLO:
+        if self._started is not None or self.state is not AWAIT_HELLO:
             raise LocalProtocolError(f"start() is allowed once, in state {AWAIT_HELLO}")
         self._out.append(_hello_frame(self.limits.max_frame, self.limits.max_outstanding_calls))
-        self._started = self._last_rx = now or 1e-9  # 0.0 means "not started"
+        self._started = self._last_rx = now
         self._server_name = server_name
 
     def data_received(self, now: float) -> None:
@@ -271,7 +271,8 @@ class Broker:
         state = self.state
         limits = self.limits
         if state is AWAIT_HELLO:
-            return self._started + limits.handshake_timeout if self._started else None
+            started = self._started
+            return None if started is None else started + limits.handshake_timeout
         if state is not OPEN:
             return None
         due = None
@@ -291,7 +292,7 @@ class Broker:
         state = self.state
         limits = self.limits
         if state is AWAIT_HELLO:
-            if not self._started or now < self._started + limits.handshake_timeout:
+            if self._started is None or now < self._started + limits.handshake_timeout:
                 return None
             seconds = limits.handshake_timeout
             if self._server_name is not None:
