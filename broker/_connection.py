@@ -37,6 +37,7 @@ from ._errors import (
     RemoteError,
 )
 from ._flavors import ViewPoint, lookup_method
+from ._fields import MIN_MAX_FRAME, error_body, valid_req_id
 from ._framing import HEADER
 from ._limits import Limits
 from ._messages import FEATURES, PROTOCOL_NAME, PROTOCOL_VERSION, Op, brief as _brief
@@ -55,9 +56,6 @@ _ACCEPTS = {
 
 _pack_header = HEADER.pack
 _SMALL = 64 * 1024
-#: Characters of an error's message and traceback kept when the whole ERROR
-#: would not fit in the peer's max_frame.
-_ERROR_TEXT = 4096
 
 
 @functools.lru_cache(maxsize=32)
@@ -324,17 +322,7 @@ class Broker:
                 type_name = f"{module}.{type_name}"
         else:
             type_name = exc_type
-        body = jelly.dumps([Op.ERROR, req_id, code, type_name, message, tb, copy])
-        if len(body) > self._send_limit:
-            # The peer could not take it whole: keep the error, shorten its text.
-            if len(message) > _ERROR_TEXT:
-                message = (f"{message[:_ERROR_TEXT]} ... (truncated from {len(message)} "
-                           "characters to fit max_frame)")
-            if tb is not None and len(tb) > _ERROR_TEXT:
-                tb = f"(traceback truncated to fit max_frame) ...{tb[-_ERROR_TEXT:]}"
-            body = jelly.dumps([Op.ERROR, req_id, code, type_name[:_ERROR_TEXT], message, tb,
-                                None])
-        self._queue(body)
+        self._queue(error_body(req_id, code, type_name, message, tb, copy, self._send_limit))
 
     def decref(self, object_id: int, count: int) -> None:
         # The root is never counted: the peer may not even have one.
@@ -509,8 +497,11 @@ class Broker:
                 f"the peer speaks {version}; upgrade one side"
             )
         features, max_frame = message[3], message[4]
-        if type(features) is not list or type(max_frame) is not int or max_frame <= 0:
+        if type(features) is not list or type(max_frame) is not int:
             raise self._violation("malformed HELLO")
+        if max_frame < MIN_MAX_FRAME:
+            raise self._violation(f"HELLO announces max_frame={_brief(max_frame)}, below the "
+                                  f"minimum of {MIN_MAX_FRAME}")
         self.peer_features = tuple(f for f in features if type(f) is str)
         self.peer_max_frame = max_frame
         # An optional sixth field: the calls the peer lets us have running.
@@ -524,7 +515,7 @@ class Broker:
         if len(message) != 7:
             self._arity(message, 7)
         _, req_id, target, method, args, kwargs, answer_wanted = message
-        if (type(req_id) is not int or type(target) is not int or type(method) is not str
+        if (not valid_req_id(req_id) or type(target) is not int or type(method) is not str
                 or type(args) is not list or type(kwargs) is not dict
                 or type(answer_wanted) is not bool):
             raise self._violation("malformed CALL")
@@ -627,7 +618,7 @@ class Broker:
     def _on_cancel(self, message: list) -> CancelEvent | None:
         self._arity(message, 2)
         req_id = message[1]
-        if type(req_id) is not int:
+        if not valid_req_id(req_id):
             raise self._violation("malformed CANCEL")
         return CancelEvent(req_id) if req_id in self.running else None
 
