@@ -12,6 +12,7 @@ import cred
 from broker import Referenceable, Root
 from broker._fields import MAX_REQ_ID, MIN_MAX_FRAME, error_body
 
+from .test_old_wire_replay import PASSWORD, USER, make_portal
 from .wirevalues import RawPeer, Ref, loads
 
 HELLO = [0, "pb", 1, ["cancel", "ping"], 4 * 1024 * 1024]
@@ -205,3 +206,52 @@ async def test_the_client_releases_the_challenger_after_a_refused_respond():
             assert [m[3] for m in messages if m[0] == 1] == ["login", "respond"]
         finally:
             await conn.close()
+
+
+async def _raw_scram_login(peer, client, req=1):
+    peer.send([1, req, 0, "login", [client.first()], {}, True])
+    (challenger, server_first) = (await peer.receive())[2]
+    final = client.final(server_first)
+    peer.send([1, req + 1, challenger.args[0], "respond", [final, "pbecho", None, None], {}, True])
+    server_final, perspective, ticket = (await peer.receive())[2]
+    client.verify(server_final)
+    return server_first, ticket
+
+
+@pytest.mark.parametrize("spelling", ["exact", "salt-unpadded", "iterations-zero-padded",
+                                      "space"])
+async def test_a_one_trip_server_first_must_match_byte_for_byte(spelling):
+    """Gap 12: the same salt and count spelled another way gets the fallback."""
+    server = await broker.serve(make_portal(), "127.0.0.1", 0)
+    async with server:
+        first = await RawPeer.connect("127.0.0.1", server.port)
+        first.send(HELLO)
+        await first.receive()
+        server_first, ticket = await _raw_scram_login(first, cred.ScramClient(USER, PASSWORD))
+        await first.close()
+        _, salt, iterations = server_first.split(",")
+        nonce = "OneTripNonce0123456789ab"
+        spelled = {"exact": f"{salt},{iterations}",
+                   "salt-unpadded": f"{salt.rstrip('=')},{iterations}",
+                   "iterations-zero-padded": f"{salt},i=0{iterations[2:]}",
+                   "space": f"{salt}, {iterations}"}[spelling]
+        one_first = f"r={nonce}{ticket},{spelled}"
+        client = cred.ScramClient(USER, PASSWORD, nonce=nonce)
+        client_first = client.first()
+        # The proof is over the exact text, so only the spelling differs.
+        final = client.final(f"r={nonce}{ticket},{salt},{iterations}")
+        peer = await RawPeer.connect("127.0.0.1", server.port)
+        try:
+            peer.send(HELLO)
+            await peer.receive()
+            peer.send([1, 1, 0, "login_one_trip",
+                       [client_first, ticket, one_first, final, "pbecho", None, None], {}, True])
+            answer = (await peer.receive())[2]
+            assert type(answer) is tuple
+            if spelling == "exact":
+                assert type(answer[0]) is str and type(answer[1]) is Ref  # logged in
+            else:
+                assert type(answer[0]) is Ref and type(answer[1]) is str  # the fallback
+                assert answer[1] != one_first
+        finally:
+            await peer.close()
