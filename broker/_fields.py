@@ -21,7 +21,7 @@ _ERROR = 3
 
 
 def valid_req_id(value: object) -> bool:
-    return type(value) is int and 0 < value <= MAX_REQ_ID  # type: ignore[operator]
+    return type(value) is int and 0 < value <= MAX_REQ_ID
 
 
 def _head(text: str, size: int) -> str:
@@ -30,7 +30,9 @@ def _head(text: str, size: int) -> str:
 
 
 def _tail(text: str, size: int) -> str:
-    return text.encode("utf-8")[len(text.encode("utf-8")) - max(size, 0):].decode("utf-8", "ignore")
+    """The longest end of ``text`` within ``size`` UTF-8 bytes."""
+    data = text.encode("utf-8")
+    return data[len(data) - max(size, 0):].decode("utf-8", "ignore")
 
 
 def error_body(req_id: int, code: str, type_name: str, message: str, tb: str | None,
