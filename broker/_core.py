@@ -46,6 +46,7 @@ from ._events import (
     SendPing,
     TimedOut,
 )
+from ._fields import MIN_MAX_FRAME, error_body, valid_req_id
 from ._flavors import ViewPoint
 from ._framing import HEADER
 from ._limits import Limits
@@ -100,9 +101,6 @@ _SENDING = frozenset({AWAIT_HELLO, OPEN})
 
 _pack_header = HEADER.pack
 _SMALL = 64 * 1024
-#: Characters of an error's message and traceback kept when the whole ERROR
-#: would not fit in the peer's max_frame.
-_ERROR_TEXT = 4096
 #: After a GOODBYE sent on an error, how much of the peer's input to discard
 #: while it reads the GOODBYE (bytes; the adapter bounds the time).
 LINGER_BYTES = 4 * 1024 * 1024
@@ -405,17 +403,7 @@ class Broker:
                 type_name = f"{module}.{type_name}"
         else:
             type_name = exc_type
-        body = jelly.dumps([Op.ERROR, req_id, code, type_name, message, tb, copy])
-        if len(body) > self._send_limit:
-            # The peer could not take it whole: keep the error, shorten its text.
-            if len(message) > _ERROR_TEXT:
-                message = (f"{message[:_ERROR_TEXT]} ... (truncated from {len(message)} "
-                           "characters to fit max_frame)")
-            if tb is not None and len(tb) > _ERROR_TEXT:
-                tb = f"(traceback truncated to fit max_frame) ...{tb[-_ERROR_TEXT:]}"
-            body = jelly.dumps([Op.ERROR, req_id, code, type_name[:_ERROR_TEXT], message, tb,
-                                None])
-        self._queue(body)
+        self._queue(error_body(req_id, code, type_name, message, tb, copy, self._send_limit))
 
     def decref(self, object_id: int, count: int) -> None:
         # The root is never counted: the peer may not even have one.
@@ -597,8 +585,11 @@ class Broker:
                 f"the peer speaks {version}; upgrade one side"
             )
         features, max_frame = message[3], message[4]
-        if type(features) is not list or type(max_frame) is not int or max_frame <= 0:
+        if type(features) is not list or type(max_frame) is not int:
             raise self._violation("malformed HELLO")
+        if max_frame < MIN_MAX_FRAME:
+            raise self._violation(f"HELLO announces max_frame={_brief(max_frame)}, below the "
+                                  f"minimum of {MIN_MAX_FRAME}")
         self.peer_features = tuple(f for f in features if type(f) is str)
         # An optional sixth field: the calls the peer lets us have running.
         if len(message) > 5 and type(message[5]) is int and message[5] > 0:
@@ -609,7 +600,7 @@ class Broker:
 
     def _on_call(self, message: list) -> CallEvent | None:
         _, req_id, target, method, args, kwargs, answer_wanted = message
-        if (type(req_id) is not int or type(target) is not int or type(method) is not str
+        if (not valid_req_id(req_id) or type(target) is not int or type(method) is not str
                 or type(args) is not list or type(kwargs) is not dict
                 or type(answer_wanted) is not bool):
             raise self._violation("malformed CALL")
@@ -704,7 +695,7 @@ class Broker:
 
     def _on_cancel(self, message: list) -> CancelEvent | None:
         req_id = message[1]
-        if type(req_id) is not int:
+        if not valid_req_id(req_id):
             raise self._violation("malformed CANCEL")
         return CancelEvent(req_id) if req_id in self.running else None
 

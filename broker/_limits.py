@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import jelly
 
+from ._fields import MIN_MAX_FRAME
+
 __all__ = ["Limits", "DEFAULT_LIMITS"]
 
 MiB = 1024 * 1024
@@ -75,6 +77,9 @@ class Limits:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"Limits.{name} must be a positive number of seconds, not {value!r}")
+        if self.max_frame < MIN_MAX_FRAME:
+            raise ValueError(f"Limits.max_frame must be at least {MIN_MAX_FRAME} "
+                             f"(docs/protocol.md section 1), not {self.max_frame}")
         if self.max_frame > 0xFFFFFFFF:
             raise ValueError("Limits.max_frame cannot exceed the 32-bit length header")
 

@@ -292,6 +292,10 @@ async def login_over(connection: Any, username: str, password: str, *,
         raise _as_unauthorized(exc) from None
     finally:
         del root
+        if challenger is not None:
+            # Answered (or given up on): the challenge is over, so the
+            # server may forget the challenger now (protocol.md section 4).
+            await challenger.release()
     try:
         client.verify(server_final)
     except cred.ScramError:
@@ -301,8 +305,6 @@ async def login_over(connection: Any, username: str, password: str, *,
             "it may be an impostor — the session was dropped"
         ) from None
     client.keep_ticket(ticket)
-    if challenger is not None:
-        await challenger.release()
     return avatar
 
 
