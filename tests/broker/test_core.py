@@ -233,7 +233,7 @@ def test_every_opcode_with_wrong_arity_or_type_is_a_remote_protocol_error(what, 
 ])
 def test_a_malformed_hello_is_a_remote_protocol_error(message):
     pair = CorePair()
-    with pytest.raises(broker.RemoteProtocolError, match="malformed HELLO"):
+    with pytest.raises(broker.RemoteProtocolError, match="malformed HELLO|below the minimum"):
         pair.server.receive_frame(msgpack.packb(message))
     assert pair.server.state == GOODBYE_SENT
 
