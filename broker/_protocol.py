@@ -1155,7 +1155,7 @@ class Connection:
         if callback in self._protocol._watchers:
             self._protocol._watchers.remove(callback)
 
-    async def login(self, username: str, password: str, *, service: str | None = "pbecho",
+    async def login(self, username: str, password: str, *, service: str | None = None,
                     perspective: str | None = None, mind: Any = None) -> RemoteReference:
         """Log in through the peer's portal; return the perspective reference.
 
