@@ -26,10 +26,10 @@ closes; the last two abandon it (counted as a failed login).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import cred
+from cred.log import get_logger
 
 from ._errors import NoSuchMethod, PBError, RemoteError, Unauthorized
 from ._flavors import Referenceable, Root
@@ -37,7 +37,7 @@ from ._remote import RemoteReference
 
 __all__ = ["PortalRoot", "login_over", "login_anonymous_over"]
 
-log = logging.getLogger("broker.login")
+log = get_logger("broker.login")
 
 _UNAUTHORIZED_TYPES = frozenset({"cred.errors.Unauthorized", "broker.Unauthorized"})
 
@@ -64,13 +64,13 @@ class _Session:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:  # CancelledError too: it must not skip the logout
-            log.exception("detached() of %r failed", self.avatar)
+            log.exception("detached() failed", avatar=repr(self.avatar))
         try:
             self.logout()
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:
-            log.exception("logout of %r failed", self.avatar)
+            log.exception("logout failed", avatar=repr(self.avatar))
 
 
 class PortalRoot(Root):

@@ -10,6 +10,7 @@ no "Future exception was never retrieved").
 from __future__ import annotations
 
 import asyncio
+import inspect
 import concurrent.futures
 import logging
 import os
@@ -616,3 +617,18 @@ def test_login_names_no_default_service_and_the_server_lists_them(server):
             await listener.wait_closed()
 
         server.run(stop())
+
+
+def test_one_container_walk_and_one_watcher_helper_serve_both_directions():
+    """issue 15: _wrap/_unwrap were mirror images, and the watcher code was
+    written twice; each is one mechanism now."""
+    from clients import _blocking
+
+    source = inspect.getsource(_blocking)
+    assert source.count("kind is frozenset") == 1
+    assert source.count("def watcher(") == 1
+    sentinel = object()
+    leaf = lambda value: "X" if value is sentinel else _blocking._KEEP  # noqa: E731
+    plain = ([1, 2], {"a": (3,)}, frozenset({4}))
+    assert _blocking._walk(plain, leaf) is plain  # nothing replaced: no copy
+    assert _blocking._walk([sentinel, {sentinel: (sentinel,)}, {5}], leaf) == ["X", {"X": ("X",)}, {5}]
