@@ -91,7 +91,7 @@ class ChallengeHost(Protocol):
         ...
 
     def refuse(self, reason: str, account: str | None, source: Hashable | None,
-               attempt: Attempt | None = None, **fields: object) -> None:
+               attempt: Attempt | None = None, **fields: Any) -> None:
         """Log a refused login with its reason, and count it as failed."""
         ...
 
@@ -216,19 +216,8 @@ class Portal:
                 raise _Failed(getattr(refused, "reason", "bad credentials")) from None
             result = await self.enter(identity, checker, mind, interfaces, service, perspective,
                                       offered)
-        except _Failed as failure:
-            self.refuse(failure.reason, account, source, attempt, **failure.fields)
-            raise Unauthorized() from None
-        except ServiceRequired:
-            _log_service_required(account, source, attempt)
-            raise
-        except StoreError as exc:
-            _log_store_failure(exc, account, source, attempt)
-            raise Unauthorized() from None
-        except BaseException:
-            if attempt is not None:
-                attempt.failure()  # cancelled mid-check: it may have been a guess
-            raise
+        except BaseException as exc:
+            raise _settle(exc, self, account, source, attempt) from None
         attempt.success()
         return result
 
@@ -255,19 +244,8 @@ class Portal:
         :class:`Unauthorized` if the message is malformed or a cap on open
         challenges is reached."""
         server = self._scram_server(client_first, source, None)
-        username = server.username
-        self._hold(connection, username, source)
-        attempt = None
-        try:
-            attempt = await self.admit(username, source)
-            checker, verifier, known = await self._verifier_for(username, source, attempt)
-        except BaseException:
-            self._unhold(connection)
-            if attempt is not None:
-                attempt.failure()  # cancelled after it started (a no-op if already ended)
-            raise
-        finally:
-            self._opening -= 1
+        attempt, checker, verifier, known = await self._open_scram(server.username, source,
+                                                                   connection)
         return self._challenge(server, server.start(verifier), checker, known, source, offered,
                                attempt, connection)
 
@@ -309,18 +287,7 @@ class Portal:
         plausible = scram._valid_ticket(ticket)
         server = self._scram_server(client_first, source, ticket if plausible else None)
         username = server.username
-        self._hold(connection, username, source)
-        attempt = None
-        try:
-            attempt = await self.admit(username, source)
-            checker, verifier, known = await self._verifier_for(username, source, attempt)
-        except BaseException:
-            self._unhold(connection)
-            if attempt is not None:
-                attempt.failure()
-            raise
-        finally:
-            self._opening -= 1
+        attempt, checker, verifier, known = await self._open_scram(username, source, connection)
         if plausible:
             expected = server.start(verifier)
             if self.tickets.redeem(ticket, username) and server_first == expected:
@@ -334,6 +301,25 @@ class Portal:
         # login, one attempt, however many calls it takes.
         return (self._challenge(server, server.start(verifier), checker, known, source, offered,
                                 attempt, connection), None)
+
+    async def _open_scram(self, username: str, source: Hashable | None,
+                          connection: Hashable | None) -> tuple[Attempt, Any, Any, bool]:
+        """The first step every SCRAM login shares: hold a place under the
+        caps, wait out the throttle, look the verifier up.  Returns
+        ``(attempt, checker, verifier, known)``."""
+        self._hold(connection, username, source)
+        attempt = None
+        try:
+            attempt = await self.admit(username, source)
+            checker, verifier, known = await self._verifier_for(username, source, attempt)
+        except BaseException:
+            self._unhold(connection)
+            if attempt is not None:
+                attempt.failure()  # cancelled after it started (a no-op if already ended)
+            raise
+        finally:
+            self._opening -= 1
+        return attempt, checker, verifier, known
 
     @property
     def open_challenges(self) -> int:
@@ -512,7 +498,7 @@ class Portal:
         return None
 
     def refuse(self, reason: str, account: str | None, source: Hashable | None,
-               attempt: Attempt | None = None, **fields: object) -> None:
+               attempt: Attempt | None = None, **fields: Any) -> None:
         """Log a refused login (``login refused account=… source=…
         reason=…``) and count it as a failure."""
         if attempt is not None and not attempt.done:
@@ -520,6 +506,25 @@ class Portal:
         else:  # refused before any attempt started, or a replay of one that ended
             self.throttle.failure(account, source)
         log.info("login refused", account=account, source=source, reason=reason, **fields)
+
+
+def _settle(exc: BaseException, host: ChallengeHost, account: str | None,
+            source: Hashable | None, attempt: Attempt | None) -> BaseException:
+    """What a login that ended in ``exc`` raises, once logged and counted:
+    the one :class:`Unauthorized` for a refusal or a failed account store,
+    ``exc`` itself otherwise."""
+    if isinstance(exc, _Failed):
+        host.refuse(exc.reason, account, source, attempt, **exc.fields)
+        return Unauthorized()
+    if isinstance(exc, ServiceRequired):
+        _log_service_required(account, source, attempt)
+        return exc
+    if isinstance(exc, StoreError):
+        _log_store_failure(exc, account, source, attempt)
+        return Unauthorized()
+    if attempt is not None:
+        attempt.failure()  # cancelled mid-check: it may have been a guess
+    return exc
 
 
 def _pick_service(keyring: set[tuple[str, str]] | None,
@@ -680,19 +685,8 @@ class ScramChallenge:
                 raise _Failed("no such account")  # unreachable in practice: fakes match no proof
             interface, avatar, logout = await portal.enter(
                 account, checker, mind, interfaces, service, perspective, offered)
-        except _Failed as failure:
-            portal.refuse(failure.reason, account, source, attempt, **failure.fields)
-            raise Unauthorized() from None
-        except ServiceRequired:
-            _log_service_required(account, source, attempt)
-            raise
-        except StoreError as exc:
-            _log_store_failure(exc, account, source, attempt)
-            raise Unauthorized() from None
-        except BaseException:
-            if attempt is not None:
-                attempt.failure()  # cancelled after the proof arrived
-            raise
+        except BaseException as exc:
+            raise _settle(exc, portal, account, source, attempt) from None
         attempt.success()
         self.ticket = portal.issue_ticket(account)
         return ScramLoginResult(server_final, interface, avatar, logout)

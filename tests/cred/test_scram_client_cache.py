@@ -12,13 +12,19 @@ def exchange(client, verifier):
     return server, server_first
 
 
-def test_a_second_login_reuses_the_derived_key(monkeypatch):
+def count_derivations(monkeypatch):
+    """The client's key derivations from now on (its module runs them; the
+    server never does), with the default cache emptied."""
     scram.clear_client_key_cache()
-    verifier = scram.ScramVerifier.from_password("pencil")
     calls = []
     real = scram.salted_password
-    # the client's module derives keys; the server never does
     monkeypatch.setattr(scram_client, "salted_password", lambda *a: calls.append(a) or real(*a))
+    return calls
+
+
+def test_a_second_login_reuses_the_derived_key(monkeypatch):
+    verifier = scram.ScramVerifier.from_password("pencil")
+    calls = count_derivations(monkeypatch)
     for _ in range(3):
         client = scram.ScramClient("user", "pencil")
         server, server_first = exchange(client, verifier)
@@ -84,11 +90,8 @@ def test_a_cached_async_final_does_not_need_a_thread():
 
 
 def test_a_client_with_its_own_cache_leaves_the_default_alone(monkeypatch):
-    scram.clear_client_key_cache()
     verifier = scram.ScramVerifier.from_password("pencil")
-    calls = []
-    real = scram.salted_password
-    monkeypatch.setattr(scram_client, "salted_password", lambda *a: calls.append(a) or real(*a))
+    calls = count_derivations(monkeypatch)
     mine = scram.ClientCache()
     for cache in (mine, mine, None, scram.ClientCache()):
         client = scram.ScramClient("user", "pencil", cache=cache)
