@@ -10,10 +10,13 @@ import ipaddress
 from collections.abc import Coroutine, Generator, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
+import cred
+
 from ._accept import Acceptor
 from ._errors import ConnectionLost
 from ._limits import DEFAULT_LIMITS, Limits
 from ._connection import Connection
+from ._login import login_over
 from ._protocol import BrokerProtocol
 from ._remote import RemoteReference
 
@@ -389,12 +392,18 @@ async def _open(host: str | None, port: int | None, *, path: Any, ssl: Any, serv
 
 def login(host: str | None = None, port: int | None = None,
           username: str = "", password: str = "", *,
-          service: str | None = "pbecho", perspective: str | None = None,
+          service: str | None = None, perspective: str | None = None,
           mind: Any = None, path: str | os.PathLike[str] | None = None,
           ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
           limits: Limits | None = None, local_addr: tuple[str, int] | None = None,
-          timeout: float | None = 30.0) -> Opening[RemoteReference]:
+          timeout: float | None = 30.0,
+          cache: cred.ClientCache | None = None) -> Opening[RemoteReference]:
     """Connect and log in; the perspective's ``RemoteReference``.
+
+    ``service`` names the cred service to log in to; without one the server
+    picks the only service the account may use, or refuses naming the ones
+    it may.  ``cache`` is what the SCRAM client remembers between logins
+    (``cred.default_client_cache`` unless given).
 
     Its connection is ``perspective.connection``; close that when done, or
     use ``async with broker.login(...) as me`` (or ``async with me``),
@@ -403,19 +412,19 @@ def login(host: str | None = None, port: int | None = None,
     return Opening(_login(host, port, username, password, service=service,
                           perspective=perspective, mind=mind, path=path, ssl=ssl,
                           server_hostname=server_hostname, limits=limits,
-                          local_addr=local_addr, timeout=timeout))
+                          local_addr=local_addr, timeout=timeout, cache=cache))
 
 
 async def _login(host: str | None, port: int | None, username: str, password: str, *,
                  service: str | None, perspective: str | None, mind: Any, path: Any,
                  ssl: Any, server_hostname: Any, limits: Limits | None, local_addr: Any,
-                 timeout: float | None) -> RemoteReference:
+                 timeout: float | None, cache: cred.ClientCache | None) -> RemoteReference:
     # The login's first call carries our HELLO: no flush of its own.
     conn = (await _open(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
                         limits=limits, local_addr=local_addr, timeout=timeout)).connection
     try:
-        return await conn.login(username, password, service=service,
-                                perspective=perspective, mind=mind)
+        return await login_over(conn, username, password, service=service,
+                                perspective=perspective, mind=mind, cache=cache)
     except BaseException:
         await conn.close("login failed")
         raise

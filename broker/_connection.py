@@ -8,6 +8,8 @@ reference tables.
 from __future__ import annotations
 
 from typing import Any, Callable, Protocol
+import cred
+
 
 from ._errors import DeadReference
 from ._remote import RemoteReference
@@ -100,17 +102,19 @@ class Connection:
     def dont_notify_on_disconnect(self, callback: Callable[[Connection], Any]) -> None:
         self._protocol.remove_watcher(callback)
 
-    async def login(self, username: str, password: str, *, service: str | None = "pbecho",
-                    perspective: str | None = None, mind: Any = None) -> RemoteReference:
+    async def login(self, username: str, password: str, *, service: str | None = None,
+                    perspective: str | None = None, mind: Any = None,
+                    cache: cred.ClientCache | None = None) -> RemoteReference:
         """Log in through the peer's portal; return the perspective reference.
 
         Raises ``Unauthorized`` (one message for every cause).  One connection
-        may hold several logins.
+        may hold several logins.  ``cache`` holds the client's derived keys and
+        tickets (default: ``cred.default_client_cache``).
         """
         from ._login import login_over
 
         return await login_over(self, username, password, service=service,
-                                perspective=perspective, mind=mind)
+                                perspective=perspective, mind=mind, cache=cache)
 
     async def login_anonymous(self, *, service: str | None = None,
                               perspective: str | None = None,

@@ -13,7 +13,9 @@ The exchange is SCRAM-SHA-256 (RFC 5802/7677 messages) carried as two calls::
     client checks server_final (mutual proof), or drops the reference.
 
 The server never runs the KDF during a login: it holds StoredKey/ServerKey
-only.  Every refusal is ``Unauthorized`` with one fixed message.
+only.  Every refusal is ``Unauthorized`` with one fixed message, except
+one: a proven account that named no service, where the portal could not
+pick one, hears which services it may use (``cred.ServiceRequired``).
 
 Each connection counts as one ``connection=`` for the portal's cap on open
 challenges (``Portal.max_challenges_per_connection``, 4 by default).  A
@@ -23,7 +25,6 @@ closes; the last two abandon it (counted as a failed login).
 """
 
 from __future__ import annotations
-
 
 from typing import Any
 
@@ -137,6 +138,8 @@ class _ConnectionRoot(Referenceable):
                 connection=self)
         except cred.Unauthorized:
             raise Unauthorized(cred.LOGIN_FAILED) from None
+        except cred.ServiceRequired as exc:
+            raise Unauthorized(str(exc)) from None  # the proof was good: say what to add
         if result is None:
             return self._challenger(challenge), challenge.server_first
         return self._welcome(challenge, result, mind)
@@ -240,6 +243,8 @@ class _Challenger(Referenceable):
                                                   perspective=perspective, mind=mind)
         except cred.Unauthorized:
             raise Unauthorized(cred.LOGIN_FAILED) from None
+        except cred.ServiceRequired as exc:
+            raise Unauthorized(str(exc)) from None  # the proof was good: say what to add
         return self._root._welcome(self._challenge, result, mind)
 
 
@@ -250,16 +255,17 @@ def _as_unauthorized(exc: RemoteError) -> Exception:
 
 
 async def login_over(connection: Any, username: str, password: str, *,
-                     service: str | None = "pbecho", perspective: str | None = None,
-                     mind: Any = None) -> Any:
+                     service: str | None = None, perspective: str | None = None,
+                     mind: Any = None, cache: cred.ClientCache | None = None) -> Any:
     """Log in on an open connection; return the perspective's reference.
 
-    One call when this process kept a ticket from an earlier login to the
-    same server and account; two otherwise, or when the server did not take
-    the ticket.
+    One call when ``cache`` (``cred.default_client_cache`` unless given)
+    kept a ticket from an earlier login to the same server and account;
+    two otherwise, or when the server did not take the ticket.
     """
     try:
-        client = cred.ScramClient(username, password, server=_server_name(connection))
+        client = cred.ScramClient(username, password, server=_server_name(connection),
+                                  cache=cache)
     except cred.ScramError as exc:
         raise Unauthorized(str(exc)) from None
     root = await connection.root()
@@ -275,7 +281,7 @@ async def login_over(connection: Any, username: str, password: str, *,
                 # Another server on that address now (one without one-trip
                 # logins, or not a portal at all): the ordinary exchange,
                 # with a client that holds no ticket.
-                client = cred.ScramClient(username, password)
+                client = cred.ScramClient(username, password, cache=cache)
                 trip = None
         if answer is not None:
             if _is_challenge(answer):

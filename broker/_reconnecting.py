@@ -30,6 +30,7 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import cred
 from cred.log import get_logger
 
 from ._errors import ConnectionLost, Unauthorized
@@ -51,7 +52,7 @@ class Reconnecting:
                  limits: Limits | None,
                  on_connect: Callable[[RemoteReference], Any] | None, wait: bool,
                  initial_delay: float, max_delay: float, max_attempts: int | None,
-                 connect_timeout: float | None) -> None:
+                 connect_timeout: float | None, cache: cred.ClientCache | None = None) -> None:
         if initial_delay <= 0 or max_delay < initial_delay:
             raise ValueError("need 0 < initial_delay <= max_delay")
         if max_attempts is not None and max_attempts < 1:
@@ -60,6 +61,7 @@ class Reconnecting:
                             server_hostname=server_hostname, limits=limits,
                             timeout=connect_timeout)
         self._login = (username, password, service, perspective, mind)
+        self._cache = cache
         self.on_connect = on_connect
         self.wait = wait
         self.initial_delay = initial_delay
@@ -154,6 +156,7 @@ class Reconnecting:
                 if username is not None:
                     ref = await login(username=username, password=password or "",
                                       service=service, perspective=perspective, mind=mind,
+                                      cache=self._cache,
                                       **self._target)
                 else:
                     conn = await connect(**self._target)
@@ -213,7 +216,8 @@ def reconnecting(host: str | None = None, port: int | None = None, *,
                  on_connect: Callable[[RemoteReference], Awaitable[Any] | Any] | None = None,
                  wait: bool = True, initial_delay: float = 0.2, max_delay: float = 30.0,
                  max_attempts: int | None = None,
-                 connect_timeout: float | None = 10.0) -> Reconnecting:
+                 connect_timeout: float | None = 10.0,
+                 cache: cred.ClientCache | None = None) -> Reconnecting:
     """A session that keeps a connection — or, with ``username``, a login —
     alive across server restarts::
 
@@ -224,11 +228,13 @@ def reconnecting(host: str | None = None, port: int | None = None, *,
     Back-off starts at ``initial_delay`` seconds, doubles up to
     ``max_delay``, with jitter; ``max_attempts`` failures in a row end the
     session (None: never).  ``wait=False`` makes calls fail at once while
-    disconnected instead of waiting for the next connection.
+    disconnected instead of waiting for the next connection.  ``cache``
+    is the ``cred.ClientCache`` each login uses (the default one unless
+    given).
     """
     return Reconnecting(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
                         username=username, password=password, service=service,
                         perspective=perspective, mind=mind, limits=limits,
                         on_connect=on_connect, wait=wait, initial_delay=initial_delay,
                         max_delay=max_delay, max_attempts=max_attempts,
-                        connect_timeout=connect_timeout)
+                        connect_timeout=connect_timeout, cache=cache)

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import broker
+import cred
+from broker._login import login_over  # Connection.login, with the client's cache
 
 from . import _loop_thread
 from ._loop_thread import run
@@ -68,21 +70,30 @@ def shutdown() -> None:
 
 # -- walking values ---------------------------------------------------------------
 
-def _wrap(value: Any, conn: Connection, depth: int = 0) -> Any:
-    kind = type(value)
-    if kind is broker.RemoteReference:
-        return RemoteReference(value, conn)
-    if kind is broker.RemoteStream:
-        return RemoteStream(value, conn)
+#: What a leaf function returns for a value it does not replace.
+_KEEP: Any = object()
+
+
+def _walk(value: Any, leaf: Callable[[Any], Any], depth: int = 0) -> Any:
+    """``value`` with ``leaf`` applied through containers.
+
+    ``leaf(v)`` returns what replaces ``v``, or :data:`_KEEP` to leave it
+    (and look inside it if it is a container).  A container in which
+    nothing was replaced is returned as it is, not copied.
+    """
+    replaced = leaf(value)
+    if replaced is not _KEEP:
+        return replaced
     if depth >= _MAX_DEPTH:
         return value
+    kind = type(value)
     if kind is list or kind is tuple or kind is set or kind is frozenset:
-        items = [_wrap(item, conn, depth + 1) for item in value]
+        items = [_walk(item, leaf, depth + 1) for item in value]
         if all(a is b for a, b in zip(items, value)):
             return value
         return items if kind is list else kind(items)
     if kind is dict:
-        pairs = [(_wrap(k, conn, depth + 1), _wrap(v, conn, depth + 1))
+        pairs = [(_walk(k, leaf, depth + 1), _walk(v, leaf, depth + 1))
                  for k, v in value.items()]
         if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, value.items())):
             return value
@@ -90,23 +101,58 @@ def _wrap(value: Any, conn: Connection, depth: int = 0) -> Any:
     return value
 
 
-def _unwrap(value: Any, depth: int = 0) -> Any:
-    kind = type(value)
-    if kind is RemoteReference:
-        return value._ref
-    if depth >= _MAX_DEPTH:
-        return value
-    if kind is list or kind is tuple or kind is set or kind is frozenset:
-        items = [_unwrap(item, depth + 1) for item in value]
-        if all(a is b for a, b in zip(items, value)):
-            return value
-        return items if kind is list else kind(items)
-    if kind is dict:
-        pairs = [(_unwrap(k, depth + 1), _unwrap(v, depth + 1)) for k, v in value.items()]
-        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, value.items())):
-            return value
-        return dict(pairs)
-    return value
+def _wrap(value: Any, conn: Connection) -> Any:
+    """Results: asynchronous references and streams become blocking ones."""
+    def leaf(item: Any) -> Any:
+        kind = type(item)
+        if kind is broker.RemoteReference:
+            return RemoteReference(item, conn)
+        if kind is broker.RemoteStream:
+            return RemoteStream(item, conn)
+        return _KEEP
+
+    return _walk(value, leaf)
+
+
+def _unwrap_leaf(item: Any) -> Any:
+    return item._ref if type(item) is RemoteReference else _KEEP
+
+
+def _unwrap(value: Any) -> Any:
+    """Arguments: blocking references go home as the asynchronous ones they wrap."""
+    return _walk(value, _unwrap_leaf)
+
+
+class _Watchers:
+    """Blocking callbacks on an asynchronous object's disconnect: each is
+    registered on the loop thread and called with the blocking wrapper."""
+
+    __slots__ = ("_target", "_wrapper", "_registered")
+
+    def __init__(self, target: Any, wrapper: Any) -> None:
+        self._target = target  # a broker.Connection or broker.RemoteReference
+        self._wrapper = wrapper
+        self._registered: dict[Any, Callable[[Any], Any]] = {}
+
+    def add(self, callback: Callable[[Any], Any]) -> None:
+        wrapper = self._wrapper
+
+        def watcher(_async_object: Any) -> Any:
+            return callback(wrapper)
+
+        async def add() -> None:
+            self._target.notify_on_disconnect(watcher)
+
+        run(add())
+        self._registered[callback] = watcher
+
+    def remove(self, callback: Callable[[Any], Any]) -> None:
+        watcher = self._registered.pop(callback, None)
+        if watcher is not None:
+            async def remove() -> None:
+                self._target.dont_notify_on_disconnect(watcher)
+
+            run(remove())
 
 
 def _resolve_timeout(timeout: Any, conn: Connection) -> float | None:
@@ -133,7 +179,7 @@ class Connection:
     def __init__(self, connection: broker.Connection, timeout: float | None) -> None:
         self._conn = connection
         self.timeout = timeout
-        self._watchers: dict[Any, Callable[[broker.Connection], Any]] = {}
+        self._watchers = _Watchers(connection, self)
 
     @property
     def async_connection(self) -> broker.Connection:
@@ -152,16 +198,20 @@ class Connection:
         """The server's root object."""
         return RemoteReference(run(self._conn.root()), self)
 
-    def login(self, username: str, password: str, *, service: str | None = "pbecho",
-              perspective: str | None = None, mind: Any = None) -> RemoteReference:
+    def login(self, username: str, password: str, *, service: str | None = None,
+              perspective: str | None = None, mind: Any = None,
+              cache: cred.ClientCache | None = None) -> RemoteReference:
         """Log in over this connection; return the perspective's reference.
 
-        ``mind`` (a local ``broker.Referenceable``) is what the perspective
-        may call back; its methods run on the loop thread.  Raises
-        ``broker.Unauthorized``.  Bounded by the connection's timeout.
+        ``service`` as for ``broker.login``.  ``mind`` (a local
+        ``broker.Referenceable``) is what the perspective may call back; its
+        methods run on the loop thread.  ``cache`` is what the SCRAM client
+        remembers between logins (``cred.default_client_cache`` unless
+        given).  Raises ``broker.Unauthorized``.  Bounded by the
+        connection's timeout.
         """
-        coro = self._conn.login(username, password, service=service,
-                                perspective=perspective, mind=_unwrap(mind))
+        coro = login_over(self._conn, username, password, service=service,
+                          perspective=perspective, mind=_unwrap(mind), cache=cache)
         return RemoteReference(run(_bounded(coro, self.timeout, "login")), self)
 
     def login_anonymous(self, *, service: str | None = None, perspective: str | None = None,
@@ -188,22 +238,10 @@ class Connection:
 
         It runs on the loop thread: it must not make blocking calls.
         """
-        def watcher(_conn: broker.Connection) -> Any:
-            return callback(self)
-
-        async def add() -> None:
-            self._conn.notify_on_disconnect(watcher)
-
-        run(add())
-        self._watchers[callback] = watcher
+        self._watchers.add(callback)
 
     def dont_notify_on_disconnect(self, callback: Callable[[Connection], Any]) -> None:
-        watcher = self._watchers.pop(callback, None)
-        if watcher is not None:
-            async def remove() -> None:
-                self._conn.dont_notify_on_disconnect(watcher)
-
-            run(remove())
+        self._watchers.remove(callback)
 
     def __enter__(self) -> Connection:
         return self
@@ -251,8 +289,9 @@ def connect(host: str | None = None, port: int | None = None, *,
 
 
 def login(host: str | None = None, port: int | None = None, username: str = "",
-          password: str = "", *, service: str | None = "pbecho",
+          password: str = "", *, service: str | None = None,
           perspective: str | None = None, mind: Any = None,
+          cache: cred.ClientCache | None = None,
           path: str | os.PathLike[str] | None = None,
           ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
           timeout: float | None = DEFAULT_TIMEOUT,
@@ -266,7 +305,7 @@ def login(host: str | None = None, port: int | None = None, username: str = "",
                    timeout=timeout, limits=limits)
     try:
         ref = conn.login(username, password, service=service, perspective=perspective,
-                         mind=mind)
+                         mind=mind, cache=cache)
     except BaseException:
         conn.close("login failed")
         raise
@@ -318,7 +357,7 @@ class RemoteReference:
         self._ref = reference
         self._connection = connection
         self._owns_connection = False
-        self._watchers: dict[Any, Callable[[broker.RemoteReference], Any]] | None = None
+        self._watchers: _Watchers | None = None
 
     @property
     def async_reference(self) -> broker.RemoteReference:
@@ -363,24 +402,13 @@ class RemoteReference:
 
         It runs on the loop thread: it must not make blocking calls.
         """
-        def watcher(_ref: broker.RemoteReference) -> Any:
-            return callback(self)
-
-        async def add() -> None:
-            self._ref.notify_on_disconnect(watcher)
-
-        run(add())
         if self._watchers is None:
-            self._watchers = {}
-        self._watchers[callback] = watcher
+            self._watchers = _Watchers(self._ref, self)
+        self._watchers.add(callback)
 
     def dont_notify_on_disconnect(self, callback: Callable[[RemoteReference], Any]) -> None:
-        watcher = (self._watchers or {}).pop(callback, None)
-        if watcher is not None:
-            async def remove() -> None:
-                self._ref.dont_notify_on_disconnect(watcher)
-
-            run(remove())
+        if self._watchers is not None:
+            self._watchers.remove(callback)
 
     def __enter__(self) -> RemoteReference:
         return self

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import broker
+import cred
 
 from ._blocking import DEFAULT_TIMEOUT, Connection, _unwrap, _wrap
 from ._loop_thread import register_closer, run, unregister_closer
@@ -86,7 +87,8 @@ def reconnecting(host: str | None = None, port: int | None = None, *,
                  wait: bool = True, initial_delay: float = 0.2, max_delay: float = 30.0,
                  max_attempts: int | None = None,
                  timeout: float | None = DEFAULT_TIMEOUT,
-                 limits: broker.Limits | None = None) -> Reconnecting:
+                 limits: broker.Limits | None = None,
+                 cache: cred.ClientCache | None = None) -> Reconnecting:
     """Keep a connection (with ``username``: a login) alive across server
     restarts, without ``await``::
 
@@ -101,5 +103,5 @@ def reconnecting(host: str | None = None, port: int | None = None, *,
         host, port, path=path, ssl=ssl, server_hostname=server_hostname, username=username,
         password=password, service=service, perspective=perspective, limits=limits,
         on_connect=on_connect, wait=wait, initial_delay=initial_delay, max_delay=max_delay,
-        max_attempts=max_attempts, connect_timeout=timeout)
+        max_attempts=max_attempts, connect_timeout=timeout, cache=cache)
     return Reconnecting(session, timeout)

@@ -23,6 +23,7 @@ from .errors import (
     NotGranted,
     SchemaVersionError,
     ScramError,
+    ServiceRequired,
     StoreError,
     Unauthorized,
     UnknownService,
@@ -39,11 +40,13 @@ from .interfaces import (
     IUsernamePassword,
 )
 from .perspective import ANONYMOUS, PerspectiveKey
-from .portal import LoginResult, Portal, ScramChallenge, ScramLoginResult
+from .portal import ChallengeHost, LoginResult, Portal, ScramChallenge, ScramLoginResult
 from .realm import Service, ServiceRealm
-from .scram import ScramClient, ScramServer, ScramVerifier
+from .scram import ScramServer, ScramVerifier
+from .scram_client import ClientCache, ScramClient, default_client_cache
 from .store import AccountStore
 from .throttle import Throttle
+from .tickets import TicketStore
 
 __all__ = [
     # credentials
@@ -65,6 +68,7 @@ __all__ = [
     # portal and realm
     "Portal",
     "ScramChallenge",
+    "ChallengeHost",
     "LoginResult",
     "ScramLoginResult",
     "PerspectiveKey",
@@ -73,15 +77,19 @@ __all__ = [
     "ServiceRealm",
     # SCRAM
     "ScramClient",
+    "ClientCache",
+    "default_client_cache",
     "ScramServer",
     "ScramVerifier",
     # store and throttle
     "AccountStore",
     "Throttle",
+    "TicketStore",
     # errors
     "CredError",
     "Unauthorized",
     "LOGIN_FAILED",
+    "ServiceRequired",
     "ScramError",
     "StoreError",
     "MissingDatabase",

@@ -4,6 +4,7 @@
 
     CredError
     ├── Unauthorized          every login failure, one fixed message
+    ├── ServiceRequired       a proven account named no service, and has not exactly one
     ├── ScramError            a malformed or failed SCRAM message (or misuse)
     └── StoreError            the account database
         ├── MissingDatabase
@@ -26,6 +27,7 @@ __all__ = [
     "CredError",
     "Unauthorized",
     "LOGIN_FAILED",
+    "ServiceRequired",
     "ScramError",
     "StoreError",
     "MissingDatabase",
@@ -47,6 +49,27 @@ LOGIN_FAILED = (
 
 class CredError(Exception):
     """Base class of every error raised by ``cred``."""
+
+
+class ServiceRequired(CredError):
+    """A login named no service, and the portal could not pick one.
+
+    Raised only after the credentials were proven (a stranger gets
+    :class:`Unauthorized` as always): ``services`` are the services this
+    account may log in to here, sorted, possibly none.
+    """
+
+    def __init__(self, services: list[str] | tuple[str, ...] = ()) -> None:
+        self.services = tuple(services)
+        if self.services:
+            text = (f"no service named; this account may log in to "
+                    f"{', '.join(self.services)}: pass service=NAME")
+        else:
+            text = "no service named, and this account may log in to no service here"
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.services,))
 
 
 class Unauthorized(CredError):

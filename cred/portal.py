@@ -24,24 +24,24 @@ failed: a client must not learn the database's path or SQLite's message).
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
-import logging
 import math
 import secrets
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import scram
-from .errors import CredError, ScramError, StoreError, Unauthorized
+from .errors import CredError, ScramError, ServiceRequired, StoreError, Unauthorized
 from .interfaces import ICredentials, ICredentialsChecker, IKeyring, IRealm, IScramVerifierSource
+from .log import get_logger
 from .perspective import ANONYMOUS, PerspectiveKey
 from .throttle import Attempt, Throttle
+from .tickets import TicketStore
 
-__all__ = ["Portal", "ScramChallenge", "LoginResult", "ScramLoginResult"]
+__all__ = ["Portal", "ScramChallenge", "ChallengeHost", "LoginResult", "ScramLoginResult"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class LoginResult(NamedTuple):
@@ -58,7 +58,50 @@ class ScramLoginResult(NamedTuple):
 
 
 class _Failed(Exception):
-    """Internal: a login failed for ``reason`` (logged, never shown)."""
+    """Internal: a login failed for ``reason`` (logged, never shown), with
+    more facts for the log as ``fields``."""
+
+    def __init__(self, reason: str, **fields: object) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fields = fields
+
+
+@runtime_checkable
+class ChallengeHost(Protocol):
+    """What a :class:`ScramChallenge` needs from the portal that made it.
+
+    :class:`Portal` is one; a transport never calls these itself.
+    """
+
+    #: seconds between the challenge and its answer before it expires
+    challenge_timeout: float
+
+    async def admit(self, account: str | None, source: Hashable | None) -> Attempt:
+        """Wait out the throttle for a login, and start its attempt."""
+        ...
+
+    async def enter(self, identity: Any, checker: Any, mind: Any, interfaces: tuple[Any, ...],
+                    service: str | None, perspective: str | None,
+                    offered: Collection[str] | None = None) -> LoginResult:
+        """Let a proven identity in: keyring check, then the realm's avatar.
+        Raises :class:`~cred.errors.Unauthorized`-worthy failures, and
+        :class:`~cred.errors.ServiceRequired` when no service was named and
+        none could be picked."""
+        ...
+
+    def refuse(self, reason: str, account: str | None, source: Hashable | None,
+               attempt: Attempt | None = None, **fields: Any) -> None:
+        """Log a refused login with its reason, and count it as failed."""
+        ...
+
+    def issue_ticket(self, account: str) -> str | None:
+        """A single-use ticket for the account's next one-trip login, or None."""
+        ...
+
+    def challenge_closed(self, challenge: ScramChallenge) -> None:
+        """The challenge was answered, expired or abandoned: forget it."""
+        ...
 
 
 class Portal:
@@ -77,9 +120,10 @@ class Portal:
     transport passes to tell its connections apart); a login past either
     cap is refused at once.  Each SCRAM
     login issues a single-use ticket for a later one-trip login
-    (:meth:`scram_one_trip`); the portal keeps at most ``max_tickets`` (the
-    oldest go first; 0 turns one-trip logins off), each for
-    ``ticket_lifetime`` seconds.
+    (:meth:`scram_one_trip`) from ``tickets``, a
+    :class:`~cred.tickets.TicketStore`; without one the portal makes its
+    own from ``max_tickets`` (the oldest go first; 0 turns one-trip logins
+    off) and ``ticket_lifetime`` (seconds).
     """
 
     def __init__(
@@ -90,22 +134,26 @@ class Portal:
         throttle: Throttle | None = None,
         server_secret: bytes | None = None,
         challenge_timeout: float = 60.0,
-        max_tickets: int = 10_000,
-        ticket_lifetime: float = 3600.0,
+        max_tickets: int | None = None,
+        ticket_lifetime: float | None = None,
         max_challenges: int = 10_000,
         max_challenges_per_connection: int = 4,
+        tickets: TicketStore | None = None,
     ) -> None:
         if not IRealm.providedBy(realm) and not callable(getattr(realm, "request_avatar", None)):
             raise TypeError(f"{realm!r} is not a realm (it needs request_avatar)")
         self.realm = realm
         self.throttle = throttle if throttle is not None else Throttle()
         self.challenge_timeout = challenge_timeout
-        if type(max_tickets) is not int or max_tickets < 0:
-            raise ValueError(f"max_tickets must be an int >= 0, not {max_tickets!r}")
-        self.max_tickets = max_tickets
-        if not isinstance(ticket_lifetime, (int, float)) or not ticket_lifetime > 0:
-            raise ValueError(f"ticket_lifetime must be a positive number of seconds, not {ticket_lifetime!r}")
-        self.ticket_lifetime = ticket_lifetime
+        if tickets is None:
+            tickets = TicketStore(
+                max_tickets=10_000 if max_tickets is None else max_tickets,
+                lifetime=3600.0 if ticket_lifetime is None else ticket_lifetime)
+        elif max_tickets is not None or ticket_lifetime is not None:
+            raise ValueError("pass max_tickets and ticket_lifetime to the TicketStore, not "
+                             "to a Portal given tickets=")
+        #: where this portal's one-trip tickets are issued and redeemed
+        self.tickets = tickets
         for name, value in (("max_challenges", max_challenges),
                             ("max_challenges_per_connection", max_challenges_per_connection)):
             if type(value) is not int or value < 1:
@@ -120,8 +168,6 @@ class Portal:
         self._per_connection: dict[Hashable, int] = {}
         self._refused_full = 0
         self._full_logged_at = -math.inf
-        #: ticket -> (user name, expiry on the monotonic clock); oldest first
-        self._tickets: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._secret = server_secret if server_secret is not None else secrets.token_bytes(32)
         self._checkers: list[Any] = []
         for checker in checkers:
@@ -163,22 +209,15 @@ class Portal:
         try:
             _check_request(service, perspective, offered)
             checker = self._checker_for(credentials)
-            attempt = await self._admit(account, source)
+            attempt = await self.admit(account, source)
             try:
                 identity = await checker.request_avatar_id(credentials)
             except Unauthorized as refused:
                 raise _Failed(getattr(refused, "reason", "bad credentials")) from None
-            result = await self._enter(identity, checker, mind, interfaces, service, perspective)
-        except _Failed as failure:
-            self._log_failure(failure, account, source, attempt)
-            raise Unauthorized() from None
-        except StoreError as exc:
-            _log_store_failure(exc, account, source, attempt)
-            raise Unauthorized() from None
-        except BaseException:
-            if attempt is not None:
-                attempt.failure()  # cancelled mid-check: it may have been a guess
-            raise
+            result = await self.enter(identity, checker, mind, interfaces, service, perspective,
+                                      offered)
+        except BaseException as exc:
+            raise _settle(exc, self, account, source, attempt) from None
         attempt.success()
         return result
 
@@ -205,19 +244,8 @@ class Portal:
         :class:`Unauthorized` if the message is malformed or a cap on open
         challenges is reached."""
         server = self._scram_server(client_first, source, None)
-        username = server.username
-        self._hold(connection, username, source)
-        attempt = None
-        try:
-            attempt = await self._admit(username, source)
-            checker, verifier, known = await self._verifier_for(username, source, attempt)
-        except BaseException:
-            self._unhold(connection)
-            if attempt is not None:
-                attempt.failure()  # cancelled after it started (a no-op if already ended)
-            raise
-        finally:
-            self._opening -= 1
+        attempt, checker, verifier, known = await self._open_scram(server.username, source,
+                                                                   connection)
         return self._challenge(server, server.start(verifier), checker, known, source, offered,
                                attempt, connection)
 
@@ -253,27 +281,16 @@ class Portal:
         every failure.
         """
         if not isinstance(ticket, str) or not isinstance(server_first, str):
-            self._log_failure(_Failed("malformed one-trip login: ticket or server-first is not text"),
-                              None, source)
+            self.refuse("malformed one-trip login: ticket or server-first is not text",
+                        None, source)
             raise Unauthorized()
         plausible = scram._valid_ticket(ticket)
         server = self._scram_server(client_first, source, ticket if plausible else None)
         username = server.username
-        self._hold(connection, username, source)
-        attempt = None
-        try:
-            attempt = await self._admit(username, source)
-            checker, verifier, known = await self._verifier_for(username, source, attempt)
-        except BaseException:
-            self._unhold(connection)
-            if attempt is not None:
-                attempt.failure()
-            raise
-        finally:
-            self._opening -= 1
+        attempt, checker, verifier, known = await self._open_scram(username, source, connection)
         if plausible:
             expected = server.start(verifier)
-            if self._redeem(ticket, username) and server_first == expected:
+            if self.tickets.redeem(ticket, username) and server_first == expected:
                 challenge = self._challenge(server, expected, checker, known, source, offered,
                                             attempt, connection)
                 result = await challenge.finish(client_final, service=service, perspective=perspective,
@@ -284,6 +301,25 @@ class Portal:
         # login, one attempt, however many calls it takes.
         return (self._challenge(server, server.start(verifier), checker, known, source, offered,
                                 attempt, connection), None)
+
+    async def _open_scram(self, username: str, source: Hashable | None,
+                          connection: Hashable | None) -> tuple[Attempt, Any, Any, bool]:
+        """The first step every SCRAM login shares: hold a place under the
+        caps, wait out the throttle, look the verifier up.  Returns
+        ``(attempt, checker, verifier, known)``."""
+        self._hold(connection, username, source)
+        attempt = None
+        try:
+            attempt = await self.admit(username, source)
+            checker, verifier, known = await self._verifier_for(username, source, attempt)
+        except BaseException:
+            self._unhold(connection)
+            if attempt is not None:
+                attempt.failure()  # cancelled after it started (a no-op if already ended)
+            raise
+        finally:
+            self._opening -= 1
+        return attempt, checker, verifier, known
 
     @property
     def open_challenges(self) -> int:
@@ -300,10 +336,10 @@ class Portal:
             self._refused_full += 1
             now = time.monotonic()
             if now - self._full_logged_at >= 1.0:
-                log.warning("%d SCRAM logins refused in the last %.0f s, the latest account=%r "
-                            "source=%r: %d are open (max_challenges=%d)", self._refused_full,
-                            min(now - self._full_logged_at, 999), account, source, open_now,
-                            self.max_challenges)
+                log.warning("SCRAM logins refused: too many open", refused=self._refused_full,
+                            seconds=round(min(now - self._full_logged_at, 999)),
+                            account=account, source=source, open=open_now,
+                            max_challenges=self.max_challenges)
                 self._full_logged_at, self._refused_full = now, 0
             raise Unauthorized()
         if connection is not None:
@@ -312,9 +348,9 @@ class Portal:
                 # Counted against the source, not the account: it is how this
                 # client uses its connection, not a guess at anyone's password.
                 self.throttle.failure(None, source)
-                log.info("login failed: account=%r source=%r: %d SCRAM logins are already open "
-                         "on this connection (max_challenges_per_connection=%d)", account, source,
-                         held, self.max_challenges_per_connection)
+                log.info("login refused", account=account, source=source,
+                         reason="too many SCRAM logins open on this connection", open=held,
+                         max_challenges_per_connection=self.max_challenges_per_connection)
                 raise Unauthorized()
             self._per_connection[connection] = held + 1
         self._opening += 1
@@ -335,30 +371,24 @@ class Portal:
                                                                  challenge.abandon, "expired")
         return challenge
 
-    def _issue_ticket(self, username: str) -> str | None:
-        if self.max_tickets <= 0:
-            return None
-        ticket = secrets.token_urlsafe(18)  # 24 characters: a SCRAM nonce part
-        tickets = self._tickets
-        tickets[ticket] = (username, time.monotonic() + self.ticket_lifetime)
-        while len(tickets) > self.max_tickets:
-            tickets.popitem(last=False)  # the oldest: its client logs in the two-trip way
-        return ticket
+    # --- what a ScramChallenge calls (ChallengeHost) ----------------------------
 
-    def _redeem(self, ticket: str, username: str) -> bool:
-        tickets = self._tickets
-        entry = tickets.get(ticket)
-        if entry is None or entry[0] != username:
-            return False  # another account's ticket is not this caller's to spend
-        del tickets[ticket]
-        return entry[1] > time.monotonic()
+    def issue_ticket(self, account: str) -> str | None:
+        """A single-use ticket for ``account``'s next one-trip login."""
+        return self.tickets.issue(account)
+
+    def challenge_closed(self, challenge: ScramChallenge) -> None:
+        """Forget a challenge that was answered, expired or abandoned."""
+        if challenge in self._challenges:
+            self._challenges.discard(challenge)
+            self._unhold(challenge.connection)
 
     def _scram_server(self, client_first: str, source: Hashable | None,
                       nonce: str | None) -> scram.ScramServer:
         try:
             return scram.ScramServer(client_first, nonce=nonce)
         except ScramError as exc:
-            self._log_failure(_Failed(f"malformed client-first: {exc}"), None, source)
+            self.refuse("malformed client-first message", None, source, detail=str(exc))
             raise Unauthorized() from None
 
     async def _verifier_for(self, username: str, source: Hashable | None,
@@ -386,7 +416,7 @@ class Portal:
 
     # --- shared tail -----------------------------------------------------------
 
-    async def _admit(self, account: str | None, source: Hashable | None) -> Attempt:
+    async def admit(self, account: str | None, source: Hashable | None) -> Attempt:
         """Wait until the throttle lets a login for ``account`` from
         ``source`` start, and start it.  Attempts that wait together wake
         together; the first to run takes the slot (no ``await`` between the
@@ -399,33 +429,64 @@ class Portal:
                 return throttle.start(account, source)
             await asyncio.sleep(delay)
 
-    async def _enter(
+    async def enter(
         self,
         identity: Any,
         checker: Any,
         mind: Any,
-        interfaces: tuple,
+        interfaces: tuple[Any, ...],
         service: str | None,
         perspective: str | None,
+        offered: Collection[str] | None = None,
     ) -> LoginResult:
+        """Let an identity the checker proved in: pick the service if none
+        was named, check the keyring, ask the realm.
+
+        Without a service, the realm is asked for ``(identity, None,
+        perspective)`` (a realm may have a default); where it refuses, or
+        the listener binds logins to ``offered`` services, an account whose
+        keyring (restricted to ``offered``) holds exactly one service gets
+        that one, and otherwise :class:`~cred.errors.ServiceRequired` names
+        the services it may use.  Only a proven identity gets this far, so
+        the list tells nobody anything they could not learn by logging in.
+        """
         if identity is ANONYMOUS:
-            key = PerspectiveKey(ANONYMOUS, service, perspective)
-        else:
-            if not isinstance(identity, str) or not identity:
-                raise _Failed(f"checker returned a bad identity {identity!r}")
-            key = PerspectiveKey(identity, service, perspective)
-            if service is not None:
-                key = PerspectiveKey(identity, service, identity if perspective is None else perspective)
+            if service is None and offered is not None:
+                raise _Failed("no service named (an anonymous login must name one on this "
+                              "listener)", offered=",".join(sorted(offered)))
+            return await self._avatar(PerspectiveKey(ANONYMOUS, service, perspective),
+                                      mind, interfaces)
+        if not isinstance(identity, str) or not identity:
+            raise _Failed("checker returned a bad identity", identity=repr(identity))
+        keyring = None
+        if service is None:
+            if offered is None:
+                try:
+                    return await self._avatar(PerspectiveKey(identity, None, perspective),
+                                              mind, interfaces)
+                except _Failed:
+                    keyring = await self._keyring(identity, checker)
+                    if keyring is None:
+                        raise
+            else:
                 keyring = await self._keyring(identity, checker)
-                if keyring is None or (key.service, key.perspective) not in keyring:
-                    raise _Failed(f"{key.service}:{key.perspective} is not on the keyring of {identity!r}")
+            service = _pick_service(keyring, offered)
+        key = PerspectiveKey(identity, service, identity if perspective is None else perspective)
+        if keyring is None:
+            keyring = await self._keyring(identity, checker)
+        if keyring is None or (key.service, key.perspective) not in keyring:
+            raise _Failed("not on the keyring", key=f"{key.service}:{key.perspective}")
+        return await self._avatar(key, mind, interfaces)
+
+    async def _avatar(self, key: PerspectiveKey, mind: Any,
+                      interfaces: tuple[Any, ...]) -> LoginResult:
         try:
             result = self.realm.request_avatar(key, mind, *interfaces)
             if inspect.isawaitable(result):
                 result = await result
             interface, avatar, logout = result
         except (KeyError, CredError) as exc:
-            raise _Failed(f"realm refused {key!r}: {exc!r}") from None
+            raise _Failed("the realm refused", key=repr(key), error=repr(exc)) from None
         return LoginResult(interface, avatar, logout)
 
     async def _keyring(self, identity: str, checker: Any) -> set[tuple[str, str]] | None:
@@ -436,13 +497,54 @@ class Portal:
                 return await other.get_keyring(identity)
         return None
 
-    def _log_failure(self, failure: Exception, account: str | None, source: Hashable | None,
-                     attempt: Attempt | None = None) -> None:
+    def refuse(self, reason: str, account: str | None, source: Hashable | None,
+               attempt: Attempt | None = None, **fields: Any) -> None:
+        """Log a refused login (``login refused account=… source=…
+        reason=…``) and count it as a failure."""
         if attempt is not None and not attempt.done:
             attempt.failure()
         else:  # refused before any attempt started, or a replay of one that ended
             self.throttle.failure(account, source)
-        log.info("login failed: account=%r source=%r: %s", account, source, failure)
+        log.info("login refused", account=account, source=source, reason=reason, **fields)
+
+
+def _settle(exc: BaseException, host: ChallengeHost, account: str | None,
+            source: Hashable | None, attempt: Attempt | None) -> BaseException:
+    """What a login that ended in ``exc`` raises, once logged and counted:
+    the one :class:`Unauthorized` for a refusal or a failed account store,
+    ``exc`` itself otherwise."""
+    if isinstance(exc, _Failed):
+        host.refuse(exc.reason, account, source, attempt, **exc.fields)
+        return Unauthorized()
+    if isinstance(exc, ServiceRequired):
+        _log_service_required(account, source, attempt)
+        return exc
+    if isinstance(exc, StoreError):
+        _log_store_failure(exc, account, source, attempt)
+        return Unauthorized()
+    if attempt is not None:
+        attempt.failure()  # cancelled mid-check: it may have been a guess
+    return exc
+
+
+def _pick_service(keyring: set[tuple[str, str]] | None,
+                  offered: Collection[str] | None) -> str:
+    """The one service a login that named none can mean, or ServiceRequired."""
+    services = {name for name, _ in keyring or ()}
+    if offered is not None:
+        services &= set(offered)
+    if len(services) == 1:
+        return services.pop()
+    raise ServiceRequired(sorted(services))
+
+
+def _log_service_required(account: str | None, source: Hashable | None,
+                          attempt: Attempt | None) -> None:
+    # The password was right: not a guess, so not counted as a failure.
+    if attempt is not None:
+        attempt.release()
+    log.info("login refused", account=account, source=source,
+             reason="no service named, and the account has not exactly one")
 
 
 def _log_store_failure(exc: StoreError, account: str | None, source: Hashable | None,
@@ -450,20 +552,20 @@ def _log_store_failure(exc: StoreError, account: str | None, source: Hashable | 
     # The server's fault, not the client's: not counted by the throttle.
     if attempt is not None:
         attempt.release()
-    log.error("login could not be checked: account=%r source=%r: the account store failed: %s",
-              account, source, exc)
+    log.error("login could not be checked", account=account, source=source,
+              reason="the account store failed", error=str(exc))
 
 
 def _check_request(service: object, perspective: object,
                    offered: Collection[str] | None = None) -> None:
     if service is not None and not isinstance(service, str):
         raise _Failed("service name is not text")
-    if offered is not None and service not in offered:
+    if offered is not None and service is not None and service not in offered:
         # The listener binds the login: a service that shares this portal
-        # is not reachable through another service's port.
-        wanted = "no service" if service is None else f"service {service!r}"
-        raise _Failed(f"{wanted} is not offered on the listener this login came through "
-                      f"(it offers {', '.join(sorted(offered)) or 'nothing'})")
+        # is not reachable through another service's port.  (No service:
+        # Portal.enter picks one of those offered, once the account is proven.)
+        raise _Failed("service not offered on this listener", service=service,
+                      offered=",".join(sorted(offered)) or "nothing")
     if perspective is not None and not isinstance(perspective, str):
         raise _Failed("perspective name is not text")
     if perspective is not None and service is None:
@@ -485,7 +587,7 @@ class ScramChallenge:
 
     def __init__(
         self,
-        portal: Portal,
+        portal: ChallengeHost,
         server: scram.ScramServer,
         server_first: str,
         checker: Any,
@@ -503,7 +605,8 @@ class ScramChallenge:
         self._known = known
         self._source = source
         self._attempt = attempt
-        self._connection = connection
+        #: what the portal counts this challenge against (see ``connection=``)
+        self.connection = connection
         self._timer: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
         self._used = False
@@ -526,10 +629,7 @@ class ScramChallenge:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        portal = self._portal
-        if self in portal._challenges:
-            portal._challenges.discard(self)
-            portal._unhold(self._connection)
+        self._portal.challenge_closed(self)
         self._server = self._checker = self._offered = None
 
     def abandon(self, reason: str = "abandoned") -> None:
@@ -539,8 +639,8 @@ class ScramChallenge:
         if self._used:
             return
         self._close()
-        self._portal._log_failure(_Failed(f"challenge {reason} without an answer"),
-                                  self.username, self._source, self._attempt)
+        self._portal.refuse(f"challenge {reason} without an answer", self.username,
+                            self._source, self._attempt)
 
     async def finish(
         self,
@@ -572,29 +672,21 @@ class ScramChallenge:
             interfaces = tuple(interfaces)
             _check_request(service, perspective, offered)
             if attempt is None:  # not made by the portal: throttle here
-                attempt = await portal._admit(account, source)
+                attempt = await portal.admit(account, source)
             try:
                 server_final = server.finish(client_final)
             except ScramError as exc:
                 # The same answer either way; the operator's log says which.
                 if not known:
-                    raise _Failed("no such account (its proof was checked against a "
-                                  "stand-in verifier)") from None
-                raise _Failed(f"wrong password: SCRAM proof refused: {exc}") from None
+                    raise _Failed("no such account",
+                                  detail="its proof was checked against a stand-in verifier") from None
+                raise _Failed("wrong password", detail=f"SCRAM proof refused: {exc}") from None
             if not known:
                 raise _Failed("no such account")  # unreachable in practice: fakes match no proof
-            interface, avatar, logout = await portal._enter(
-                account, checker, mind, interfaces, service, perspective)
-        except _Failed as failure:
-            portal._log_failure(failure, account, source, attempt)
-            raise Unauthorized() from None
-        except StoreError as exc:
-            _log_store_failure(exc, account, source, attempt)
-            raise Unauthorized() from None
-        except BaseException:
-            if attempt is not None:
-                attempt.failure()  # cancelled after the proof arrived
-            raise
+            interface, avatar, logout = await portal.enter(
+                account, checker, mind, interfaces, service, perspective, offered)
+        except BaseException as exc:
+            raise _settle(exc, portal, account, source, attempt) from None
         attempt.success()
-        self.ticket = portal._issue_ticket(account)
+        self.ticket = portal.issue_ticket(account)
         return ScramLoginResult(server_final, interface, avatar, logout)

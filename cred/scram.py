@@ -19,6 +19,12 @@ Key schedule (``H`` = SHA-256, ``HMAC`` = HMAC-SHA-256)::
     ClientProof     = ClientKey XOR ClientSignature
     ServerSignature = HMAC(ServerKey, AuthMessage)
 
+This module holds the RFC's primitives and the server side
+(:class:`ScramServer`); the client and what it remembers between logins
+(:class:`~cred.scram_client.ScramClient`,
+:class:`~cred.scram_client.ClientCache`) live in :mod:`cred.scram_client`
+and can still be imported from here.
+
 A client that logged in before may send client-first and client-final in
 one message: the server's answer carries a single-use ticket, which the next
 login uses as the server nonce, with the salt and iteration count the client
@@ -42,22 +48,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import functools
 import hashlib
 import hmac
 import secrets
 import stringprep
-import threading
 import unicodedata
-from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import ScramError
 
 __all__ = [
     "clear_client_key_cache",
+    "ClientCache",
+    "default_client_cache",
     "MECHANISM",
     "MIN_ITERATIONS",
     "DEFAULT_ITERATIONS",
@@ -383,331 +387,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-# --- client ------------------------------------------------------------------------
-
-class _ClientKeys:
-    """What a client needs per login from one SaltedPassword: ClientKey, and
-    StoredKey and ServerKey ready to sign."""
-
-    __slots__ = ("client_key", "client_signer", "server_signer")
-
-    def __init__(self, salted: bytes) -> None:
-        self.client_key = client_key(salted)
-        self.client_signer = _Mac(stored_key(self.client_key))
-        self.server_signer = _Mac(server_key(salted))
-
-
-class _Lru:
-    """A small bounded map, least recently used out first; thread-safe, as
-    clients may log in from several threads."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: Any) -> Any:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-class _ClientKeyCache(_Lru):
-    """The keys this process derived, so that logging in again to the same
-    account does not repeat the KDF.  RFC 5802 (section 5.1) lets clients
-    cache SaltedPassword; we keep what is derived from it.  In memory only,
-    bounded, keyed by a SHA-256 of the salt, iteration count and password
-    (no plaintext kept; whoever can read the cache can read the keys, so a
-    slower hash would protect nothing)."""
-
-    @staticmethod
-    def key_for(password: str, salt: bytes, iterations: int) -> bytes:
-        return hashlib.sha256(b"".join((
-            iterations.to_bytes(4, "big"), len(salt).to_bytes(4, "big"), salt,
-            password.encode("utf-8", "surrogatepass")))).digest()
-
-    def keys(self, password: str, salt: bytes, iterations: int) -> _ClientKeys | None:
-        return self.get(self.key_for(password, salt, iterations))
-
-    def remember(self, password: str, salt: bytes, iterations: int, salted: bytes) -> _ClientKeys:
-        return self.put(self.key_for(password, salt, iterations), _ClientKeys(salted))
-
-
-_CLIENT_KEYS = _ClientKeyCache(64)
-
-#: Tickets a client keeps per server and account: enough for as many
-#: logins at once as a pool or a burst usually makes.
-_MAX_TICKETS_KEPT = 16
-
-
-class _Remembered:
-    """What a client keeps from its last verified login to one account on
-    one server: the salt and iteration count, and the unused single-use
-    tickets the server issued for one-trip logins."""
-
-    __slots__ = ("salt", "iterations", "tickets")
-
-    def __init__(self, salt: bytes, iterations: int) -> None:
-        self.salt = salt
-        self.iterations = iterations
-        self.tickets: collections.deque[str] = collections.deque(maxlen=_MAX_TICKETS_KEPT)
-
-
-#: (server, user name) -> _Remembered
-_LOGINS = _Lru(256)
-
-
-def clear_client_key_cache() -> None:
-    """Forget every key this process's SCRAM clients derived, and the salts
-    and tickets they kept for one-trip logins."""
-    _CLIENT_KEYS.clear()
-    _LOGINS.clear()
-
-
 def _valid_ticket(value: object) -> bool:
     """A ticket (a server's single-use nonce for one-trip logins) is a nonce
     of 16 to 64 characters."""
     return type(value) is str and 16 <= len(value) <= 64 and _is_nonce(value)  # type: ignore[arg-type]
 
-
-class ScramClient:
-    """The client side, one exchange per object::
-
-        client = ScramClient("alice", "secret")
-        send(client.first())
-        send(await client.final_async(receive()))   # or client.final(...)
-        client.verify(receive())                    # mutual proof
-
-    ``final`` refuses a server nonce that does not extend ours, an iteration
-    count outside ``[min_iterations, max_iterations]``, and anything
-    malformed; ``verify`` raises unless the server proved it knows our
-    verifier.
-
-    One trip: given ``server`` (any hashable name for the server, such as
-    its address), a verified exchange remembers the account's salt and
-    iteration count, and :meth:`keep_ticket` keeps the single-use ticket the
-    server issued with its answer.  The next login to that server then
-    needs one message each way: :meth:`one_trip` takes a ticket and builds
-    the first and final messages at once::
-
-        client = ScramClient("alice", "secret", server=address)
-        trip = await client.one_trip_async()      # None: no ticket kept
-        if trip is not None:
-            client_first, ticket, server_first, client_final = trip
-            # send all four; the server answers server-final (then verify)
-            # or, if it would not have sent that server-first message (the
-            # ticket was spent or expired, the salt changed), a new
-            # server-first: go on with client.final_async(...)
-        ...
-        client.verify(server_final)
-        client.keep_ticket(ticket_from_the_answer)
-    """
-
-    def __init__(
-        self,
-        username: str,
-        password: str,
-        *,
-        nonce: str | None = None,
-        min_iterations: int = MIN_ITERATIONS,
-        max_iterations: int = MAX_ITERATIONS,
-        server: Hashable | None = None,
-    ) -> None:
-        if not isinstance(username, str) or not username:
-            raise ScramError("user name must be non-empty text")
-        if not isinstance(password, str):
-            raise ScramError("password must be text")
-        self.username = username
-        self._password = password
-        self._nonce = _check_nonce(nonce, "client nonce") if nonce is not None else _new_nonce()
-        self._min_iterations = min_iterations
-        self._max_iterations = max_iterations
-        self._server = server
-        self._state = "initial"
-        self._bare = f"n={escape_saslname(saslprep(username))},r={self._nonce}"
-        self._pending: tuple[str, str, bytes, int] | None = None
-        self._server_signature: bytes | None = None
-        self._salt_used: tuple[bytes, int] | None = None
-        self._one_trip = False
-        self._ticket_kept = False
-
-    @property
-    def done(self) -> bool:
-        """True once :meth:`verify` accepted the server's proof."""
-        return self._state == "done"
-
-    def first(self) -> str:
-        self._advance("initial", "first-sent", "first()")
-        return _GS2_HEADER + self._bare
-
-    def _parse_server_first(self, server_first: object) -> tuple[bytes, int]:
-        if self._one_trip and self._state == "final-sent":
-            # The server did not take the one-trip proof: it sent a challenge.
-            self._one_trip = False
-            self._state = "first-sent"
-        self._advance("first-sent", "deriving", "final()")
-        try:
-            message = _check_message(server_first, "server-first message")
-            nonce, salt_b64, iterations_text = _attributes(message, "rsi", "server-first message")
-            _check_nonce(nonce, "server-first message")
-            if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce):
-                raise ScramError("server nonce does not extend the client nonce")
-            salt = _b64decode(salt_b64, "server-first salt")
-            if not salt:
-                raise ScramError("malformed server-first message: empty salt")
-            if not (iterations_text.isascii() and iterations_text.isdigit()) or len(iterations_text) > 10:
-                raise ScramError("malformed server-first message: iteration count")
-            iterations = int(iterations_text)
-            if iterations < self._min_iterations:
-                raise ScramError(
-                    f"server asks for {iterations} iterations, fewer than the minimum {self._min_iterations}"
-                )
-            if iterations > self._max_iterations:
-                raise ScramError(
-                    f"server asks for {iterations} iterations, more than the maximum {self._max_iterations}"
-                )
-        except ScramError:
-            self._state = "failed"
-            raise
-        self._pending = (message, nonce, salt, iterations)
-        return salt, iterations
-
-    def _start_one_trip(self) -> tuple[str, str, bytes, int] | None:
-        if self._state != "initial":
-            raise ScramError(f"ScramClient.one_trip() called out of order (state {self._state})")
-        remembered = _LOGINS.get((self._server, self.username)) if self._server is not None else None
-        if remembered is None:
-            return None
-        try:
-            ticket = remembered.tickets.popleft()  # single use, whatever comes of it
-        except IndexError:
-            return None
-        self._state = "deriving"
-        salt, iterations = remembered.salt, remembered.iterations
-        nonce = self._nonce + ticket
-        server_first = f"r={nonce},s={_b64(salt)},i={iterations}"
-        self._pending = (server_first, nonce, salt, iterations)
-        self._one_trip = True
-        return ticket, server_first, salt, iterations
-
-    def _keys(self, salt: bytes, iterations: int) -> _ClientKeys:
-        try:
-            keys = _CLIENT_KEYS.keys(self._password, salt, iterations)
-            if keys is None:
-                salted = salted_password(self._password, salt, iterations)
-                keys = _CLIENT_KEYS.remember(self._password, salt, iterations, salted)
-        except BaseException:
-            self._state = "failed"
-            raise
-        return keys
-
-    async def _keys_async(self, salt: bytes, iterations: int) -> _ClientKeys:
-        try:
-            keys = _CLIENT_KEYS.keys(self._password, salt, iterations)
-            if keys is None:
-                salted = await salted_password_async(self._password, salt, iterations)
-                keys = _CLIENT_KEYS.remember(self._password, salt, iterations, salted)
-        except BaseException:
-            self._state = "failed"
-            raise
-        return keys
-
-    def _complete(self, keys: _ClientKeys) -> str:
-        assert self._pending is not None
-        server_first, nonce, salt, iterations = self._pending
-        self._pending = None
-        without_proof = f"c={_CHANNEL_BINDING},r={nonce}"
-        auth_message = f"{self._bare},{server_first},{without_proof}".encode("utf-8")
-        proof = client_proof(keys.client_key, keys.client_signer(auth_message))
-        self._server_signature = keys.server_signer(auth_message)
-        self._salt_used = (salt, iterations)
-        self._state = "final-sent"
-        return f"{without_proof},p={_b64(proof)}"
-
-    def final(self, server_first: str) -> str:
-        """Answer the server-first message (blocking: runs the KDF, unless
-        this process derived the same key before)."""
-        return self._complete(self._keys(*self._parse_server_first(server_first)))
-
-    async def final_async(self, server_first: str) -> str:
-        """:meth:`final` with the KDF in a worker thread (no thread when the
-        key is already cached)."""
-        return self._complete(await self._keys_async(*self._parse_server_first(server_first)))
-
-    def one_trip(self) -> tuple[str, str, str, str] | None:
-        """``(client_first, ticket, server_first, client_final)`` from a
-        ticket kept for this server and account (None if there is none):
-        ``server_first`` is the message the server would send with the
-        ticket as its nonce and the remembered salt and iteration count,
-        ``client_final`` carries the proof for it.  The ticket is used up.
-        Blocking if the key is not cached."""
-        started = self._start_one_trip()
-        if started is None:
-            return None
-        ticket, server_first, salt, iterations = started
-        return _GS2_HEADER + self._bare, ticket, server_first, self._complete(self._keys(salt, iterations))
-
-    async def one_trip_async(self) -> tuple[str, str, str, str] | None:
-        """:meth:`one_trip` with any KDF in a worker thread."""
-        started = self._start_one_trip()
-        if started is None:
-            return None
-        ticket, server_first, salt, iterations = started
-        keys = await self._keys_async(salt, iterations)
-        return _GS2_HEADER + self._bare, ticket, server_first, self._complete(keys)
-
-    def keep_ticket(self, ticket: object) -> bool:
-        """Keep the ticket the server issued with its server-final message,
-        for a later one-trip login.  Only after :meth:`verify` succeeded (an
-        impostor cannot plant tickets) and with a ``server``; a malformed
-        ticket, or None (the server issues none), is not kept.  Returns
-        whether it was kept."""
-        if (self._state != "done" or self._server is None or self._ticket_kept
-                or not _valid_ticket(ticket)):
-            return False
-        remembered = _LOGINS.get((self._server, self.username))
-        if remembered is None:
-            return False
-        remembered.tickets.append(ticket)  # type: ignore[arg-type]
-        self._ticket_kept = True  # one per login: a second copy would only fail later
-        return True
-
-    def verify(self, server_final: str) -> None:
-        """Check the server's signature; raises :class:`ScramError` if wrong."""
-        self._advance("final-sent", "failed", "verify()")
-        message = _check_message(server_final, "server-final message")
-        if message.startswith("e="):
-            raise ScramError(f"server refused the login: {message[2:]}")
-        (signature_b64,) = _attributes(message, "v", "server-final message")
-        signature = _b64decode(signature_b64, "server signature")
-        assert self._server_signature is not None
-        if not hmac.compare_digest(signature, self._server_signature):
-            raise ScramError("server signature is wrong: the server does not know this account's verifier")
-        self._state = "done"
-        if self._server is not None and self._salt_used is not None:
-            key = (self._server, self.username)
-            remembered = _LOGINS.get(key)
-            if remembered is None or (remembered.salt, remembered.iterations) != self._salt_used:
-                _LOGINS.put(key, _Remembered(*self._salt_used))
-
-    def _advance(self, expected: str, new: str, call: str) -> None:
-        if self._state != expected:
-            raise ScramError(f"ScramClient.{call} called out of order (state {self._state})")
-        self._state = new
 
 
 # --- server ------------------------------------------------------------------------
@@ -784,3 +468,18 @@ class ScramServer:
             raise ScramError("client proof is wrong")
         self._state = "done"
         return f"v={_b64(self._verifier._server_signer(auth_message))}"
+
+
+_CLIENT_NAMES = frozenset({"ScramClient", "ClientCache", "default_client_cache",
+                           "clear_client_key_cache"})
+
+
+def __getattr__(name: str) -> object:
+    # The client lives in cred.scram_client, which imports this module's
+    # primitives; resolving these names lazily keeps ``cred.scram.ScramClient``
+    # working without an import cycle.
+    if name in _CLIENT_NAMES:
+        from . import scram_client
+
+        return getattr(scram_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

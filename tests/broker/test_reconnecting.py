@@ -91,9 +91,12 @@ async def test_a_login_session_logs_in_again_and_stops_on_a_refusal():
 
     port = free_port()
     server = await broker.serve(portal(), "127.0.0.1", port)
+    cache = cred.ClientCache()
     async with broker.reconnecting("127.0.0.1", port, username="alice", password="pw",
-                                   service="me", initial_delay=0.05) as session:
+                                   service="me", initial_delay=0.05, cache=cache) as session:
         assert await session.call_remote("whoami", timeout=5) == "alice"
+        # its logins keep their key and tickets in the cache it was given
+        assert cache.key_count == 1 and cache.tickets(("pb", ("127.0.0.1", port)), "alice")
         server.close()
         await server.wait_closed()
         server = await broker.serve(portal(), "127.0.0.1", port)

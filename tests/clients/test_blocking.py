@@ -10,6 +10,7 @@ no "Future exception was never retrieved").
 from __future__ import annotations
 
 import asyncio
+import inspect
 import concurrent.futures
 import logging
 import os
@@ -580,3 +581,54 @@ def test_the_public_names_are_pinned():
         assert getattr(clients, name) is not None
     with pytest.raises(AttributeError):
         clients.no_such_name
+
+
+class _TwoServices(cred.Service):
+    def create_perspective(self, name):
+        return broker.Perspective()
+
+
+def test_login_names_no_default_service_and_the_server_lists_them(server):
+    """issue 16: no hidden "pbecho"; a proven account that named no service
+    hears which it may use."""
+    portal = cred.Portal(cred.ServiceRealm(_TwoServices("chat"), _TwoServices("shop")),
+                         [cred.InMemoryChecker({"alice": "pw"},
+                                               keyring={"alice": [("chat", None), ("shop", None)]})],
+                         throttle=cred.Throttle(base_delay=0))
+
+    async def serve():
+        return await broker.serve(portal, "127.0.0.1", 0)
+
+    listener = server.run(serve())
+    try:
+        cache = cred.ClientCache()
+        with pytest.raises(broker.Unauthorized, match="chat, shop"):
+            clients.login("127.0.0.1", listener.port, "alice", "pw", cache=cache)
+        with clients.login("127.0.0.1", listener.port, "alice", "pw", service="shop",
+                           cache=cache) as me:
+            assert me.is_alive
+        # the blocking client's own cache got the key and the ticket, the default none
+        assert cache.key_count == 1
+        assert cache.tickets(("pb", ("127.0.0.1", listener.port)), "alice")
+        assert not cred.default_client_cache.tickets(("pb", ("127.0.0.1", listener.port)), "alice")
+    finally:
+        async def stop():
+            listener.close()
+            await listener.wait_closed()
+
+        server.run(stop())
+
+
+def test_one_container_walk_and_one_watcher_helper_serve_both_directions():
+    """issue 15: _wrap/_unwrap were mirror images, and the watcher code was
+    written twice; each is one mechanism now."""
+    from clients import _blocking
+
+    source = inspect.getsource(_blocking)
+    assert source.count("kind is frozenset") == 1
+    assert source.count("def watcher(") == 1
+    sentinel = object()
+    leaf = lambda value: "X" if value is sentinel else _blocking._KEEP  # noqa: E731
+    plain = ([1, 2], {"a": (3,)}, frozenset({4}))
+    assert _blocking._walk(plain, leaf) is plain  # nothing replaced: no copy
+    assert _blocking._walk([sentinel, {sentinel: (sentinel,)}, {5}], leaf) == ["X", {"X": ("X",)}, {5}]

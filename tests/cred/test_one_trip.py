@@ -108,8 +108,8 @@ async def test_a_ticket_works_only_for_the_account_it_was_issued_to():
     _, _ = await two_trip(portal, alice_name)
     bob, _ = await two_trip(portal, bob_name, "bob", "builder")
     # bob's client builds a one-trip message around alice's ticket
-    alices_ticket = scram._LOGINS.get((alice_name, "alice")).tickets[0]
-    scram._LOGINS.get((bob_name, "bob")).tickets.appendleft(alices_ticket)
+    alices_ticket = cred.default_client_cache.tickets(alice_name, "alice")[0]
+    assert cred.default_client_cache.add_ticket(bob_name, "bob", alices_ticket, first=True)
     client, trip, challenge, result = await one_trip(portal, bob_name, "bob", "builder")
     assert trip[1] == alices_ticket and result is None
     # and alice's ticket was not spent by bob's try
@@ -117,12 +117,12 @@ async def test_a_ticket_works_only_for_the_account_it_was_issued_to():
     assert result is not None
 
 
-async def test_an_expired_ticket_falls_back(monkeypatch):
-    portal, _ = make_portal(ticket_lifetime=60.0)
+async def test_an_expired_ticket_falls_back():
+    now = [1000.0]
+    portal, _ = make_portal(tickets=cred.TicketStore(lifetime=60.0, clock=lambda: now[0]))
     name = server_name()
     await two_trip(portal, name)
-    now = __import__("time").monotonic()
-    monkeypatch.setattr("cred.portal.time.monotonic", lambda: now + 61.0)
+    now[0] += 61.0
     client, trip, challenge, result = await one_trip(portal, name)
     assert result is None
     client.verify((await challenge.finish(await client.final_async(challenge.server_first),
@@ -189,9 +189,9 @@ async def test_the_portal_keeps_at_most_max_tickets():
     name = server_name()
     for _ in range(20):
         await two_trip(portal, name)
-    assert len(portal._tickets) == 5
+    assert len(portal.tickets) == 5
     # the client keeps a bounded number too, and the newest are still good
-    kept = scram._LOGINS.get((name, "alice")).tickets
+    kept = cred.default_client_cache.tickets(name, "alice")
     assert len(kept) <= 16
     client = scram.ScramClient("alice", "wonderland", server=name)
     while (trip := await client.one_trip_async()) is not None:
@@ -232,7 +232,7 @@ async def test_the_client_keeps_no_ticket_before_verify_or_without_a_server():
         assert client.keep_ticket(bad) is False
     assert client.keep_ticket(challenge.ticket) is True
     assert client.keep_ticket(challenge.ticket) is False  # once
-    assert len(scram._LOGINS.get((name, "alice")).tickets) == 1
+    assert len(cred.default_client_cache.tickets(name, "alice")) == 1
     anonymous = scram.ScramClient("alice", "wonderland")  # no server name
     challenge = await portal.begin_scram(anonymous.first())
     result = await challenge.finish(await anonymous.final_async(challenge.server_first), service="pbecho")
@@ -260,8 +260,7 @@ def test_one_trip_is_refused_out_of_order():
 
 def test_forgetting_the_key_cache_forgets_salts_and_tickets():
     name = server_name()
-    remembered = scram._Remembered(b"salt" * 4, 4096)
-    remembered.tickets.append("A" * 24)
-    scram._LOGINS.put((name, "alice"), remembered)
+    cred.default_client_cache._remember_login(name, "alice", b"salt" * 4, 4096)
+    assert cred.default_client_cache.add_ticket(name, "alice", "A" * 24)
     scram.clear_client_key_cache()
     assert scram.ScramClient("alice", "wonderland", server=name).one_trip() is None

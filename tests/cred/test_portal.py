@@ -137,7 +137,6 @@ async def failure_messages(portal):
         "unknown service": scram_login(portal, "alice", PASSWORD, service="nosuch"),
         "service not on keyring": scram_login(portal, "bob", PASSWORD, service="words"),
         "perspective not on keyring": scram_login(portal, "bob", PASSWORD, service="pbecho", perspective="alice"),
-        "no service (ServiceRealm refuses)": scram_login(portal, "alice", PASSWORD),
         "perspective without service": scram_login(portal, "alice", PASSWORD, perspective="alice"),
         "non-text service": scram_login(portal, "alice", PASSWORD, service=["pbecho"]),
         "plain wrong password": portal.login(UsernamePassword("alice", "wrong"), None, service="pbecho"),

@@ -65,7 +65,7 @@ async def test_each_port_reaches_only_its_own_service_in_every_login_form(demo, 
                 # The same words as a wrong password: nothing tells the
                 # client that the service exists elsewhere.
                 assert str(refused.value) == cred.LOGIN_FAILED, (own, other, form)
-                assert f"service {other!r} is not offered on the listener" in caplog.text, \
+                assert f'reason="service not offered on this listener" service={other}' in caplog.text, \
                     (own, other, form)
         # And the listener still lets its own service in, both ways.
         for form in ("two-trip", "one-trip"):
@@ -73,10 +73,23 @@ async def test_each_port_reaches_only_its_own_service_in_every_login_form(demo, 
             await mine.connection.close()
 
 
-async def test_a_login_that_names_no_service_is_refused_on_a_bound_listener(demo):
+async def test_a_login_that_names_no_service_gets_only_its_listeners_service(demo):
+    # admin may use both services; each port offers one, so a login that
+    # names none can only mean that one (issue 16: no hidden default).
+    for own, port in (("pbecho", demo.echo.port), ("manhole", demo.manhole.port)):
+        me = await broker.login("127.0.0.1", port, "admin", demo.password, service=None,
+                                cache=cred.ClientCache())
+        try:
+            sessions = demo.echo.sessions if own == "pbecho" else demo.manhole.sessions
+            assert sessions
+        finally:
+            await me.connection.close()
+
+
+async def test_an_anonymous_login_that_names_no_service_is_refused_on_a_bound_listener(demo):
     for port in (demo.echo.port, demo.manhole.port):
         with pytest.raises(broker.Unauthorized):
-            await broker.login("127.0.0.1", port, "admin", demo.password, service=None)
+            await broker.login_anonymous("127.0.0.1", port, service=None)
 
 
 async def test_the_manhole_over_the_echo_port_gets_no_console(demo):
@@ -148,7 +161,7 @@ port = {manhole_port}
     finally:
         child.close()
     assert code == 0, stderr
-    assert re.search(r"service 'manhole' is not offered on the listener", stderr), stderr
+    assert re.search(r'reason="service not offered on this listener" service=manhole', stderr), stderr
 
 
 async def test_serve_checks_its_services_argument():
