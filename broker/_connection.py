@@ -8,8 +8,8 @@ reference tables.
 from __future__ import annotations
 
 from typing import Any, Callable, Protocol
-import cred
 
+import cred
 
 from ._errors import DeadReference
 from ._remote import RemoteReference
