@@ -164,6 +164,8 @@ class TwistedProtocol(asyncio.Protocol):
         return self.is_open and cache_id in self.core.refs.caches_out
 
     def _on_released(self, object_id: int, entry: Any) -> None:
+        if object_id:
+            self.core.remember_released(object_id, entry.obj)
         for hook in list(self.release_hooks):
             try:
                 hook(object_id, entry)

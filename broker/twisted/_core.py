@@ -19,7 +19,9 @@ root is named ``b"root"`` on the wire, our ``ROOT_ID`` inside.
 
 from __future__ import annotations
 
+import collections
 import traceback
+import weakref
 from typing import Any, Callable
 
 from .._errors import InsecureJelly, LimitExceeded, PBError, ProtocolError, RemoteError
@@ -35,6 +37,8 @@ __all__ = ["TwistedBroker", "CallEvent", "AnswerEvent", "FailureEvent", "ReadyEv
 
 PB_VERSION = 6
 ROOT_NAME = b"root"
+#: Released ids remembered for a late ``local`` (see TwistedBroker.released).
+_RELEASED_KEPT = 1024
 NEGOTIATING, OPEN, CLOSED = "NEGOTIATING", "OPEN", "CLOSED"
 
 
@@ -92,6 +96,11 @@ class TwistedBroker:
         self.running: set[int] = set()
         #: (cacheable, perspective, observer) whose stopped_observing is due.
         self.stopped: list[tuple[Any, Any, Any]] = []
+        #: Objects the peer released lately, weakly, by id.  A Twisted broker
+        #: sends the decref for a reference it got as an argument *before*
+        #: the answer that returns it home as ``local``; ids are never
+        #: reused, so the id still names the object while it lives.
+        self.released: collections.OrderedDict[int, weakref.ref] = collections.OrderedDict()
 
     # -- output -------------------------------------------------------------
 
@@ -236,7 +245,20 @@ class TwistedBroker:
             if entry is None:
                 raise InsecureJelly("the peer named our root, and we publish none")
             return entry.obj
+        if object_id not in self.refs.local:
+            ref = self.released.get(object_id)
+            obj = ref() if ref is not None else None
+            if obj is not None:
+                return obj.viewable if type(obj) is ViewPoint else obj
         return self.refs.flavor_in(LOCAL, (object_id,))
+
+    def remember_released(self, object_id: int, obj: Any) -> None:
+        try:
+            self.released[object_id] = weakref.ref(obj)
+        except TypeError:
+            return  # no weak references: it cannot come home after its decref
+        if len(self.released) > _RELEASED_KEPT:
+            self.released.popitem(last=False)
 
     def in_cache(self, tag: str, cache_id: Any, state: Any) -> Any:
         return self.refs.flavor_in(CACHE, (self._object_id(cache_id), tag, state))
