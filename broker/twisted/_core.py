@@ -285,7 +285,12 @@ class TwistedBroker:
         for expression in expressions:
             if self.state is CLOSED:
                 break
-            event = self._expression(expression)
+            try:
+                event = self._expression(expression)
+            except ProtocolError:
+                raise
+            except Exception as exc:  # a malformed message is the peer's fault
+                raise ProtocolError(f"bad {brief(expression, 60)}: {exc}") from None
             if event is not None:
                 events.append(event)
         return events
