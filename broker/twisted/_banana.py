@@ -52,9 +52,9 @@ _WORDS: dict[int, bytes] = {number: word for word, number in VOCABULARY.items()}
 
 _pack_double = struct.Struct("!d").pack
 _unpack_double = struct.Struct("!d").unpack_from
-# At most one byte past the limit, so an over-long prefix is seen without
-# scanning the whole buffer.
-_PREFIX = re.compile(rb"[\x00-\x7f]{0,%d}" % (PREFIX_LIMIT + 1))
+# A token's prefix and type byte, or (second branch) a prefix past the limit.
+_TOKEN = re.compile(rb"([\x00-\x7f]{0,%d}[\x80-\xff])|[\x00-\x7f]{%d}"
+                    % (PREFIX_LIMIT, PREFIX_LIMIT + 1))
 
 
 class BananaError(ProtocolError):
@@ -79,29 +79,47 @@ def encode(value: Any, vocabulary: bool = True) -> bytes:
 
 
 def _encode(value: Any, out: bytearray, words: dict[bytes, int]) -> None:
+    # Short prefixes (under 128) are one byte: appended directly, the
+    # general base-128 loop only for longer ones (bench_calls:
+    # twisted-client->pb, dicts).
     kind = type(value)
     if kind is bytes:
         number = words.get(value)
         if number is not None:
-            _b128(number, out)
+            out.append(number)  # every vocabulary index is below 128
             out.append(VOCAB)
             return
-        if len(value) > SIZE_LIMIT:
-            raise BananaError(f"a byte string of {len(value)} bytes is longer than banana's "
+        size = len(value)
+        if size < 128:
+            out.append(size)
+        elif size > SIZE_LIMIT:
+            raise BananaError(f"a byte string of {size} bytes is longer than banana's "
                               f"SIZE_LIMIT ({SIZE_LIMIT}); stream it in pieces")
-        _b128(len(value), out)
+        else:
+            _b128(size, out)
         out.append(STRING)
         out += value
     elif kind is list or kind is tuple:
-        if len(value) > SIZE_LIMIT:
-            raise BananaError(f"a list of {len(value)} items is longer than banana's "
+        size = len(value)
+        if size < 128:
+            out.append(size)
+        elif size > SIZE_LIMIT:
+            raise BananaError(f"a list of {size} items is longer than banana's "
                               f"SIZE_LIMIT ({SIZE_LIMIT})")
-        _b128(len(value), out)
+        else:
+            _b128(size, out)
         out.append(LIST)
         for item in value:
-            _encode(item, out, words)
+            if type(item) is int and 0 <= item < 128:
+                out.append(item)
+                out.append(INT)
+            else:
+                _encode(item, out, words)
     elif kind is int:
-        if value < 0:
+        if 0 <= value < 128:
+            out.append(value)
+            out.append(INT)
+        elif value < 0:
             if value < -_LARGEST_LONG:
                 raise BananaError("an int this large cannot travel in the Twisted dialect")
             _b128(-value, out)
@@ -167,28 +185,37 @@ class Decoder:
         return done
 
     def _run(self, done: list[Any]) -> None:
+        # One regex match per token finds its prefix and type byte; the
+        # message-size check runs per string and once per feed, not per
+        # token (bench_calls: twisted-client->pb, dicts).
         buf = self._buffer
         stack = self._stack
         end = len(buf)
         pos = self._pos
+        match = _TOKEN.match
         while pos < end:
             if not stack:
                 self._start = pos
                 self._lists = 0
-            match = _PREFIX.match(buf, pos)
-            digits_end = match.end()
-            if digits_end - pos > PREFIX_LIMIT:
+            m = match(buf, pos)
+            if m is None:
+                break  # the type byte has not arrived yet
+            after = m.end()
+            if m.lastindex is None:
                 raise BananaError(f"more than {PREFIX_LIMIT} bytes of prefix: not banana, "
                                   "or a number no peer may send")
-            if digits_end == end:
-                break  # the type byte has not arrived yet
-            number = 0
-            shift = 0
-            for i in range(pos, digits_end):
-                number |= buf[i] << shift
-                shift += 7
-            kind = buf[digits_end]
-            after = digits_end + 1
+            kind = buf[after - 1]
+            digits = after - 1 - pos
+            if digits == 1:
+                number = buf[pos]
+            elif digits == 0:
+                number = 0
+            else:
+                number = 0
+                shift = 0
+                for i in range(pos, after - 1):
+                    number |= buf[i] << shift
+                    shift += 7
             if kind == STRING:
                 if number > SIZE_LIMIT or after + number - self._start > self.max_bytes:
                     raise BananaError(f"a string of {number} bytes is past the limit "
@@ -210,50 +237,44 @@ class Decoder:
                 pos = after
                 if number:
                     stack.append((number, []))
-                    self._pos = pos
-                    self._check_size(pos)
                     continue
                 item = []
             elif kind == INT or kind == LONGINT:
                 item = number
             elif kind == NEG or kind == LONGNEG:
                 item = -number
+            elif kind == VOCAB:
+                if not self.vocabulary:
+                    raise BananaError("a VOCAB token before the pb dialect was chosen")
+                item = _WORDS.get(number)
+                if item is None:
+                    raise BananaError(f"VOCAB {number} is not in the pb vocabulary")
             elif kind == FLOAT:
-                if digits_end != pos:
+                if digits:
                     raise BananaError("a FLOAT token carries no prefix")
                 if end - after < 8:
                     break
                 item = _unpack_double(buf, after)[0]
                 after += 8
-            elif kind == VOCAB:
-                if not self.vocabulary:
-                    raise BananaError("a VOCAB token before the pb dialect was chosen")
-                word = _WORDS.get(number)
-                if word is None:
-                    raise BananaError(f"VOCAB {number} is not in the pb vocabulary")
-                item = word
             else:
                 raise BananaError(f"unknown banana type byte 0x{kind:02x}")
             pos = after
             # Hand the item to its list, closing every list it completes.
             while stack:
-                wanted, items = stack[-1]
+                top = stack[-1]
+                items = top[1]
                 items.append(item)
-                if len(items) < wanted:
-                    item = None
+                if len(items) < top[0]:
                     break
                 stack.pop()
                 item = items
             else:
                 done.append(item)
-                self._pos = pos
                 if not self.vocabulary:
                     # Still negotiating: what follows may use the vocabulary
                     # the answer switches on, so stop after this expression.
+                    self._pos = pos
                     return
-                continue
-            self._pos = pos
-            self._check_size(pos)
         self._pos = pos
         if stack or pos < end:
             self._check_size(end)
