@@ -179,3 +179,15 @@ def test_the_pbecho_example_client_talks_to_pb_run_echo_dialect_twisted(tmp_path
             client.close()
         child.stop()
         child.close()
+
+
+def test_a_config_file_listener_takes_dialect_twisted(tmp_path):
+    from services import load_config
+
+    path = tmp_path / "app.toml"
+    path.write_text('[[service]]\nplugin = "echo"\nport = 8787\ndialect = "twisted"\n')
+    (spec,) = load_config(path).services
+    assert spec.options.dialect == "twisted"
+    path.write_text('[[service]]\nplugin = "echo"\ndialect = "foolscap"\n')
+    with pytest.raises(Exception, match="dialect"):
+        load_config(path)
