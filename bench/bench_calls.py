@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import _harness as h
 from _harness import System
-from peers import floor, pb, pyro5_peer, rpyc_peer, twisted_pb
+from peers import floor, pb, pb_twisted_dialect, pyro5_peer, rpyc_peer, twisted_pb
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ def all_systems(loop: str) -> list[System]:
         systems.append(System("pb-uvloop", pb, {}, "uvloop"))
     systems += [
         System("twisted-pb", twisted_pb, {}),
+        # Ours in the Twisted dialect: Twisted's client against our server
+        # (compare with twisted-pb, same client), and our client against
+        # Twisted's server (issue 19).
+        System("twisted-client->pb", pb_twisted_dialect, {}, "asyncio"),
+        System("pb->twisted-server", pb_twisted_dialect.ClientSide, {}, "asyncio"),
         System("pyro5-serpent", pyro5_peer, {"serializer": "serpent"}),
         System("pyro5-msgpack", pyro5_peer, {"serializer": "msgpack"}),
         System("rpyc", rpyc_peer, {}),
@@ -90,7 +95,7 @@ def notes_for(system: System, drv: Any) -> dict[str, str]:
         notes.update(FLOOR_NOTES)
     elif system.module is pb:
         notes.update(PB_NOTES)
-    elif system.module is twisted_pb:
+    elif system.module in (twisted_pb, pb_twisted_dialect, pb_twisted_dialect.ClientSide):
         notes.update(TWISTED_NOTES)
     return notes
 
@@ -156,6 +161,26 @@ def print_summary(tables: dict[str, dict[str, h.Result]], ours: list[str], out=s
     out.flush()
 
 
+#: Twisted's client against our Twisted-dialect server, against the same
+#: client talking to Twisted's own server (issue 19: at least 1.5×).
+DIALECT_TARGET = 1.5
+
+
+def print_dialect_summary(tables: dict[str, dict[str, h.Result]], out=sys.stdout) -> None:
+    line = []
+    for w in WORKLOADS:
+        ours = tables.get(w.op, {}).get("twisted-client->pb")
+        theirs = tables.get(w.op, {}).get("twisted-pb")
+        if ours is None or theirs is None:
+            continue
+        r = h.ratio(ours, theirs)
+        verdict = "" if r is None else (" ok" if r >= DIALECT_TARGET else " MISS")
+        line.append(f"{w.op} {h.fmt_ratio(r)}{verdict if w.op in ('seq', 'burst', 'dicts') else ''}")
+    if line:
+        print(f"twisted client, our server vs Twisted's (target ≥ {DIALECT_TARGET}× on "
+              "seq/burst/dicts): " + ", ".join(line), file=out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = h.arg_parser(__doc__.splitlines()[0]).parse_args(argv)
     plan = h.plan_from_args(args)
@@ -195,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                           notes={n: notes[n].get(w.op, "") for n in results})
         ours = [d.name for d in drivers if d.name in ("pb", "pb-uvloop")]
         print_summary(tables, ours)
+        print_dialect_summary(tables)
         h.print_total(started)
         if args.json:
             h.write_json(args.json, {

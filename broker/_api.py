@@ -225,7 +225,8 @@ async def serve(root: Any, host: str | None = None, port: int = 0, *,
                 backlog: int = 128,
                 max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
                 max_connections_per_source: int | None = DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
-                services: Iterable[str] | None = None) -> Server:
+                services: Iterable[str] | None = None,
+                dialect: str = "native") -> Server:
     """Publish ``root`` on TCP ``host:port`` (port 0 picks one) or on the UNIX
     socket ``path``; each connection's ``root()`` reaches it.
 
@@ -236,14 +237,16 @@ async def serve(root: Any, host: str | None = None, port: int = 0, *,
     them, for a portal that no other listener shares).  A connection past
     ``max_connections`` (None: no cap), or past ``max_connections_per_source``
     from one IPv4 address or IPv6 /64 (UNIX socket peers are not counted), is
-    told ``GOODBYE limit-exceeded`` and closed.
+    told ``GOODBYE limit-exceeded`` and closed.  ``dialect="twisted"``
+    speaks Twisted PB's wire protocol instead (see broker/twisted).
     """
     for name, value in (("max_connections", max_connections),
                         ("max_connections_per_source", max_connections_per_source)):
         if value is not None and (type(value) is not int or value <= 0):
             raise ValueError(f"{name} must be a positive int or None, not {value!r}")
-    root = _publishable(root, _offered(services))
-    server = Server(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry, max_connections,
+    twisted = _twisted_dialect(dialect)
+    root = _publishable(root, _offered(services), twisted)
+    server = (twisted.TwistedServer if twisted else Server)(root, limits or DEFAULT_LIMITS, unsafe_tracebacks, registry, max_connections,
                     max_connections_per_source)
     loop = asyncio.get_running_loop()
     # asyncio binds (resolving the host, setting the socket options) but
@@ -287,12 +290,25 @@ def _offered(services: Iterable[str] | None) -> frozenset[str] | None:
     return offered
 
 
-def _publishable(root: Any, services: frozenset[str] | None = None) -> Any:
+def _twisted_dialect(dialect: str) -> Any:
+    """broker.twisted for ``dialect="twisted"``, None for the native dialect."""
+    if dialect == "native":
+        return None
+    if dialect == "twisted":
+        from . import twisted
+
+        return twisted._api
+    raise ValueError(f"unknown dialect {dialect!r}; use 'native' or 'twisted'")
+
+
+def _publishable(root: Any, services: frozenset[str] | None = None, twisted: Any = None) -> Any:
     try:
         from cred import Portal
     except ImportError:  # pragma: no cover - cred is part of the distribution
         Portal = ()
     if isinstance(root, Portal):
+        if twisted:
+            return twisted.portal_root(root, services)
         from ._login import PortalRoot
 
         return PortalRoot(root, services)
@@ -341,10 +357,17 @@ def connect(host: str | None = None, port: int | None = None, *,
             unsafe_tracebacks: bool = False,
             registry: Any = None,
             local_addr: tuple[str, int] | None = None,
-            timeout: float | None = 30.0) -> Opening[Connection]:
+            timeout: float | None = 30.0, dialect: str = "native") -> Opening[Connection]:
     """Connect to a server; ``root`` optionally publishes an object of ours
     that the server can reach (connections are symmetric).  Await the
-    result, or use it as ``async with broker.connect(...) as conn``."""
+    result, or use it as ``async with broker.connect(...) as conn``.
+    ``dialect="twisted"`` talks to a Twisted PB server."""
+    twisted = _twisted_dialect(dialect)
+    if twisted:
+        return Opening(twisted.connect_twisted(
+            host, port, path=path, ssl=ssl, server_hostname=server_hostname, root=root,
+            limits=limits, unsafe_tracebacks=unsafe_tracebacks, local_addr=local_addr,
+            timeout=timeout))
     return Opening(_connect(host, port, path=path, ssl=ssl, server_hostname=server_hostname,
                             root=root, limits=limits, unsafe_tracebacks=unsafe_tracebacks,
                             registry=registry, local_addr=local_addr, timeout=timeout))
@@ -396,8 +419,8 @@ def login(host: str | None = None, port: int | None = None,
           mind: Any = None, path: str | os.PathLike[str] | None = None,
           ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
           limits: Limits | None = None, local_addr: tuple[str, int] | None = None,
-          timeout: float | None = 30.0,
-          cache: cred.ClientCache | None = None) -> Opening[RemoteReference]:
+          timeout: float | None = 30.0, cache: cred.ClientCache | None = None,
+          dialect: str = "native") -> Opening[RemoteReference]:
     """Connect and log in; the perspective's ``RemoteReference``.
 
     ``service`` names the cred service to log in to; without one the server
@@ -407,8 +430,16 @@ def login(host: str | None = None, port: int | None = None,
 
     Its connection is ``perspective.connection``; close that when done, or
     use ``async with broker.login(...) as me`` (or ``async with me``),
-    which closes it on the way out.
+    which closes it on the way out.  ``dialect="twisted"`` logs in to a
+    Twisted PB server (its ``service``/``perspective`` are not sent: Twisted
+    has no such request).
     """
+    twisted = _twisted_dialect(dialect)
+    if twisted:
+        return Opening(twisted.login_twisted(
+            host, port, username, password, mind=mind, path=path, ssl=ssl,
+            server_hostname=server_hostname, limits=limits, local_addr=local_addr,
+            timeout=timeout))
     return Opening(_login(host, port, username, password, service=service,
                           perspective=perspective, mind=mind, path=path, ssl=ssl,
                           server_hostname=server_hostname, limits=limits,

@@ -14,7 +14,8 @@ from ._context import Flavored
 from ._copyable import check_tag
 from ._errors import InsecureJelly
 
-__all__ = ["Registry", "default_registry", "register_copy", "unregister_copy"]
+__all__ = ["Registry", "default_registry", "twisted_registry", "register_copy",
+           "unregister_copy"]
 
 T = TypeVar("T", bound=type)
 
@@ -127,11 +128,27 @@ class Registry:
 default_registry = Registry()
 
 
-def register_copy(tag: Any, cls: Any = None) -> Any:
-    """Register a class in :data:`default_registry`; see :meth:`Registry.register`."""
-    return default_registry.register(tag, cls)
+#: Copies a Twisted PB peer may send (its class names), kept apart from the
+#: native tags: a name registered for one dialect is never accepted in the other.
+twisted_registry = Registry()
+
+_DIALECTS = {"native": default_registry, "twisted": twisted_registry}
 
 
-def unregister_copy(tag: str) -> None:
-    """Remove ``tag`` from :data:`default_registry`."""
-    default_registry.unregister(tag)
+def _registry_for(dialect: str) -> Registry:
+    try:
+        return _DIALECTS[dialect]
+    except KeyError:
+        raise ValueError(f"unknown dialect {dialect!r}; use 'native' or 'twisted'") from None
+
+
+def register_copy(tag: Any, cls: Any = None, *, dialect: str = "native") -> Any:
+    """Register a class in :data:`default_registry` (or, with
+    ``dialect="twisted"``, for copies a Twisted PB peer sends under the
+    class name ``tag``); see :meth:`Registry.register`."""
+    return _registry_for(dialect).register(tag, cls)
+
+
+def unregister_copy(tag: str, *, dialect: str = "native") -> None:
+    """Remove ``tag`` from the dialect's registry."""
+    _registry_for(dialect).unregister(tag)

@@ -14,6 +14,7 @@ not when it stops.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl as _ssl
 import time
@@ -56,8 +57,14 @@ class PortalService(Service):
         users: Iterable[tuple[str, str]] = (),
         grace: float = 10.0,
         show_banner: bool = True,
+        dialect: str = "native",
     ) -> None:
         super().__init__(name)
+        if dialect not in ("native", "twisted"):
+            raise ValueError(f"dialect must be 'native' or 'twisted', not {dialect!r}")
+        #: The wire dialect of this listener; "twisted" also lets accounts
+        #: given a Twisted secret (pb user add --twisted-secret) log in.
+        self.dialect = dialect
         service_name = getattr(realm_service, "name", None)
         if not isinstance(service_name, str) or not service_name:
             raise TypeError(f"{type(self).__name__}: realm_service must be a cred.Service "
@@ -104,6 +111,10 @@ class PortalService(Service):
             for user, password in self.users:
                 created = await ensure_account(self.store, user, password,
                                                [(self.service_name, None)])
+                if self.dialect == "twisted":  # a demo account must work for its listener
+                    from cred.twisted_secret import set_twisted_secret
+
+                    await asyncio.to_thread(set_twisted_secret, self.store, user, password)
                 _log.info("account created" if created else "account password reset",
                           user=user, grant=f"{self.service_name}:{user}")
             realm.add_service(self.realm_service)
@@ -122,18 +133,24 @@ class PortalService(Service):
         import broker
 
         offered = {self.service_name}
+        dialect = self.dialect
+        if dialect == "twisted":
+            from cred.twisted_secret import TwistedSecretChecker
+
+            if not any(isinstance(c, TwistedSecretChecker) for c in self.portal.checkers):
+                self.portal.register_checker(TwistedSecretChecker(self.store))
         if self.socket_path is None:
             return await broker.serve(self.portal, self.host, self.port, ssl=self.ssl_context,
-                                      services=offered)
+                                      services=offered, dialect=dialect)
         if self.socket_mode is None:
             return await broker.serve(self.portal, path=self.socket_path, ssl=self.ssl_context,
-                                      services=offered)
+                                      services=offered, dialect=dialect)
         # Born with the mode (umask while binding), then chmod'ed in case
         # the umask was ignored.
         old_umask = os.umask(0o777 & ~self.socket_mode)
         try:
             server = await broker.serve(self.portal, path=self.socket_path,
-                                        ssl=self.ssl_context, services=offered)
+                                        ssl=self.ssl_context, services=offered, dialect=dialect)
         finally:
             os.umask(old_umask)
         try:

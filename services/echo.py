@@ -132,10 +132,11 @@ class EchoService(PortalService):
         grace: float = 10.0,
         service_name: str = SERVICE_NAME,
         show_banner: bool = True,
+        dialect: str = "native",
     ) -> None:
         super().__init__(name, portal=portal, realm_service=_EchoRealmService(service_name, self),
                          host=host, port=port, path=path, users=users or (), grace=grace,
-                         show_banner=show_banner)
+                         show_banner=show_banner, dialect=dialect)
         self.echoes = 0
         self.logins = 0
         self.sessions = 0
@@ -184,6 +185,10 @@ class EchoPlugin(ServicePlugin):
                             help="create or update this account and grant it pbecho:NAME "
                                  "(repeatable; the password shows in the process list: "
                                  "for demos — use `pb user add` otherwise)")
+        parser.add_argument("--dialect", choices=("native", "twisted"), default="native",
+                            help="the wire protocol of the listener: native (default) or "
+                                 "twisted, for Twisted PB clients (their accounts need "
+                                 "`pb user add NAME --twisted-secret`)")
         parser.add_argument("--grace", type=non_negative_seconds, default=10.0, metavar="SECONDS",
                             help="when stopping, how long calls in progress may take "
                                  "(default: 10, within pb run's own --grace)")
@@ -200,6 +205,7 @@ class EchoPlugin(ServicePlugin):
             path=options.socket,
             users=options.user,
             grace=options.grace,
+            dialect=options.dialect,
         )
 
 

@@ -111,8 +111,15 @@ def _add(args: argparse.Namespace) -> int:
     password = _read_password()
     with _open(args, create=True) as store:
         store.add_user(args.name, password, iterations=args.iterations, keyring=args.service)
+        if args.twisted_secret:
+            from cred.twisted_secret import set_twisted_secret
+
+            set_twisted_secret(store, args.name, password)
     ring = ", ".join(f"{s}:{p or args.name}" for s, p in args.service) or "nothing yet"
     print(f"added user {args.name} (keyring: {ring}) to {args.db}")
+    if args.twisted_secret:
+        print(f"{args.name} also has a Twisted PB secret (unsalted MD5 of the password: "
+              "weaker, see docs/cred.md); Twisted-dialect listeners accept it")
     return 0
 
 
@@ -244,6 +251,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SERVICE[:PERSPECTIVE]",
         help="put this pair on the keyring (perspective defaults to NAME); repeatable",
     )
+    p.add_argument(
+        "--twisted-secret", action="store_true",
+        help="also store the weaker secret Twisted PB's login needs (MD5 of the password, "
+        "kept apart and marked weak), so that Twisted PB clients can log in through a "
+        "listener with dialect = \"twisted\"; see docs/cred.md")
     p.set_defaults(func=_run(_add))
 
     p = commands.add_parser("list", parents=[common], help="list accounts and their keyrings")

@@ -14,6 +14,7 @@ HARNESSES = {
     "config": "tests.fuzz.harnesses:CONFIG",
     "store-row": "tests.fuzz.harnesses:STORE_ROW",
     "scram": "tests.fuzz.harnesses:SCRAM",
+    "twisted-wire": "tests.fuzz.twisted_harness:TWISTED_WIRE",
 }
 
 #: Packages whose code atheris instruments for coverage.
