@@ -41,8 +41,8 @@ class TwistedProtocol(asyncio.Protocol):
         self.server = server
         self._root_source = root
         self.core = TwistedBroker(owner=self, make_proxy=self._make_proxy, is_client=is_client,
-                                  limits=limits, unsafe_tracebacks=unsafe_tracebacks)
-        self.core.refs.on_released = self._on_released  # type: ignore[method-assign]
+                                  limits=limits, unsafe_tracebacks=unsafe_tracebacks,
+                                  on_released=self._on_released)
         self.transport: asyncio.Transport | None = None
         self.peer_address: Any = None
         self.counted_source: Any = None

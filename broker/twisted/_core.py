@@ -79,13 +79,14 @@ class TwistedBroker:
     """One Twisted-dialect connection's state, no I/O."""
 
     def __init__(self, *, owner: Any, make_proxy: Callable[[int], Any], is_client: bool,
-                 limits: Limits, unsafe_tracebacks: bool = False) -> None:
+                 limits: Limits, unsafe_tracebacks: bool = False,
+                 on_released: Callable[[int, Any], Any] | None = None) -> None:
         self.limits = limits
         self.is_client = is_client
         self.unsafe_tracebacks = unsafe_tracebacks
         self.refs = ReferenceTables(owner, make_proxy, limits.max_local_references,
-                                    limits.max_caches)
-        self.refs.on_uncached = self._uncached  # type: ignore[method-assign]
+                                    limits.max_caches, on_released=on_released,
+                                    on_uncached=self._uncached)
         self.decoder = Decoder(max_bytes=min(limits.max_frame, limits.handshake_bytes),
                                max_depth=limits.max_depth, max_items=limits.max_items,
                                max_objects=limits.max_objects)
@@ -125,8 +126,7 @@ class TwistedBroker:
 
     def _jellied(self, value: Any, perspective: Any = None) -> Any:
         refs = self.refs
-        refs.perspective = perspective
-        refs._encoding = True
+        refs.begin_encode(perspective)
         ok = False
         try:
             result = Jellier(self, perspective).jelly(value)
@@ -241,7 +241,7 @@ class TwistedBroker:
     def in_local(self, object_id: Any) -> Any:
         object_id = self._object_id(object_id)
         if object_id == ROOT_ID:
-            entry = self.refs.lookup(ROOT_ID)
+            entry = self.refs.local.get(ROOT_ID)
             if entry is None:
                 raise InsecureJelly("the peer named our root, and we publish none")
             return entry.obj
@@ -350,7 +350,7 @@ class TwistedBroker:
             if cache:
                 target = self.refs.cache_target(self._object_id(object_id))
             else:
-                entry = self.refs.lookup(self._object_id(object_id))
+                entry = self.refs.local.get(self._object_id(object_id))
                 target = entry.obj if entry is not None else None
                 perspective = entry.perspective if entry is not None else None
             if target is None:
