@@ -464,3 +464,110 @@ async def test_a_client_still_sending_a_refused_body_reads_the_413() -> None:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+# -- edges filled in by the issue-14 audit -------------------------------------------
+
+
+class Raises(Resource):
+    """Raises the HTTP error named by the path, with markup in its message."""
+
+    is_leaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        raise HTTPError(int(request.postpath[0]), "<script>alert('x')</script> & more")
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 408, 413, 414, 431, 500, 502, 503, 504])
+async def test_every_error_status_is_a_small_escaped_html_page(status: int) -> None:
+    root = _tree()
+    root.put_child("raise", Raises())
+    async with running(root) as server:
+        code, headers, body = await get(port_of(server), f"/raise/{status}")
+        assert code == status
+        assert headers["content-type"] == "text/html; charset=utf-8"
+        assert int(headers["content-length"]) == len(body) < 1024
+        assert body.startswith(b"<!DOCTYPE html>") and b"<h1>%d " % status in body
+        assert b"<script>" not in body and b"&lt;script&gt;" in body and b"&amp; more" in body
+        assert b"Traceback" not in body
+
+
+async def test_errors_the_server_raises_itself_are_html_pages() -> None:
+    """408, 413, 414, 431 and 503 come from the server, not a resource:
+    they are pages too, and 405 names the methods in Allow."""
+    async with running(_tree(), max_request_line=100, max_header_bytes=200, max_body=50,
+                       header_timeout=0.3, max_connections=3) as server:
+        port = port_of(server)
+        answers = {
+            414: await raw_exchange(port, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+            431: await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"v" * 300),
+            413: await raw_exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                          b"Content-Length: 51\r\n\r\n"),
+            408: await raw_exchange(port, b"GET /echo HTTP/1.1\r\n"),
+            400: await raw_exchange(port, b"GET\r\n\r\n"),
+        }
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        answers[503] = await raw_exchange(port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _, writer in held:
+            writer.close()
+        for status, out in answers.items():
+            head, _, body = out.partition(b"\r\n\r\n")
+            assert status_of(out) == status, out[:200]
+            assert b"content-type: text/html; charset=utf-8" in head.lower()
+            assert body.startswith(b"<!DOCTYPE html>") and b"<h1>%d " % status in body
+    async with running(_tree()) as server:
+        out = await raw_exchange(port_of(server),
+                                 b"PUT /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                 b"Content-Length: 0\r\n\r\n")
+        assert status_of(out) == 405 and b"\r\nallow: get, post, head\r\n" in out.lower()
+
+
+async def test_the_last_connection_allowed_is_served() -> None:
+    """max_connections at the edge: N-1 held, the Nth is served; N held,
+    the next gets 503 (test_connections_past_the_limit_get_503)."""
+    async with running(_tree(), max_connections=3) as server:
+        port = port_of(server)
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        out = await raw_exchange(port, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(out) == 200
+        held.append(await asyncio.open_connection("127.0.0.1", port))
+        await asyncio.sleep(0.05)
+        out = await raw_exchange(port, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(out) == 503
+        for _, writer in held:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_a_slow_head_that_arrives_within_the_header_timeout_is_served() -> None:
+    """The header timeout at the edge: a head sent in pieces, finished well
+    inside the limit, is answered (past it: the slowloris test's 408)."""
+    async with running(_tree(), header_timeout=3.0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        for piece in (b"GET /echo HTTP/1.1\r\n", b"Host: x\r\n", b"X-A: 1\r\n",
+                      b"Connection: close\r\n", b"\r\n"):
+            writer.write(piece)
+            await asyncio.sleep(0.1)
+        out = await asyncio.wait_for(reader.read(), 5)
+        assert status_of(out) == 200 and out.endswith(b"path=/echo query=")
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_keep_alive_connection_used_within_the_idle_timeout_stays_open() -> None:
+    """The idle timeout at the edge: a pause shorter than it keeps the
+    connection (past it: closed, test_an_idle_keep_alive_connection_is_closed_quietly)."""
+    async with running(_tree(), idle_timeout=3.0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        for i in range(3):
+            writer.write(b"GET /echo/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))
+            assert await reader.readexactly(length) == b"path=/echo/%d query=" % i
+            await asyncio.sleep(0.3)  # shorter than the idle timeout
+        assert server.connections == 1
+        writer.close()
+        await writer.wait_closed()
