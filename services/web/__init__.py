@@ -1,7 +1,7 @@
 """web: an HTTP server that can be split across user-owned processes.
 
 A resource tree (:class:`Resource`, :class:`File`, :class:`ASGIResource`,
-:class:`WSGIResource`) served by :class:`HTTPServer` over h11.  A front
+:class:`WSGIResource`) served by :class:`HTTPServer` (parsing by httptools).  A front
 (:class:`UserDirectory`) relays ``/NAME.twistd/`` over PB to the personal
 servers users run themselves (:class:`Publisher`).  ``pb run web`` builds
 either (:data:`plugin`).  See docs/web.md.

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from services.web import HTTPError, HTTPMachine, Request, Resource, error_page
-from services.web._http import HTTPLimits, RequestHead
+from services.web._http import BODY_END, PAUSED, HTTPLimits, RequestHead, ResponseFramingError
 
 from ._helpers import get, port_of, raw_exchange, running, status_of
 
@@ -369,8 +369,8 @@ async def test_the_access_log_uses_the_combined_format(caplog: pytest.LogCapture
     caplog.set_level(logging.INFO, logger="pb.web.access")
     async with running(_tree()) as server:
         # http.client refuses a newline in a header value; obs-fold is the
-        # legal way to send one, and h11 unfolds it to a space... so use a
-        # control character that h11 accepts in a value: a tab and a quote.
+        # legal way to send one, and the parser refuses it... so use a
+        # control character it accepts in a value: a tab and a quote.
         await raw_exchange(port_of(server), b'GET /echo?q="x" HTTP/1.1\r\nHost: x\r\n'
                            b'User-Agent: evil"\tagent\r\nReferer: http://r/\r\n'
                            b"Connection: close\r\n\r\n")
@@ -571,3 +571,61 @@ async def test_a_keep_alive_connection_used_within_the_idle_timeout_stays_open()
         assert server.connections == 1
         writer.close()
         await writer.wait_closed()
+
+
+# -- the machine's own framing and ordering (httptools parses, we frame) --------------
+
+
+def test_machine_answers_a_malformed_request_after_the_good_ones_before_it() -> None:
+    machine = HTTPMachine()
+    machine.receive_data(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\x00\r\n\r\n")
+    head = machine.next_event()
+    assert isinstance(head, RequestHead) and head.target == "/a"
+    assert machine.next_event() is BODY_END
+    assert machine.next_event() is PAUSED  # the next one waits for the answer
+    out = machine.response(200, [("Content-Length", "2")]) + machine.data(b"ok") + machine.end()
+    assert b"connection: close" not in out.lower()
+    assert machine.start_next_cycle()
+    with pytest.raises(HTTPError) as info:
+        machine.next_event()
+    assert info.value.status == 400 and info.value.close
+
+
+def test_machine_frames_responses_and_refuses_to_break_the_framing() -> None:
+    machine = HTTPMachine()
+    machine.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    machine.next_event()
+    head = machine.response(200, [("Content-Type", "text/plain")])
+    assert b"\r\ntransfer-encoding: chunked\r\n" in head
+    assert machine.data(b"abc") == b"3\r\nabc\r\n" and machine.end() == b"0\r\n\r\n"
+    for headers, body in (([("Content-Length", "2")], b"abc"),
+                          ([("X-Evil", "a\r\nSet-Cookie: x=1")], b""),
+                          ([("Bad Name", "v")], b"")):
+        machine = HTTPMachine()
+        machine.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        machine.next_event()
+        with pytest.raises(ResponseFramingError):
+            machine.response(200, headers)
+            machine.data(body)
+    machine = HTTPMachine()
+    machine.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    machine.next_event()
+    machine.response(200, [("Content-Length", "5")])
+    machine.data(b"abc")
+    with pytest.raises(ResponseFramingError):
+        machine.end()  # short of its length: the connection cannot go on
+    assert not machine.start_next_cycle()
+
+
+def test_machine_closes_after_http_1_0_and_connection_close_and_upgrades() -> None:
+    for request in (b"GET / HTTP/1.0\r\n\r\n",
+                    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: websocket\r\n\r\n"):
+        machine = HTTPMachine()
+        machine.receive_data(request)
+        assert isinstance(machine.next_event(), RequestHead), request
+        out = machine.response(200, [("Content-Length", "0")]) + machine.end()
+        assert b"connection: close" in out.lower(), request
+        assert machine.body_done and not machine.start_next_cycle(), request
