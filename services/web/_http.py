@@ -135,6 +135,7 @@ class HTTPMachine:
         self._head_raw_exact = True
         self._head_count = 0
         self._completed_in_feed = False
+        self._began_in_feed = False
         self._url: list[bytes] = []
         self._url_len = 0
         self._headers: list[tuple[bytes, bytes]] = []
@@ -154,6 +155,7 @@ class HTTPMachine:
     # -- httptools callbacks (the parser runs them inside feed_data) --------------
 
     def on_message_begin(self) -> None:
+        self._began_in_feed = True
         self._in_head = True
         self._head_raw_exact = not self._completed_in_feed
         self._head_raw = bytearray()
@@ -210,7 +212,7 @@ class HTTPMachine:
         if self._stopped or self._eof:
             return  # after an error or an upgrade: dropped unread
         self._completed_in_feed = False
-        was_in_head = self._in_head
+        self._began_in_feed = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -225,7 +227,7 @@ class HTTPMachine:
             self._fail(self._parse_error(exc))
             return
         if self._in_head and not self._stopped:
-            self._check_incomplete_head(data, was_in_head)
+            self._check_incomplete_head(data)
 
     def _fail(self, error: HTTPError) -> None:
         self._stopped = True
@@ -248,13 +250,13 @@ class HTTPMachine:
         """Bytes held but not answered yet (pipelined requests)."""
         return self._queued + len(self._head_raw) + self._head_count
 
-    def _check_incomplete_head(self, data: bytes, was_in_head: bool) -> None:
+    def _check_incomplete_head(self, data: bytes) -> None:
         """A head is still arriving: refuse it once it is already too long."""
         limits = self.limits
         if not self._head_raw_exact:
             # It began after another message in the same read: its start is
             # not known, so count from the next read on (one read of slack).
-            if was_in_head:
+            if not self._began_in_feed:
                 self._head_count += len(data)
             if self._head_count > limits.max_request_line + limits.max_header_bytes + 4:
                 self._fail(HTTPError(431, f"the request headers are larger than "

@@ -10,6 +10,8 @@ import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.web import HTTPError, HTTPMachine, Request, Resource, error_page
 from services.web._http import BODY_END, PAUSED, HTTPLimits, RequestHead, ResponseFramingError
@@ -629,3 +631,65 @@ def test_machine_closes_after_http_1_0_and_connection_close_and_upgrades() -> No
         out = machine.response(200, [("Content-Length", "0")]) + machine.end()
         assert b"connection: close" in out.lower(), request
         assert machine.body_done and not machine.start_next_cycle(), request
+
+
+def _events_of(chunks: list[bytes], limits: HTTPLimits) -> list[object]:
+    """Feed ``chunks`` and answer each request at once: the events seen."""
+    from services.web._http import CLOSED, NEED_DATA
+    machine = HTTPMachine(limits)
+    seen: list[object] = []
+    for chunk in chunks + [b""]:
+        machine.receive_data(chunk)
+        while True:
+            try:
+                event = machine.next_event()
+            except HTTPError as error:
+                seen.append(("error", error.status))
+                return seen
+            if event is NEED_DATA or event is CLOSED:
+                break
+            if isinstance(event, RequestHead):
+                seen.append(("head", event.method, event.target, tuple(event.headers)))
+            elif isinstance(event, bytes):
+                if seen and seen[-1][0] == "body":
+                    seen[-1] = ("body", seen[-1][1] + event)
+                else:
+                    seen.append(("body", event))
+            elif event is BODY_END:
+                seen.append(("end",))
+                machine.response(200, [("Content-Length", "0")])
+                machine.end()
+                if not machine.start_next_cycle():
+                    return seen
+    return seen
+
+
+_PIPELINE = (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+             b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+             b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+             b"GET /" + b"d" * 40 + b" HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 50 + b"\r\n\r\n")
+
+
+@settings(max_examples=150, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=len(_PIPELINE) - 1), max_size=12))
+def test_machine_sees_the_same_requests_however_the_bytes_are_split(cuts: list[int]) -> None:
+    """Pipelined requests cut at any points (as TCP may deliver them) give
+    the same events, and the head limits fire the same way, at the edge."""
+    points = [0, *sorted(set(cuts)), len(_PIPELINE)]
+    chunks = [_PIPELINE[a:b] for a, b in zip(points, points[1:])]
+    for limits in (HTTPLimits(), HTTPLimits(max_request_line=54, max_header_bytes=68),
+                   HTTPLimits(max_request_line=53), HTTPLimits(max_header_bytes=67)):
+        assert _events_of(chunks, limits) == _events_of([_PIPELINE], limits), limits
+    whole = _events_of([_PIPELINE], HTTPLimits())
+    assert [e[0] for e in whole] == ["head", "end", "head", "body", "end", "head", "body", "end",
+                                     "head", "end"]
+    assert _events_of([_PIPELINE], HTTPLimits(max_request_line=53))[-1] == ("error", 414)
+    assert _events_of([_PIPELINE], HTTPLimits(max_request_line=54, max_header_bytes=68)) == whole
+    assert _events_of([_PIPELINE], HTTPLimits(max_header_bytes=67))[-1] == ("error", 431)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), cut=st.integers(min_value=0, max_value=300))
+def test_machine_refuses_garbage_with_http_errors_only(data: bytes, cut: int) -> None:
+    _events_of([data[:cut], data[cut:]], HTTPLimits(max_request_line=64, max_header_bytes=64))
