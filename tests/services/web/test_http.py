@@ -283,6 +283,11 @@ async def test_404_405_and_500_pages_and_no_traceback_unless_debugging() -> None
     b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"GET relative HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: folded\r\n line\r\n\r\n",   # obs-fold
+    # request smuggling: both framings, or two lengths
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
 ])
 async def test_malformed_requests_get_400_and_the_connection_closes(garbage: bytes) -> None:
     async with running(_tree()) as server:
