@@ -47,6 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PAGE = (b"<!DOCTYPE html><title>bench</title>" + b"x" * 1000)[:1024]
 BIG = 100 * 1024 * 1024
+LOOP_ENV = "PB_BENCH_WEB_LOOP"
 
 
 # -- the ASGI app every ASGI row serves ------------------------------------------------
@@ -102,6 +103,17 @@ def serve(kind: str, args: list[str]) -> None:
         server = uvicorn.Server(config)
         server.run(sockets=[sock])
         return
+    # Our servers run on the loop `pb run` picks: uvloop where installed
+    # (--loop auto, the default), as uvicorn does; --loop asyncio for the
+    # standard loop.
+    if os.environ.get(LOOP_ENV, "auto") == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(serve_ours(kind, args))
+            return
     asyncio.run(serve_ours(kind, args))
 
 
@@ -295,6 +307,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (median reported)")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--only", default=None, help="comma-separated system names")
+    parser.add_argument("--loop", choices=("auto", "asyncio"), default="auto",
+                        help="our servers' event loop: auto (uvloop where installed, as pb run "
+                             "does) or asyncio")
     parser.add_argument("--python-client", action="store_true",
                         help="use the Python load generator even if wrk is installed")
     args = parser.parse_args()
@@ -303,9 +318,11 @@ def main() -> int:
         return 0
     if args.quick:
         args.seconds, args.rounds = 2.0, 1
+    os.environ[LOOP_ENV] = args.loop
     load = run_wrk if (shutil.which("wrk") and not args.python_client) else run_python_load
     print(f"load generator: {'wrk -t1' if load is run_wrk else 'python asyncio client'}, "
-          f"{args.connections} keep-alive connections, {args.seconds:g} s x {args.rounds} rounds",
+          f"{args.connections} keep-alive connections, {args.seconds:g} s x {args.rounds} rounds; "
+          f"our loop: {args.loop}",
           file=sys.stderr)
 
     tmp = tempfile.mkdtemp(prefix="bench-web-")

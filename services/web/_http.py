@@ -1,14 +1,24 @@
-"""The sans-IO HTTP/1.1 server machine: h11 plus our limits.
+"""The sans-IO HTTP/1.1 server machine: httptools (llhttp) plus our limits.
 
-h11 parses and frames; this module adds what h11 leaves to its user:
+httptools parses requests; this module adds what it leaves to its user:
 
 * the request line, header block and header count limits, with distinct
-  answers (414, 431) checked on the bytes h11 holds *before* a head is
-  complete, so a client cannot make us buffer more than the limits;
+  answers (414, 431), checked while a head is still arriving, so a client
+  cannot make us buffer more than the limits (plus one read);
 * the body limit (413), on ``Content-Length`` before any body byte is
   read, and on the running count for a chunked body;
-* ``Date`` and ``Server`` on every response, bodies dropped for HEAD, and a
-  single ``error_response`` that works in any state where one may be sent.
+* answers in order for pipelined requests: the parser runs ahead, its
+  events wait in a queue, and a parse error is answered when its turn comes;
+* the response's framing (``Content-Length``, chunked, or close-delimited
+  for HTTP/1.0), ``Date`` and ``Server`` on every response, bodies dropped
+  for HEAD, keep-alive decisions, and one ``error_response`` that works in
+  any state where one may be sent.
+
+Why httptools and not h11 (which this module used first): h11 costs about
+90 us per keep-alive request (parse ~40 us, framing a response ~50 us) on
+the benchmark machine, most of the 106 us a request may take to reach
+issue 14's static-file target of twice Twisted's rate; see docs/web.md and
+the ``ours-static`` row of bench/bench_web.py.
 
 Nothing here does I/O: the adapter in ``_server`` feeds bytes in and writes
 the bytes that come out.
@@ -16,10 +26,12 @@ the bytes that come out.
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import h11
+import httptools
 
 from ._core import HTTPError, error_page, http_date, reason_phrase
 
@@ -67,34 +79,43 @@ class RequestHead:
     headers: list[tuple[str, str]]
     http_version: str
     expects_continue: bool
+    #: The client lets the connection go on after this exchange.
+    keep_alive: bool = True
+
+
+class _Event:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 #: Events the machine reports besides a RequestHead and body bytes.
-NEED_DATA = h11.NEED_DATA
-PAUSED = h11.PAUSED
+NEED_DATA = _Event("NEED_DATA")
+PAUSED = _Event("PAUSED")
+BODY_END = _Event("BODY_END")
+CLOSED = _Event("CLOSED")
 
 
-class BodyEnd:
-    pass
+class _Failed:
+    """A parse error, queued so that it is answered after the requests
+    pipelined before it."""
+
+    def __init__(self, error: HTTPError) -> None:
+        self.error = error
 
 
-class Closed:
-    pass
+class ResponseFramingError(RuntimeError):
+    """The response broke its own framing (more or fewer body bytes than
+    its Content-Length, a header with a line break): a server bug, or a
+    relayed backend that must not be trusted."""
 
 
-BODY_END = BodyEnd()
-CLOSED = Closed()
-
-
-class _FileSpan:
-    """Stands for ``count`` bytes of a file in h11's Data event, so h11
-    frames a body it never holds (h11's documented sendfile support)."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_NO_BODY_STATUS = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class HTTPMachine:
@@ -102,111 +123,202 @@ class HTTPMachine:
 
     def __init__(self, limits: HTTPLimits | None = None) -> None:
         self.limits = limits or HTTPLimits()
-        # h11's own cap is a backstop just above ours: ours answers first,
-        # with the more precise status.
-        self.conn = h11.Connection(
-            h11.SERVER,
-            max_incomplete_event_size=self.limits.max_request_line
-            + self.limits.max_header_bytes + 1024)
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: deque[Any] = deque()
+        self._queued = 0          # bytes waiting in _events (pipelined input)
+        self._stopped = False     # a parse error or an upgrade: parse nothing more
+        self._upgraded = False
+        self._eof = False
+        # the message being parsed (the parser runs ahead of the answers)
+        self._in_head = False
+        self._head_raw = bytearray()
+        self._head_raw_exact = True
+        self._head_count = 0
+        self._completed_in_feed = False
+        self._began_in_feed = False
+        self._url: list[bytes] = []
+        self._url_len = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._parsed_body = 0
+        self._parsed_limit: int | None = None
+        # the exchange being answered
         self.head: RequestHead | None = None
         self.body_received = 0
-        self._body_limit: int | None = None
+        self._their_done = False
+        self._continue_pending = False
         self.response_status: int | None = None
+        self._our_state = "idle"  # idle -> body -> done
+        self._framing = "length"  # length | chunked | close | none
+        self._remaining = 0
+        self._must_close = False
+
+    # -- httptools callbacks (the parser runs them inside feed_data) --------------
+
+    def on_message_begin(self) -> None:
+        self._began_in_feed = True
+        self._in_head = True
+        self._head_raw_exact = not self._completed_in_feed
+        self._head_raw = bytearray()
+        self._head_count = 0
+        self._url = []
+        self._url_len = 0
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._url_len += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_raw = bytearray()
+        if self._stopped:
+            return
+        try:
+            head = self._make_head()
+        except HTTPError as error:
+            self._fail(error)
+            return
+        self._parsed_body = 0
+        self._parsed_limit = self.limits.max_body
+        self._events.append(head)
+        self._queued += 1  # a head waiting: enough for buffered to say so
+
+    def on_body(self, body: bytes) -> None:
+        if self._stopped:
+            return
+        self._parsed_body += len(body)
+        if self._parsed_limit is not None and self._parsed_body > self._parsed_limit:
+            self._fail(HTTPError(413, f"the request body is larger than {self._parsed_limit} "
+                                      f"bytes", close=True))
+            return
+        self._events.append(body)
+        self._queued += len(body)
+
+    def on_message_complete(self) -> None:
+        self._completed_in_feed = True
+        if not self._stopped:
+            self._events.append(BODY_END)
 
     # -- receiving ------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the peer; ``b""`` means the peer closed its side."""
-        self.conn.receive_data(data)
+        if not data:
+            self._eof = True
+            return
+        if self._stopped or self._eof:
+            return  # after an error or an upgrade: dropped unread
+        self._completed_in_feed = False
+        self._began_in_feed = False
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades (WebSocket, CONNECT) are not offered: this request is
+            # answered like any other, then the connection closes.
+            if not self._events or self._events[-1] is not BODY_END:
+                self._events.append(BODY_END)
+            self._stopped = True
+            self._upgraded = True
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(self._parse_error(exc))
+            return
+        if self._in_head and not self._stopped:
+            self._check_incomplete_head(data)
+
+    def _fail(self, error: HTTPError) -> None:
+        self._stopped = True
+        self._in_head = False
+        self._events.append(_Failed(error))
+
+    @staticmethod
+    def _parse_error(exc: Exception) -> HTTPError:
+        message = str(exc) or type(exc).__name__
+        if "HTTP version" in message:
+            return HTTPError(505, "this HTTP version is not supported; use HTTP/1.1", close=True)
+        return HTTPError(400, f"malformed request: {message}", close=True)
 
     @property
     def waiting_for_head(self) -> bool:
-        return self.conn.their_state is h11.IDLE
+        return self.head is None and not self._in_head and not self._events
 
     @property
     def buffered(self) -> int:
-        """Bytes held but not parsed yet (pipelined requests)."""
-        return len(self.conn.trailing_data[0])
+        """Bytes held but not answered yet (pipelined requests)."""
+        return self._queued + len(self._head_raw) + self._head_count
 
-    def _check_incomplete_head(self) -> None:
-        """Before h11 has a whole head: refuse what is already too long."""
-        data, _closed = self.conn.trailing_data
-        if not data:
-            return
-        start = len(data) - len(data.lstrip(b"\r\n"))  # tolerated blank lines
-        if data.find(b"\n\r\n", start) >= 0 or data.find(b"\n\n", start) >= 0:
-            return  # a whole head is there: h11 parses it and _head checks it
-        end = data.find(b"\n", start)
+    def _check_incomplete_head(self, data: bytes) -> None:
+        """A head is still arriving: refuse it once it is already too long."""
         limits = self.limits
+        if not self._head_raw_exact:
+            # It began after another message in the same read: its start is
+            # not known, so count from the next read on (one read of slack).
+            if not self._began_in_feed:
+                self._head_count += len(data)
+            if self._head_count > limits.max_request_line + limits.max_header_bytes + 4:
+                self._fail(HTTPError(431, f"the request headers are larger than "
+                                          f"{limits.max_header_bytes} bytes", close=True))
+            return
+        raw = self._head_raw
+        raw += data
+        start = len(raw) - len(raw.lstrip(b"\r\n"))  # tolerated blank lines
+        end = raw.find(b"\n", start)
         if end < 0:
-            if len(data) - start > limits.max_request_line:
-                raise HTTPError(414, f"the request line is longer than "
-                                     f"{limits.max_request_line} bytes", close=True)
+            if len(raw) - start > limits.max_request_line:
+                self._fail(HTTPError(414, f"the request line is longer than "
+                                          f"{limits.max_request_line} bytes", close=True))
             return
         if end - start > limits.max_request_line + 1:  # +1: the CR before LF
-            raise HTTPError(414, f"the request line is longer than "
-                                 f"{limits.max_request_line} bytes", close=True)
-        if len(data) - end - 1 > limits.max_header_bytes + 2:  # + the final CRLF
-            raise HTTPError(431, f"the request headers are larger than "
-                                 f"{limits.max_header_bytes} bytes", close=True)
+            self._fail(HTTPError(414, f"the request line is longer than "
+                                      f"{limits.max_request_line} bytes", close=True))
+        elif len(raw) - end - 1 > limits.max_header_bytes + 2:  # + the final CRLF
+            self._fail(HTTPError(431, f"the request headers are larger than "
+                                      f"{limits.max_header_bytes} bytes", close=True))
 
-    def next_event(self) -> Any:
-        """The next of: RequestHead, bytes (body), BODY_END, CLOSED,
-        NEED_DATA, PAUSED.  Raises HTTPError for what the client did wrong."""
-        if self.conn.their_state is h11.IDLE:
-            self._check_incomplete_head()
-        try:
-            event = self.conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint
-            if status == 431 and self.conn.their_state is h11.IDLE:
-                self._check_incomplete_head()
-            raise HTTPError(status if status in (400, 413, 414, 431) else 400,
-                            f"malformed request: {exc}", close=True) from None
-        if isinstance(event, h11.Request):
-            return self._head(event)
-        if isinstance(event, h11.Data):
-            self.body_received += len(event.data)
-            if self._body_limit is not None and self.body_received > self._body_limit:
-                raise HTTPError(413, f"the request body is larger than {self._body_limit} bytes",
-                                close=True)
-            return bytes(event.data)
-        if isinstance(event, h11.EndOfMessage):
-            return BODY_END
-        if isinstance(event, h11.ConnectionClosed):
-            return CLOSED
-        return event  # NEED_DATA or PAUSED
-
-    def _head(self, event: h11.Request) -> RequestHead:
+    def _make_head(self) -> RequestHead:
         limits = self.limits
-        target = event.target
-        if len(event.method) + len(target) + 10 > limits.max_request_line:
+        parser = self._parser
+        method_bytes = parser.get_method()
+        version = parser.get_http_version()
+        target = b"".join(self._url) if len(self._url) != 1 else self._url[0]
+        if len(method_bytes) + len(target) + 10 > limits.max_request_line:
             raise HTTPError(414, f"the request line is longer than {limits.max_request_line} bytes",
                             close=True)
-        if len(event.headers) > limits.max_headers:
+        raw_headers = self._headers
+        if len(raw_headers) > limits.max_headers:
             raise HTTPError(431, f"the request has more than {limits.max_headers} headers",
                             close=True)
-        size = sum(len(k) + len(v) + 4 for k, v in event.headers)
+        size = 0
+        headers = []
+        host = expect = False
+        length = None
+        for name, value in raw_headers:
+            size += len(name) + len(value) + 4
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1").strip(" \t")
+            headers.append((key, text))
+            if key == "host":
+                host = True
+            elif key == "content-length":
+                length = int(text)  # the parser has checked it is a number
+            elif key == "expect" and text.lower() == "100-continue":
+                expect = True
         if size > limits.max_header_bytes:
             raise HTTPError(431, f"the request headers are larger than "
                                  f"{limits.max_header_bytes} bytes", close=True)
-        if event.http_version not in (b"1.0", b"1.1"):
-            raise HTTPError(505, f"HTTP/{event.http_version.decode()} is not supported; "
-                                 f"use HTTP/1.1", close=True)
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
-        method = event.method.decode("ascii", "replace")
+        if version not in ("1.1", "1.0"):
+            raise HTTPError(505, f"HTTP/{version} is not supported; use HTTP/1.1", close=True)
+        if version == "1.1" and not host:
+            raise HTTPError(400, "malformed request: an HTTP/1.1 request needs a Host header",
+                            close=True)
+        method = method_bytes.decode("ascii", "replace")
         try:
             text_target = target.decode("ascii")
         except UnicodeDecodeError:
             raise HTTPError(400, "the request target is not ASCII", close=True) from None
-        self.head = RequestHead(method, text_target, headers, event.http_version.decode(),
-                                self.conn.they_are_waiting_for_100_continue)
-        self.body_received = 0
-        self._body_limit = limits.max_body
-        length = None
-        for k, v in headers:
-            if k == "content-length":
-                length = int(v)  # h11 has checked it is a number
         if limits.max_body is not None and length is not None and length > limits.max_body:
             # Refused before one body byte is read (and without a 100 Continue).
             raise HTTPError(413, f"the request body ({length} bytes) is larger than "
@@ -216,63 +328,160 @@ class HTTPMachine:
                 # absolute-form (proxies send it): keep the path.
                 rest = text_target.split("//", 1)[1]
                 slash = rest.find("/")
-                self.head.target = rest[slash:] if slash >= 0 else "/"
+                text_target = rest[slash:] if slash >= 0 else "/"
             else:
                 raise HTTPError(400, "the request target must start with /", close=True)
-        return self.head
+        # Keep-alive with HTTP/1.1 only (an HTTP/1.0 client gets a close).
+        keep_alive = version == "1.1" and parser.should_keep_alive()
+        return RequestHead(method, text_target, headers, version,
+                           expect and version == "1.1", keep_alive)
+
+    def next_event(self) -> Any:
+        """The next of: RequestHead, bytes (body), BODY_END, CLOSED,
+        NEED_DATA, PAUSED.  Raises HTTPError for what the client did wrong."""
+        if self._their_done:
+            return PAUSED  # the next request waits for start_next_cycle()
+        events = self._events
+        if not events:
+            return CLOSED if self._eof else NEED_DATA
+        event = events[0]
+        if isinstance(event, _Failed):
+            raise event.error  # stays queued: the connection is over
+        events.popleft()
+        if event is BODY_END:
+            self._their_done = True
+            self._continue_pending = False
+            return BODY_END
+        if isinstance(event, RequestHead):
+            self._queued -= 1
+            self.head = event
+            self.body_received = 0
+            self._continue_pending = event.expects_continue
+            return event
+        self._queued -= len(event)
+        self.body_received += len(event)
+        self._continue_pending = False
+        return event
 
     @property
     def they_are_waiting_for_100_continue(self) -> bool:
-        return self.conn.they_are_waiting_for_100_continue
+        return self._continue_pending and self._our_state == "idle" and not self._their_done
 
     @property
     def body_done(self) -> bool:
-        return self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+        if not self._their_done and self._events and self._events[0] is BODY_END:
+            self._events.popleft()  # a request without a body: no wait for it
+            self._their_done = True
+        return self._their_done
 
     # -- sending --------------------------------------------------------------
 
     def continue_100(self) -> bytes:
-        return self.conn.send(h11.InformationalResponse(
-            status_code=100, headers=[], reason=b"Continue")) or b""
+        self._continue_pending = False
+        return _CONTINUE
 
     @property
     def is_head_request(self) -> bool:
         return self.head is not None and self.head.method == "HEAD"
 
     def response(self, status: int, headers: list[tuple[str, str]]) -> bytes:
-        self.response_status = status
-        out = [(b"date", http_date().encode()), (b"server", SERVER_NAME.encode())]
+        """The status line and headers; the framing is chosen here."""
+        if self._our_state != "idle":
+            raise ResponseFramingError("a response was already started")
+        head = self.head
+        no_body = status in _NO_BODY_STATUS or 100 <= status < 200 or (
+            head is not None and head.method == "HEAD")
+        lines = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
+        date = server = True
+        length: int | None = None
+        close = head is None or not head.keep_alive or self._upgraded
+        connection_sent = False
         for name, value in headers:
             lower = name.lower()
-            if lower in ("date", "server"):
-                out = [(k, v) for k, v in out if k != lower.encode()]
-            out.append((name.encode("latin-1"), value.encode("latin-1")))
-        return self.conn.send(h11.Response(status_code=status, headers=out,
-                                           reason=reason_phrase(status).encode())) or b""
+            if lower == "content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise ResponseFramingError(f"Content-Length {value!r} is not a number") from None
+                if length < 0:
+                    raise ResponseFramingError(f"Content-Length {value!r} is negative")
+            elif lower == "transfer-encoding":
+                continue  # the framing is ours to choose
+            elif lower == "connection":
+                connection_sent = True
+                if "close" in value.lower():
+                    close = True
+            elif lower == "date":
+                date = False
+            elif lower == "server":
+                server = False
+            if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+                raise ResponseFramingError(f"response header {name!r} is not valid")
+            lines.append(f"{name}: {value}\r\n")
+        if server:
+            lines.insert(1, f"server: {SERVER_NAME}\r\n")
+        if date:
+            lines.insert(1, f"date: {http_date()}\r\n")
+        if no_body:
+            self._framing = "none"
+        elif length is not None:
+            self._framing = "length"
+            self._remaining = length
+        elif head is not None and head.http_version == "1.1":
+            self._framing = "chunked"
+            lines.append("transfer-encoding: chunked\r\n")
+        else:
+            self._framing = "close"  # HTTP/1.0: the body ends with the connection
+            close = True
+        if close and not connection_sent:
+            lines.append("connection: close\r\n")
+        self._must_close = close
+        lines.append("\r\n")
+        self.response_status = status
+        self._our_state = "body"
+        self._continue_pending = False
+        return "".join(lines).encode("latin-1")
 
     def data(self, data: bytes) -> bytes:
-        if self.is_head_request or not data:
+        if not data:
             return b""
-        return self.conn.send(h11.Data(data=data)) or b""
+        framing = self._framing
+        if framing == "length":
+            self._remaining -= len(data)
+            if self._remaining < 0:
+                raise ResponseFramingError("more body bytes than the Content-Length said")
+            return data
+        if framing == "chunked":
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        if framing == "close":
+            return data
+        return b""  # HEAD, 204, 304
 
     def file_span(self, count: int) -> tuple[bytes, bytes]:
-        """Framing around ``count`` file bytes sent outside h11: (before, after)."""
-        parts = self.conn.send_with_data_passthrough(h11.Data(data=_FileSpan(count))) or []
-        before, after, seen = [], [], False
-        for part in parts:
-            if isinstance(part, _FileSpan):
-                seen = True
-            elif seen:
-                after.append(bytes(part))
-            else:
-                before.append(bytes(part))
-        return b"".join(before), b"".join(after)
+        """Framing around ``count`` file bytes sent outside the machine: (before, after)."""
+        framing = self._framing
+        if framing == "length":
+            self._remaining -= count
+            if self._remaining < 0:
+                raise ResponseFramingError("more body bytes than the Content-Length said")
+        elif framing == "chunked" and count:
+            return b"%x\r\n" % count, b"\r\n"
+        return b"", b""
 
     def end(self) -> bytes:
-        return self.conn.send(h11.EndOfMessage()) or b""
+        if self._our_state != "body":
+            raise ResponseFramingError("no response in progress")
+        self._our_state = "done"
+        if self._framing == "length" and self._remaining:
+            self._must_close = True
+            raise ResponseFramingError(f"the body ended {self._remaining} bytes short of "
+                                       f"its Content-Length")
+        if self._framing == "chunked":
+            return b"0\r\n\r\n"
+        return b""
 
     def can_send_error(self) -> bool:
-        return self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
+        return self._our_state == "idle"
 
     def error_response(self, error: HTTPError, detail: str | None = None) -> bytes:
         """A whole error answer (page included), or b"" if one cannot be sent now."""
@@ -288,7 +497,7 @@ class HTTPMachine:
             out = self.response(error.status, headers)
             out += self.data(body)
             out += self.end()
-        except h11.LocalProtocolError:
+        except ResponseFramingError:
             return b""
         return out
 
@@ -296,14 +505,16 @@ class HTTPMachine:
 
     @property
     def response_done(self) -> bool:
-        return self.conn.our_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+        return self._our_state == "done"
 
     def start_next_cycle(self) -> bool:
         """After a complete exchange: ready for the next request (True), or
         the connection must close (False)."""
-        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
-            self.conn.start_next_cycle()
+        if self._our_state == "done" and self._their_done and not self._must_close:
+            self._our_state = "idle"
+            self._their_done = False
             self.head = None
             self.response_status = None
+            self._continue_pending = False
             return True
         return False

@@ -195,6 +195,11 @@ class Publisher(broker.Root):
         task = asyncio.get_running_loop().create_task(self._render(local))
         rest: _ResponseRest | None = None
         try:
+            # One turn of the loop lets the task start: a small page is
+            # usually rendered and queued whole by then, so _next_item finds
+            # it without a getter task and an asyncio.wait (bench row
+            # ours-front).
+            await asyncio.sleep(0)
             head = await _next_item(channel, task)
             if head is _END or not isinstance(head, list):
                 raise RuntimeError("the resource ended without a response")

@@ -67,6 +67,10 @@ async def test_the_demo_runs_echo_and_a_manhole_for_a_generated_admin(tmp_path):
         result = await manhole.call_remote(
             "run", "sorted(s.name for s in services['demo'])")
         assert result["value"] == "['echo', 'manhole', 'personal', 'web']"
+        # The web front's mounts, with their counters, from the manhole.
+        result = await manhole.call_remote(
+            "run", "[(m.name, m.requests) for m in services['demo']['web'].directory.mounts.values()]")
+        assert result["value"] == "[('demo', 1)]"
         await echo.connection.close()
         await manhole.connection.close()
     finally:

@@ -279,6 +279,20 @@ async def test_publish_to_a_front_over_tls_as_processes(tmp_path: Path, children
     assert result.returncode == 0, result.stderr
     mounts = json.loads(result.stdout)
     assert mounts[0]["name"] == "alice" and mounts[0]["requests"] == 1
+    # ... and unmounts it with pb call; the personal server logs in again
+    # and is mounted again (a grant revoked would keep it out).
+    result = pb("call", f"127.0.0.1:{pb_port}", "--tls-ca", str(ca), "--user", "root",
+                "--service", "web", "unmount", '"alice"', env=pb_env(PB_PASSWORD="root-pw"),
+                cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) is True
+    personal.wait_for("stderr", r"published .*path=/alice\.twistd/")
+    for _ in range(100):
+        status, _ = await asyncio.to_thread(get, "/alice.twistd/info")
+        if status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200
     # kill -9: the mount disappears with the connection.
     personal.proc.kill()
     personal.proc.wait()
@@ -321,3 +335,24 @@ relay_timeout = 5
     status, _ = await asyncio.to_thread(fetch, port, "/alice.twistd/info", "POST", b"x" * (2 << 20))
     assert status == 413
     assert_clean_exit(child)
+
+
+async def test_a_web_table_in_a_toml_file_is_a_static_site(tmp_path: Path, children) -> None:  # type: ignore[no-untyped-def]
+    """``[web]`` is the shorthand for a ``[[service]]`` table with plugin "web"."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("from the [web] table")
+    (tmp_path / "app.toml").write_text(f'''
+[web]
+port = 0
+static = "{tmp_path / 'site'}"
+max_connections = 8
+idle_timeout = 2.5
+''')
+    child = children("run", "--data-dir", str(tmp_path / "data"), "-c", str(tmp_path / "app.toml"))
+    port = web_port(child)
+    assert await asyncio.to_thread(fetch, port, "/") == (200, b"from the [web] table")
+    assert_clean_exit(child)
+    (tmp_path / "bad.toml").write_text("[web]\nport = 0\nstatic = 5\n")
+    result = pb("run", "--data-dir", str(tmp_path / "data"), "-c", str(tmp_path / "bad.toml"),
+                cwd=tmp_path)
+    assert result.returncode != 0 and "web.static" in result.stderr

@@ -10,9 +10,11 @@ import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.web import HTTPError, HTTPMachine, Request, Resource, error_page
-from services.web._http import HTTPLimits, RequestHead
+from services.web._http import BODY_END, PAUSED, HTTPLimits, RequestHead, ResponseFramingError
 
 from ._helpers import get, port_of, raw_exchange, running, status_of
 
@@ -281,6 +283,11 @@ async def test_404_405_and_500_pages_and_no_traceback_unless_debugging() -> None
     b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"GET relative HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: folded\r\n line\r\n\r\n",   # obs-fold
+    # request smuggling: both framings, or two lengths
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
 ])
 async def test_malformed_requests_get_400_and_the_connection_closes(garbage: bytes) -> None:
     async with running(_tree()) as server:
@@ -369,8 +376,8 @@ async def test_the_access_log_uses_the_combined_format(caplog: pytest.LogCapture
     caplog.set_level(logging.INFO, logger="pb.web.access")
     async with running(_tree()) as server:
         # http.client refuses a newline in a header value; obs-fold is the
-        # legal way to send one, and h11 unfolds it to a space... so use a
-        # control character that h11 accepts in a value: a tab and a quote.
+        # legal way to send one, and the parser refuses it... so use a
+        # control character it accepts in a value: a tab and a quote.
         await raw_exchange(port_of(server), b'GET /echo?q="x" HTTP/1.1\r\nHost: x\r\n'
                            b'User-Agent: evil"\tagent\r\nReferer: http://r/\r\n'
                            b"Connection: close\r\n\r\n")
@@ -464,3 +471,230 @@ async def test_a_client_still_sending_a_refused_body_reads_the_413() -> None:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+# -- edges filled in by the issue-14 audit -------------------------------------------
+
+
+class Raises(Resource):
+    """Raises the HTTP error named by the path, with markup in its message."""
+
+    is_leaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        raise HTTPError(int(request.postpath[0]), "<script>alert('x')</script> & more")
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 408, 413, 414, 431, 500, 502, 503, 504])
+async def test_every_error_status_is_a_small_escaped_html_page(status: int) -> None:
+    root = _tree()
+    root.put_child("raise", Raises())
+    async with running(root) as server:
+        code, headers, body = await get(port_of(server), f"/raise/{status}")
+        assert code == status
+        assert headers["content-type"] == "text/html; charset=utf-8"
+        assert int(headers["content-length"]) == len(body) < 1024
+        assert body.startswith(b"<!DOCTYPE html>") and b"<h1>%d " % status in body
+        assert b"<script>" not in body and b"&lt;script&gt;" in body and b"&amp; more" in body
+        assert b"Traceback" not in body
+
+
+async def test_errors_the_server_raises_itself_are_html_pages() -> None:
+    """408, 413, 414, 431 and 503 come from the server, not a resource:
+    they are pages too, and 405 names the methods in Allow."""
+    async with running(_tree(), max_request_line=100, max_header_bytes=200, max_body=50,
+                       header_timeout=0.3, max_connections=3) as server:
+        port = port_of(server)
+        answers = {
+            414: await raw_exchange(port, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+            431: await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"v" * 300),
+            413: await raw_exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                          b"Content-Length: 51\r\n\r\n"),
+            408: await raw_exchange(port, b"GET /echo HTTP/1.1\r\n"),
+            400: await raw_exchange(port, b"GET\r\n\r\n"),
+        }
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        answers[503] = await raw_exchange(port, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _, writer in held:
+            writer.close()
+        for status, out in answers.items():
+            head, _, body = out.partition(b"\r\n\r\n")
+            assert status_of(out) == status, out[:200]
+            assert b"content-type: text/html; charset=utf-8" in head.lower()
+            assert body.startswith(b"<!DOCTYPE html>") and b"<h1>%d " % status in body
+    async with running(_tree()) as server:
+        out = await raw_exchange(port_of(server),
+                                 b"PUT /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                 b"Content-Length: 0\r\n\r\n")
+        assert status_of(out) == 405 and b"\r\nallow: get, post, head\r\n" in out.lower()
+
+
+async def test_the_last_connection_allowed_is_served() -> None:
+    """max_connections at the edge: N-1 held, the Nth is served; N held,
+    the next gets 503 (test_connections_past_the_limit_get_503)."""
+    async with running(_tree(), max_connections=3) as server:
+        port = port_of(server)
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        out = await raw_exchange(port, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(out) == 200
+        held.append(await asyncio.open_connection("127.0.0.1", port))
+        await asyncio.sleep(0.05)
+        out = await raw_exchange(port, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(out) == 503
+        for _, writer in held:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_a_slow_head_that_arrives_within_the_header_timeout_is_served() -> None:
+    """The header timeout at the edge: a head sent in pieces, finished well
+    inside the limit, is answered (past it: the slowloris test's 408)."""
+    async with running(_tree(), header_timeout=3.0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        for piece in (b"GET /echo HTTP/1.1\r\n", b"Host: x\r\n", b"X-A: 1\r\n",
+                      b"Connection: close\r\n", b"\r\n"):
+            writer.write(piece)
+            await asyncio.sleep(0.1)
+        out = await asyncio.wait_for(reader.read(), 5)
+        assert status_of(out) == 200 and out.endswith(b"path=/echo query=")
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_keep_alive_connection_used_within_the_idle_timeout_stays_open() -> None:
+    """The idle timeout at the edge: a pause shorter than it keeps the
+    connection (past it: closed, test_an_idle_keep_alive_connection_is_closed_quietly)."""
+    async with running(_tree(), idle_timeout=3.0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
+        for i in range(3):
+            writer.write(b"GET /echo/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))
+            assert await reader.readexactly(length) == b"path=/echo/%d query=" % i
+            await asyncio.sleep(0.3)  # shorter than the idle timeout
+        assert server.connections == 1
+        writer.close()
+        await writer.wait_closed()
+
+
+# -- the machine's own framing and ordering (httptools parses, we frame) --------------
+
+
+def test_machine_answers_a_malformed_request_after_the_good_ones_before_it() -> None:
+    machine = HTTPMachine()
+    machine.receive_data(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\x00\r\n\r\n")
+    head = machine.next_event()
+    assert isinstance(head, RequestHead) and head.target == "/a"
+    assert machine.next_event() is BODY_END
+    assert machine.next_event() is PAUSED  # the next one waits for the answer
+    out = machine.response(200, [("Content-Length", "2")]) + machine.data(b"ok") + machine.end()
+    assert b"connection: close" not in out.lower()
+    assert machine.start_next_cycle()
+    with pytest.raises(HTTPError) as info:
+        machine.next_event()
+    assert info.value.status == 400 and info.value.close
+
+
+def test_machine_frames_responses_and_refuses_to_break_the_framing() -> None:
+    machine = HTTPMachine()
+    machine.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    machine.next_event()
+    head = machine.response(200, [("Content-Type", "text/plain")])
+    assert b"\r\ntransfer-encoding: chunked\r\n" in head
+    assert machine.data(b"abc") == b"3\r\nabc\r\n" and machine.end() == b"0\r\n\r\n"
+    for headers, body in (([("Content-Length", "2")], b"abc"),
+                          ([("X-Evil", "a\r\nSet-Cookie: x=1")], b""),
+                          ([("Bad Name", "v")], b"")):
+        machine = HTTPMachine()
+        machine.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        machine.next_event()
+        with pytest.raises(ResponseFramingError):
+            machine.response(200, headers)
+            machine.data(body)
+    machine = HTTPMachine()
+    machine.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    machine.next_event()
+    machine.response(200, [("Content-Length", "5")])
+    machine.data(b"abc")
+    with pytest.raises(ResponseFramingError):
+        machine.end()  # short of its length: the connection cannot go on
+    assert not machine.start_next_cycle()
+
+
+def test_machine_closes_after_http_1_0_and_connection_close_and_upgrades() -> None:
+    for request in (b"GET / HTTP/1.0\r\n\r\n",
+                    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: websocket\r\n\r\n"):
+        machine = HTTPMachine()
+        machine.receive_data(request)
+        assert isinstance(machine.next_event(), RequestHead), request
+        out = machine.response(200, [("Content-Length", "0")]) + machine.end()
+        assert b"connection: close" in out.lower(), request
+        assert machine.body_done and not machine.start_next_cycle(), request
+
+
+def _events_of(chunks: list[bytes], limits: HTTPLimits) -> list[object]:
+    """Feed ``chunks`` and answer each request at once: the events seen."""
+    from services.web._http import CLOSED, NEED_DATA
+    machine = HTTPMachine(limits)
+    seen: list[object] = []
+    for chunk in chunks + [b""]:
+        machine.receive_data(chunk)
+        while True:
+            try:
+                event = machine.next_event()
+            except HTTPError as error:
+                seen.append(("error", error.status))
+                return seen
+            if event is NEED_DATA or event is CLOSED:
+                break
+            if isinstance(event, RequestHead):
+                seen.append(("head", event.method, event.target, tuple(event.headers)))
+            elif isinstance(event, bytes):
+                if seen and seen[-1][0] == "body":
+                    seen[-1] = ("body", seen[-1][1] + event)
+                else:
+                    seen.append(("body", event))
+            elif event is BODY_END:
+                seen.append(("end",))
+                machine.response(200, [("Content-Length", "0")])
+                machine.end()
+                if not machine.start_next_cycle():
+                    return seen
+    return seen
+
+
+_PIPELINE = (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+             b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+             b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+             b"GET /" + b"d" * 40 + b" HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 50 + b"\r\n\r\n")
+
+
+@settings(max_examples=150, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=len(_PIPELINE) - 1), max_size=12))
+def test_machine_sees_the_same_requests_however_the_bytes_are_split(cuts: list[int]) -> None:
+    """Pipelined requests cut at any points (as TCP may deliver them) give
+    the same events, and the head limits fire the same way, at the edge."""
+    points = [0, *sorted(set(cuts)), len(_PIPELINE)]
+    chunks = [_PIPELINE[a:b] for a, b in zip(points, points[1:])]
+    for limits in (HTTPLimits(), HTTPLimits(max_request_line=54, max_header_bytes=68),
+                   HTTPLimits(max_request_line=53), HTTPLimits(max_header_bytes=67)):
+        assert _events_of(chunks, limits) == _events_of([_PIPELINE], limits), limits
+    whole = _events_of([_PIPELINE], HTTPLimits())
+    assert [e[0] for e in whole] == ["head", "end", "head", "body", "end", "head", "body", "end",
+                                     "head", "end"]
+    assert _events_of([_PIPELINE], HTTPLimits(max_request_line=53))[-1] == ("error", 414)
+    assert _events_of([_PIPELINE], HTTPLimits(max_request_line=54, max_header_bytes=68)) == whole
+    assert _events_of([_PIPELINE], HTTPLimits(max_header_bytes=67))[-1] == ("error", 431)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), cut=st.integers(min_value=0, max_value=300))
+def test_machine_refuses_garbage_with_http_errors_only(data: bytes, cut: int) -> None:
+    _events_of([data[:cut], data[cut:]], HTTPLimits(max_request_line=64, max_header_bytes=64))

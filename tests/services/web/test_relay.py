@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -353,3 +354,34 @@ async def test_a_personal_server_cannot_split_the_front_s_response(tmp_path: Pat
         assert status_of(out) == 502
         assert b"stolen" not in out
         assert (await get(web.port, "/"))[0] == 200
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (apt-get install curl)")
+async def test_curl_through_the_relay_chunked_upload_100_continue_and_chunked_download(
+        tmp_path: Path) -> None:
+    """curl as the client: a chunked upload that waits for 100 Continue,
+    relayed to a personal server; a chunked (length-less) download back;
+    and a page from the user directory."""
+    alice = make_home(tmp_path, "alice")
+    data = os.urandom(300_000)
+    (tmp_path / "upload.bin").write_bytes(data)
+    app = ASGIResource(apps.starlette_app)
+    async with front(tmp_path) as web, personal(alice, app, apps=[app]):
+        url = f"http://127.0.0.1:{web.port}"
+        proc = await asyncio.create_subprocess_exec(
+            "curl", "-sS", "-v", "--fail", "-H", "Transfer-Encoding: chunked",
+            "-H", "Expect: 100-continue", "--data-binary", f"@{tmp_path / 'upload.bin'}",
+            f"{url}/alice.twistd/upload",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        assert json.loads(out) == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        assert b"< HTTP/1.1 100 Continue" in err
+        assert b"> Transfer-Encoding: chunked" in err
+        proc = await asyncio.create_subprocess_exec(
+            "curl", "-sS", "-v", "--fail", f"{url}/alice.twistd/stream", f"{url}/",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        assert b"< transfer-encoding: chunked" in err.lower()
+        assert b"alice.twistd" in out
