@@ -9,7 +9,7 @@ either (:data:`plugin`).  See docs/web.md.
 
 from ._asgi import ASGIResource
 from ._core import HTTPError, NoResource, Request, Resource, error_page, http_date
-from ._front import WebService
+from ._front import WebService, find_web_service
 from ._http import HTTPLimits, HTTPMachine
 from ._pb import ADMIN_SERVICE, PUBLISH_SERVICE
 from ._personal import PersonalService
@@ -42,6 +42,7 @@ __all__ = [
     "WebPlugin",
     "WebService",
     "error_page",
+    "find_web_service",
     "http_date",
     "plugin",
     "serve_http",

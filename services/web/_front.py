@@ -21,12 +21,13 @@ from services import Service, ensure_service_name, get_logger
 from ._asgi import ASGIResource
 from ._core import Resource
 from ._http import HTTPLimits
+from ._mounts import MountedRoot
 from ._pb import ADMIN_SERVICE, PUBLISH_SERVICE, WebAdminRealm, WebPublishRealm
 from ._server import HTTPServer
 from ._users import UserDirectory
 from ._wsgi import WSGIResource
 
-__all__ = ["WebService"]
+__all__ = ["WebService", "find_web_service"]
 
 _log = get_logger("pb.web")
 
@@ -42,6 +43,27 @@ class WebService(Service):
     ``directory`` is the :class:`UserDirectory` when this is a user front;
     with ``pb_port`` set (and a ``portal``), personal servers can publish
     themselves and administrators can log in through PB.
+
+    Other services of the same application can add pages to the site with
+    :meth:`mount_resource` (``/words/`` for the chat service's web admin).
+    They find this service through the application: ``pb run web`` names it
+    ``web``, so ``application.services["web"]``, or, whatever its name and
+    from any service of the tree, :func:`find_web_service` (``None`` when
+    the application serves no web)::
+
+        class WordsService(Service):
+            async def on_start(self) -> None:
+                web = find_web_service(self)
+                if web is not None:
+                    web.mount_resource("/words/", WordsAdmin(self))
+
+            async def on_stop(self) -> None:
+                web = find_web_service(self)
+                if web is not None:
+                    web.unmount_resource("/words/")
+
+    Every service is built before any starts, so looking it up from
+    ``on_start`` works whichever of the two plug-ins was named first.
     """
 
     def __init__(self, name: str | None = "web", *, resource: Resource,
@@ -53,6 +75,7 @@ class WebService(Service):
                  grace: float = 10.0, show_banner: bool = True) -> None:
         super().__init__(name)
         self.resource = resource
+        self._root = MountedRoot(resource)
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -70,6 +93,35 @@ class WebService(Service):
         self.pb_server: broker.Server | None = None
         self._realms: list[Any] = []
         self.started_at: float | None = None
+
+    def mount_resource(self, path: str, resource: Resource) -> None:
+        """Serve ``resource`` (a tree: traversal goes on below it) under
+        ``path``, a prefix such as ``"/words/"`` or ``"/admin/words/"``.
+
+        Works before the service starts and while it runs (the next request
+        sees it).  A mount shadows whatever the site had under that prefix;
+        the longest mounted prefix wins.  ``/words`` redirects to
+        ``/words/``, and ``/words/`` asks the tree for its ``""`` child, or
+        renders the tree's root if it has none.  Raises ``ValueError`` for
+        ``/``, a malformed prefix or one already mounted.  An ASGI
+        application's lifespan is the caller's to run (``ASGIResource.startup``).
+        """
+        prefix = self._root.mount(path, resource)
+        _log.info("mounted", path="/" + "/".join(prefix) + "/",
+                  resource=type(resource).__name__)
+
+    def unmount_resource(self, path: str) -> bool:
+        """Stop serving what :meth:`mount_resource` put at ``path``; False if
+        nothing was mounted there.  Requests already running finish."""
+        removed = self._root.unmount(path)
+        if removed is not None:
+            _log.info("unmounted", path=path)
+        return removed is not None
+
+    @property
+    def mounted_paths(self) -> list[str]:
+        """The prefixes mounted with :meth:`mount_resource`, sorted."""
+        return sorted("/" + "/".join(prefix) + "/" for prefix in self._root.mounts)
 
     @property
     def url(self) -> str:
@@ -89,7 +141,7 @@ class WebService(Service):
                 if isinstance(app, ASGIResource):
                     await app.startup()
                     started_apps.append(app)
-            self.http = HTTPServer(self.resource, limits=self.limits, debug=self.debug)
+            self.http = HTTPServer(self._root, limits=self.limits, debug=self.debug)
             address = await self.http.listen(self.host, self.port, ssl=self.ssl)
             self.port = address[1]
             if self.pb_port is not None:
@@ -174,3 +226,24 @@ class WebService(Service):
         if self.pb_server is not None:
             lines.append(f"web PB (publish, admin): pb://{self.pb_host}:{self.pb_port}")
         return "\n".join(lines)
+
+
+def find_web_service(where: Any, name: str | None = None) -> WebService | None:
+    """The :class:`WebService` among the application's top-level services:
+    the one called ``name`` if given, else the first one; None if none.
+
+    ``where`` is the :class:`Application`, or any service in its tree (the
+    lookup climbs ``parent`` links to the top first).
+    """
+    while getattr(where, "parent", None) is not None:
+        where = where.parent
+    services = getattr(where, "services", None)
+    if services is None:  # a bare MultiService at the top
+        services = {child.name: child for child in where} if hasattr(where, "__iter__") else {}
+    if name is not None:
+        found = services.get(name)
+        return found if isinstance(found, WebService) else None
+    for service in services.values():
+        if isinstance(service, WebService):
+            return service
+    return None
