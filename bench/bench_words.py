@@ -80,6 +80,21 @@ def serve_ours(members: int, loop: str) -> None:
             application.add(service)
             await application.start()
             announce(f"{service.pb_port} {service.irc_port}")
+            profile_to = os.environ.get("BENCH_WORDS_PROFILE")
+            if profile_to:
+                # Profile the server's side of the fan-out (sorted by
+                # tottime with pstats); saved every 2 s, the child is
+                # killed when the run ends.
+                import cProfile
+                profiler = cProfile.Profile()
+                profiler.enable()
+
+                def save() -> None:
+                    profiler.dump_stats(profile_to)  # stops it
+                    profiler.enable()
+                    asyncio.get_running_loop().call_later(2.0, save)
+
+                asyncio.get_running_loop().call_later(2.0, save)
             try:
                 await asyncio.Future()
             finally:
