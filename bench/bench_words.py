@@ -80,6 +80,21 @@ def serve_ours(members: int, loop: str) -> None:
             application.add(service)
             await application.start()
             announce(f"{service.pb_port} {service.irc_port}")
+            profile_to = os.environ.get("BENCH_WORDS_PROFILE")
+            if profile_to:
+                # Profile the server's side of the fan-out (sorted by
+                # tottime with pstats); saved every 2 s, the child is
+                # killed when the run ends.
+                import cProfile
+                profiler = cProfile.Profile()
+                profiler.enable()
+
+                def save() -> None:
+                    profiler.dump_stats(profile_to)  # stops it
+                    profiler.enable()
+                    asyncio.get_running_loop().call_later(2.0, save)
+
+                asyncio.get_running_loop().call_later(2.0, save)
             try:
                 await asyncio.Future()
             finally:
@@ -303,7 +318,8 @@ async def run(args: argparse.Namespace, ours: tuple[int, int], twisted_port: int
     base_p99 = percentile(base[0].latencies, 0.99) if base else None
     print(f"\nfan-out of one message to {members} members of a room "
           f"({args.rounds} rounds x {args.messages} messages; times in ms; "
-          f"our server on {args.loop}, Twisted on its default reactor)\n")
+          f"our server on {args.loop}, Twisted on its default reactor, "
+          f"clients on {args.client_loop})\n")
     print(f"{'system':<12} {'p50':>8} {'p99':>8} {'last p50':>9} {'last p99':>9} "
           f"{'p99 / twisted':>14}")
     for name, (fan, _) in systems.items():
@@ -327,10 +343,16 @@ def main() -> int:
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                         help="our server's event loop; auto: uvloop where installed, as "
                              "`pb run --loop auto` does")
+    parser.add_argument("--client-loop", choices=["asyncio", "uvloop"], default=None,
+                        help="the clients' event loop (default: uvloop where installed); "
+                             "the clients' own time is in every system's figures, so the "
+                             "faster it is, the more the figures show the servers")
     parser.add_argument("--serve", choices=["ours", "twisted"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loop == "auto":
         args.loop = "asyncio" if uvloop_missing() else "uvloop"
+    if args.client_loop is None:
+        args.client_loop = "asyncio" if uvloop_missing() else "uvloop"
     if args.serve == "ours":
         serve_ours(args.members, args.loop)
         return 0
@@ -352,7 +374,7 @@ def main() -> int:
             twisted_child = children.start("bench_words", "--serve", "twisted",
                                            "--members", str(args.members), ready_timeout=60)
             twisted_port = int(twisted_child.handshake)
-        asyncio.run(run(args, (pb_port, irc_port), twisted_port))
+        run_loop(lambda: run(args, (pb_port, irc_port), twisted_port), args.client_loop)
     return 0
 
 

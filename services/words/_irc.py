@@ -161,6 +161,15 @@ class IRCConnection:
         self.closing = True
         self.close_reason = reason
 
+    def end(self, reason: str) -> None:
+        """Close from outside (an administrator deleted the account)."""
+        self.close(reason)
+        if self._in_chat:
+            self._in_chat = False
+            self.chat.disconnect(self)
+        if self.wakeup is not None:
+            self.wakeup()
+
     def ping(self) -> None:
         """A keepalive PING; any line the client sends counts as the answer."""
         self._send(format_line(None, "PING", self.world.server_name, trailing=True))

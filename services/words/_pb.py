@@ -152,6 +152,15 @@ class WordsPerspective(broker.Perspective):
         self._chat.disconnect(self)
         self._mind = None
 
+    def end(self, reason: str) -> None:
+        """Close this login's connection (its account was deleted)."""
+        mind = self._mind
+        self.detached(mind)
+        # The mind's owner is the broker connection it arrived on.
+        owner = getattr(mind, "_pb_owner", None)
+        if owner is not None and getattr(owner, "is_open", False):
+            owner.start_goodbye("normal", reason)
+
     def deliver(self, event: Event) -> None:
         mind = self._mind
         if mind is None:

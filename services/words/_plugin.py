@@ -42,6 +42,15 @@ def _user_password(text: str) -> tuple[str, str]:
     return name, password
 
 
+def _admin_path(text: str) -> str:
+    from services.web._mounts import mount_prefix
+
+    try:
+        return "/" + "/".join(mount_prefix(text)) + "/"
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _count(minimum: int):  # type: ignore[no-untyped-def]
     def parse(text: str) -> int:
         try:
@@ -129,6 +138,16 @@ class WordsPlugin(ServicePlugin):
                             action="append", default=[],
                             help="create or update this account and grant it words:NAME "
                                  "(repeatable; shows in the process list: for demos)")
+        parser.add_argument("--no-web-admin", action="store_true",
+                            help="do not mount the administration pages on the application's "
+                                 "web front")
+        parser.add_argument("--admin-path", type=_admin_path, default="/words/",
+                            help="where the administration pages go on the web front "
+                                 "(default: /words/)")
+        parser.add_argument("--admin", metavar="NAME:PASSWORD", type=_user_password,
+                            action="append", default=[],
+                            help="create or update this account and grant it words-admin, "
+                                 "the administrator permission (repeatable; for demos)")
         parser.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
                             help="when stopping, how long PB calls in progress may take")
 
@@ -162,6 +181,9 @@ class WordsPlugin(ServicePlugin):
             motd=options.motd,
             users=options.user,
             grace=options.grace,
+            web_admin=not options.no_web_admin,
+            admin_path=options.admin_path,
+            admins=options.admin,
         )
 
 

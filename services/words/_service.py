@@ -17,6 +17,7 @@ from ._core import (
     DEFAULT_SCROLLBACK,
     Chat,
 )
+from ._admin import ADMIN_SERVICE, AdminCredService, AdminSite
 from ._irc import IRCWorld
 from ._pb import SERVICE_NAME, PBFace
 from ._server import IRCLimits, IRCServer
@@ -68,6 +69,9 @@ class WordsService(Service):
         users: list[tuple[str, str]] | None = None,
         grace: float = 10.0,
         service_name: str = SERVICE_NAME,
+        web_admin: bool = True,
+        admin_path: str = "/words/",
+        admins: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(name)
         self.portal = portal
@@ -90,6 +94,12 @@ class WordsService(Service):
         self.users = list(users or [])
         self.grace = grace
         self.service_name = service_name
+        self.web_admin = web_admin
+        self.admin_path = admin_path
+        self.admins = list(admins or [])
+        self.admin_site: AdminSite | None = None
+        self.admin_realm: AdminCredService | None = None
+        self._mounted_on: Any = None
         self.chat: Chat | None = None
         self.words_store: WordsStore | None = None
         self.face: PBFace | None = None
@@ -148,11 +158,61 @@ class WordsService(Service):
                 if context is not None and self.irc_tls_port is not None:
                     self.irc_tls_port = await self.irc.listen(  # type: ignore[assignment]
                         self.host, self.irc_tls_port, ssl=context)
+            if self.web_admin:
+                await self._mount_admin()
         except BaseException:
             await self._close_all()
             raise
         _log.info("started", groups=groups, pb=self.pb_address, irc=self.irc_address,
                   irc_tls=self.irc_tls_address)
+
+    async def _mount_admin(self) -> None:
+        """Add the admin pages to the application's web front, if it has one."""
+        from services.web import find_web_service
+
+        web = find_web_service(self)
+        for user, password in self.admins:
+            await ensure_account(self.store, user, password, [(ADMIN_SERVICE, None)])
+            _log.info("administrator account ready", user=user)
+        if web is None:
+            if self.admins:
+                _log.info("no web front in this application: no web administration")
+            return
+        await ensure_service_name(self.store, ADMIN_SERVICE)
+        realm = self.portal.realm
+        if ADMIN_SERVICE not in realm.services:
+            self.admin_realm = AdminCredService()
+            realm.add_service(self.admin_realm)
+        self.admin_site = AdminSite(self, self.admin_path)
+        web.mount_resource(self.admin_path, self.admin_site.resource())
+        self._mounted_on = web
+        _log.info("web administration mounted", path=self.admin_site.mount)
+
+    def _unmount_admin(self) -> None:
+        web, self._mounted_on = self._mounted_on, None
+        site, self.admin_site = self.admin_site, None
+        if web is not None and site is not None:
+            web.unmount_resource(site.mount)
+            site.close()
+        if self.admin_realm is not None:
+            services = self.portal.realm.services
+            if services.get(ADMIN_SERVICE) is self.admin_realm:
+                del services[ADMIN_SERVICE]
+            self.admin_realm = None
+
+    def end_sessions(self, user: str, reason: str) -> int:
+        """End every PB and IRC session of *user* and take the user out of
+        the rooms (an account deleted by an administrator); returns how many
+        sessions were ended."""
+        chat = self.chat
+        if chat is None:
+            return 0
+        sessions = chat.sessions_of(user)
+        for session in sessions:
+            session.end(reason)
+        for group in chat.groups_of(user):
+            chat.remove_member(group.name, user, reason)
+        return len(sessions)
 
     @property
     def pb_address(self) -> str | None:
@@ -169,6 +229,7 @@ class WordsService(Service):
         return None if self.irc_tls_port is None else _url("ircs", self.host, self.irc_tls_port)
 
     async def _close_all(self) -> None:
+        self._unmount_admin()
         irc, self.irc = self.irc, None
         server, self.server = self.server, None
         try:
@@ -191,4 +252,6 @@ class WordsService(Service):
 
     def banner(self) -> str:
         faces = [a for a in (self.pb_address, self.irc_address, self.irc_tls_address) if a]
+        if self._mounted_on is not None and self.admin_site is not None:
+            faces.append(self._mounted_on.url.rstrip("/") + self.admin_site.mount)
         return f"{self.service_name}: " + " ".join(faces)

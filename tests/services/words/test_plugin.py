@@ -141,3 +141,27 @@ def test_a_missing_certificate_stops_the_start_with_a_clear_error(tmp_path):
                 "--irc-port", "0", "--tls-cert", str(tmp_path / "missing.pem"), cwd=tmp_path)
     assert result.returncode != 0
     assert re.search(r"cannot load the IRC TLS certificate .*missing\.pem", result.stderr)
+
+
+def test_words_and_web_from_a_config_file_mount_the_admin_pages(tmp_path, pb_child):  # noqa: F811
+    config = tmp_path / "app.toml"
+    config.write_text(
+        '[application]\ndata_dir = "data"\n\n'
+        '[web]\nport = 0\nstatic = "site"\n\n'
+        '[words]\npb_port = 0\nirc_port = 0\nadmin_path = "/admin/chat/"\n'
+        'admin = ["root:rootpw"]\n')
+    (tmp_path / "site").mkdir()
+    child = pb_child("run", "-c", str(config))
+    match = child.wait_for("stdout", r"^words: .* (http://127\.0\.0\.1:(\d+)/admin/chat/)$")
+    port = int(match[2])
+
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/admin/chat/login")
+    response = conn.getresponse()
+    page = response.read().decode()
+    conn.close()
+    assert response.status == 200 and 'name="csrf"' in page
+    assert "Path=/admin/chat/" in response.getheader("Set-Cookie")
+    code, out, err = child.stop()
+    assert code == 0, err
