@@ -25,7 +25,6 @@ import asyncio
 import email.utils
 import ipaddress
 import json
-import logging
 import os
 import secrets
 import smtplib
@@ -35,11 +34,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cred.log import get_logger
+
 from ._maildir import _fsync_dir
 
 __all__ = ["QueuedMessage", "QueueRunner", "RelayQueue", "make_bounce"]
 
-log = logging.getLogger("pb.mail.queue")
+log = get_logger("pb.mail.queue")
 
 MAX_ENVELOPE_LINE = 1 << 20
 
@@ -228,8 +229,8 @@ class QueueRunner:
             try:
                 message, content = await asyncio.to_thread(self.queue.load, qid)
             except (FileNotFoundError, ValueError, KeyError) as exc:
-                log.error("queued message %s is unreadable (%r); left in %s for a human",
-                          qid, exc, self.queue.path / "queue")
+                log.error("queued message unreadable; left for a human", id=qid, error=repr(exc),
+                          directory=str(self.queue.path / "queue"))
                 continue
             now = time.time()
             if message.next_try > now:
@@ -252,8 +253,8 @@ class QueueRunner:
         except smtplib.SMTPAuthenticationError as exc:
             # Our login is wrong: the operator's to fix, not the sender's fault. Keep the mail.
             message.last_error = f"smarthost refused our login ({exc.smtp_code}): check --smarthost-user"
-            log.error("relay: the smarthost %s:%d refused our login: %s", *self.smarthost,
-                      exc.smtp_error)
+            log.error("relay: the smarthost refused our login",
+                      smarthost=f"{self.smarthost[0]}:{self.smarthost[1]}", error=str(exc.smtp_error))
         except smtplib.SMTPResponseException as exc:
             error = f"{exc.smtp_code} {exc.smtp_error.decode('utf-8', 'replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
             if 500 <= exc.smtp_code < 600:
@@ -280,7 +281,7 @@ class QueueRunner:
             await self.bounce(message.sender, make_bounce(message, content, hostname=self.hostname,
                                                           reasons=message.failed))
         if message.failed:
-            log.warning("relay failed for good: id=%s failed=%s", message.id, sorted(message.failed))
+            log.warning("relay failed for good", id=message.id, failed=",".join(sorted(message.failed)))
             message.failed = {}
         if not message.recipients:
             await asyncio.to_thread(self.queue.remove, message.id)
@@ -288,8 +289,8 @@ class QueueRunner:
             return
         delay = min(self.retry_max, self.retry_base * (2 ** min(message.attempts - 1, 30)))
         message.next_try = time.time() + delay
-        log.info("relay deferred: id=%s attempt=%d retry_in=%.0fs error=%s",
-                 message.id, message.attempts, delay, message.last_error)
+        log.info("relay deferred", id=message.id, attempt=message.attempts,
+                 retry_in=f"{delay:.0f}s", error=message.last_error)
         await asyncio.to_thread(self.queue.save_state, message)
 
     def _send(self, message: QueuedMessage, content: bytes) -> dict[str, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
-import logging
 import os
 import socket
 import ssl as _ssl
@@ -43,7 +42,6 @@ __all__ = ["MailService", "SERVICE_NAME", "Pop3Protocol"]
 SERVICE_NAME = "mail"
 
 _log = get_logger("pb.mail")
-log = logging.getLogger("pb.mail")
 
 #: RFC 1939 §3: an autologout timer must be at least 10 minutes.
 MIN_AUTOLOGOUT = 600.0
@@ -290,8 +288,8 @@ class MailService(Service):
                 try:
                     found.add(check_mailbox_name(perspective).mailbox)
                 except AddressError:
-                    log.warning("keyring of %r holds %s:%s, not a usable mailbox name",
-                                user, service, perspective)
+                    _log.warning("keyring grant is not a usable mailbox name", user=user,
+                                 grant=f"{service}:{perspective}")
         return found
 
     async def refresh_mailboxes(self) -> None:
@@ -340,7 +338,7 @@ class MailService(Service):
                     try:
                         listener(local.mailbox, "INBOX", key)
                     except Exception:
-                        log.exception("new-mail listener failed")
+                        _log.exception("new-mail listener failed")
             if accepted.relay:
                 assert self.queue is not None and self.runner is not None
                 qid = await asyncio.to_thread(self.queue.enqueue, accepted.sender,
@@ -670,7 +668,7 @@ class Pop3Protocol(asyncio.Protocol):
                 transport = await asyncio.get_running_loop().start_tls(
                     self.transport, self, service.tls, server_side=True)
             except (OSError, _ssl.SSLError, ConnectionError) as exc:
-                log.info("POP3 STLS failed: peer=%s: %r", self.peer, exc)
+                _log.info("POP3 STLS failed", peer=self.peer, error=repr(exc))
                 machine.tls_failed()
                 return
             if transport is None:

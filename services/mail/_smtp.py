@@ -32,7 +32,6 @@ import base64
 import binascii
 import collections
 import ipaddress
-import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,11 +39,13 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from cred.log import get_logger
+
 from ._core import Local, MailCore, Refuse, Relay, received_header
 
 __all__ = ["Accepted", "MailSMTP", "SmtpPolicy", "has_bare_line_end", "is_loopback"]
 
-log = logging.getLogger("pb.mail.smtp")
+log = get_logger("pb.mail.smtp")
 
 
 #: (user, password, peer host) -> the mailbox the login holds, or None if refused.
@@ -100,6 +101,14 @@ class MailSMTP(SMTP):
             self._auth_require_tls = not self._auth_on_loopback
         super().connection_made(transport)
 
+    async def smtp_AUTH(self, arg: str) -> None:
+        # RFC 4954 §4: no AUTH inside a transaction.  Allowed, it would let a
+        # client give any MAIL FROM first and gain the right to relay after.
+        if self.envelope is not None and self.envelope.mail_from:
+            await self.push("503 5.5.1 AUTH is not allowed during a mail transaction")
+            return
+        await super().smtp_AUTH(arg)
+
     async def smtp_EHLO(self, hostname: str) -> None:
         # Each EHLO starts from the base limits, not from the previous EHLO's.
         self.command_size_limits.clear()
@@ -146,7 +155,10 @@ class SmtpPolicy:
         if address == _NULL_SENDER:
             address = ""
         refusal = self.core.check_sender(address, utf8=utf8)
+        if refusal is None and session.authenticated:
+            refusal = self.core.check_own_sender(address, session.auth_data, utf8=utf8)
         if refusal is not None:
+            log.info("sender refused", peer=_host(session), sender=address[:80], reply=refusal)
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -169,7 +181,7 @@ class SmtpPolicy:
                 route = self.core.route(address, authenticated=bool(session.authenticated),
                                         utf8=envelope.smtp_utf8)
         if isinstance(route, Refuse):
-            log.info("recipient refused: peer=%s rcpt=%r: %s", _host(session), address[:80], route.reply)
+            log.info("recipient refused", peer=_host(session), rcpt=address[:80], reply=route.reply)
             return route.reply
         routes.append(route)
         envelope.rcpt_tos.append(address)
@@ -211,7 +223,7 @@ class SmtpPolicy:
         return f"250 2.0.0 OK queued as {queue_id}"
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("SMTP session failed: %r", error, exc_info=error)
+        log.error("SMTP session failed", error=repr(error), exc_info=error)
         return "451 4.3.0 Local error, message not accepted; try again later"
 
     # -- AUTH ------------------------------------------------------------------------
