@@ -111,8 +111,18 @@ class Maildir:
             self.create()
 
     def create(self) -> None:
+        made = not self.path.exists()
         for sub in ("tmp", "new", "cur"):
-            (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                (self.path / sub).mkdir(mode=0o700, parents=True)
+                made = True
+            except FileExistsError:
+                pass
+        if made and self.fsync:
+            # A first delivery's fsync of new/ does not make new/ itself (nor
+            # the Maildir) durable: their entries live in the parents.
+            _fsync_dir(self.path)
+            _fsync_dir(self.path.parent)
 
     def exists(self) -> bool:
         return all((self.path / sub).is_dir() for sub in ("tmp", "new", "cur"))

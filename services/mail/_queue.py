@@ -29,6 +29,7 @@ import os
 import secrets
 import smtplib
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,11 +39,17 @@ from cred.log import get_logger
 
 from ._maildir import _fsync_dir
 
-__all__ = ["QueuedMessage", "QueueRunner", "RelayQueue", "make_bounce"]
+__all__ = ["QueueFull", "QueuedMessage", "QueueRunner", "RelayQueue", "make_bounce"]
 
 log = get_logger("pb.mail.queue")
 
 MAX_ENVELOPE_LINE = 1 << 20
+#: Default bound on the queue's size on disk (--queue-max-bytes).
+DEFAULT_QUEUE_MAX_BYTES = 1 << 30
+
+
+class QueueFull(Exception):
+    """The relay queue is at its size limit: try again later (SMTP 452 4.3.1)."""
 
 
 @dataclass
@@ -58,20 +65,46 @@ class QueuedMessage:
 
 
 class RelayQueue:
-    """The queue directory *path* (``tmp/``, ``queue/``, ``state/``)."""
+    """The queue directory *path* (``tmp/``, ``queue/``, ``state/``).
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    ``max_bytes`` bounds the bytes of queued messages: a smarthost that is
+    down for days must not let relayed mail fill the disk the Maildirs live
+    on.  :meth:`has_room` is asked before a message is accepted (the SMTP
+    side answers 452 4.3.1 when there is none); :meth:`enqueue` checks again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True,
+                 max_bytes: int = DEFAULT_QUEUE_MAX_BYTES) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
         for sub in ("tmp", "queue", "state"):
             (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         for stale in (self.path / "tmp").iterdir():
             stale.unlink(missing_ok=True)  # half-written by a process that died: never acknowledged
+        self._sizes: dict[str, int] = {}
+        for entry in os.scandir(self.path / "queue"):
+            if not entry.name.startswith("."):
+                self._sizes[entry.name] = entry.stat().st_size
+        self.bytes = sum(self._sizes.values())
+
+    def has_room(self, size: int = 0) -> bool:
+        """Whether a message of *size* bytes still fits under ``max_bytes``."""
+        return self.bytes + size <= self.max_bytes
 
     def enqueue(self, sender: str, recipients: list[str], content: bytes) -> str:
-        """Store durably; return the queue id."""
+        """Store durably; return the queue id.  :class:`QueueFull` if it
+        does not fit under ``max_bytes``."""
         qid = f"{int(time.time())}.{secrets.token_hex(8)}"
         head = json.dumps({"from": sender, "to": recipients, "queued": time.time()}).encode() + b"\n"
+        size = len(head) + len(content)
+        with self._lock:
+            if not self.has_room(size):
+                raise QueueFull(f"the relay queue holds {self.bytes} bytes; "
+                                f"{size} more would pass its limit of {self.max_bytes}")
+            self.bytes += size  # reserved now, so concurrent enqueues cannot overshoot together
+            self._sizes[qid] = size
         tmp = self.path / "tmp" / qid
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -89,8 +122,13 @@ class RelayQueue:
                 _fsync_dir(self.path / "queue")
         except BaseException:
             tmp.unlink(missing_ok=True)
+            self._forget(qid)
             raise
         return qid
+
+    def _forget(self, qid: str) -> None:
+        with self._lock:
+            self.bytes -= self._sizes.pop(qid, 0)
 
     def ids(self) -> list[str]:
         return sorted(p.name for p in (self.path / "queue").iterdir() if not p.name.startswith("."))
@@ -126,6 +164,7 @@ class RelayQueue:
         if self.fsync:
             _fsync_dir(self.path / "queue")
         (self.path / "state" / f"{qid}.json").unlink(missing_ok=True)
+        self._forget(qid)
 
 
 def _is_loopback(host: str) -> bool:

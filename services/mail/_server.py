@@ -33,8 +33,8 @@ from ._core import DEFAULT_MAX_MESSAGE, AddressError, Domain, Local, MailCore, c
 from ._maildir import Maildir, MaildirError
 from ._pop3 import Close, Commit, Login, Pop3Machine, Pop3Message, Retrieve, StartTls
 from ._personal import PersonalRouter
-from ._queue import QueueRunner, RelayQueue
-from ._smtp import Accepted, MailSMTP, SmtpPolicy, is_loopback
+from ._queue import DEFAULT_QUEUE_MAX_BYTES, QueueRunner, RelayQueue
+from ._smtp import DEFAULT_DATA_TIMEOUT, Accepted, MailSMTP, SmtpPolicy, is_loopback
 
 __all__ = ["MailService", "SERVICE_NAME", "Pop3Protocol"]
 
@@ -88,6 +88,8 @@ class MailService(Service):
         max_connections_per_host: int = 32,
         grace: float = 10.0,
         service_name: str = SERVICE_NAME,
+        queue_max_bytes: int = DEFAULT_QUEUE_MAX_BYTES,
+        data_timeout: float = DEFAULT_DATA_TIMEOUT,
     ) -> None:
         super().__init__(name)
         from services import account_store
@@ -121,8 +123,10 @@ class MailService(Service):
         self.realm_service = _MailRealmService(service_name, self)
         self.queue: RelayQueue | None = None
         self.runner: QueueRunner | None = None
+        self.queue_max_bytes = queue_max_bytes
+        self.data_timeout = data_timeout
         self.policy = SmtpPolicy(self.core, self.deliver, self._smtp_login, hostname=self.hostname,
-                                 refresh=self.maybe_refresh)
+                                 refresh=self.maybe_refresh, relay_room=self._relay_room)
         self._servers: list[asyncio.Server] = []
         self._smtp_protocols: set[MailSMTP] = set()
         self._pop3_protocols: set[Pop3Protocol] = set()
@@ -161,7 +165,7 @@ class MailService(Service):
         try:
             if self.core.smarthost is not None:
                 self.queue = await asyncio.to_thread(RelayQueue, self.data_dir / "mail-queue",
-                                                     fsync=self.fsync)
+                                                     fsync=self.fsync, max_bytes=self.queue_max_bytes)
                 base, cap, give_up = self.retry
                 self.runner = QueueRunner(self.queue, self.core.smarthost, bounce=self._bounce,
                                           hostname=self.hostname, retry_base=base, retry_max=cap,
@@ -350,6 +354,9 @@ class MailService(Service):
             if not self._in_flight:
                 self._idle.set()
 
+    def _relay_room(self, size: int) -> bool:
+        return self.queue is None or self.queue.has_room(size)
+
     async def _bounce(self, sender: str, dsn: bytes) -> None:
         local = self.core.local_for(sender)
         if local is not None:
@@ -399,6 +406,7 @@ class MailService(Service):
             self,
             self.policy,
             allow_plain_auth=self.allow_plain_auth,
+            data_timeout=self.data_timeout,
             data_size_limit=self.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
