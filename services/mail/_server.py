@@ -144,6 +144,9 @@ class MailService(Service):
         self.personal: PersonalRouter | None = (
             PersonalRouter(personal_sockets) if personal_sockets else None)
         self.delivered = 0
+        #: Whether the listeners take connections: from the moment they open
+        #: (still "starting" for the Service, but ready for mail) until stop.
+        self.accepting = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -173,6 +176,7 @@ class MailService(Service):
                                           login=self.smarthost_login)
                 self.create_task(self.runner.run(), name="mail relay queue")
             loop = asyncio.get_running_loop()
+            self.accepting = True
             if self.smtp_port is not None:
                 server = await loop.create_server(self._smtp_factory, self.host, self.smtp_port)
                 self._servers.append(server)
@@ -192,6 +196,7 @@ class MailService(Service):
                                                         services={self.service_name})
                     self.pb_port = self.pb_server.port or self.pb_port
         except BaseException:
+            self.accepting = False
             await self._close_listeners()
             if realm.services.get(self.service_name) is self.realm_service:
                 del realm.services[self.service_name]
@@ -201,6 +206,7 @@ class MailService(Service):
                   domains=",".join(sorted(self.core.domains)))
 
     async def on_stop(self) -> None:
+        self.accepting = False
         try:
             for server in self._servers:
                 server.close()  # stop accepting; connections stay until below
@@ -492,9 +498,13 @@ class _ServiceSMTP(MailSMTP):
         service = self._service
         if self._original_transport is None:  # not the STARTTLS re-entry
             host = _peer_host(transport)
-            if not service.running or not service.smtp_gate.admit(host):
+            if not service.accepting or not service.smtp_gate.admit(host):
                 self._turned_away = True
-                transport.write(b"421 4.7.0 Too many connections; try again later\r\n")
+                # A client connecting while the listener opens used to be told
+                # "too many connections"; say what is true.
+                transport.write(b"421 4.7.0 Too many connections; try again later\r\n"
+                                if service.accepting else
+                                b"421 4.3.2 Service not available; try again later\r\n")
                 transport.close()
                 return
             self._admitted = host
@@ -557,7 +567,7 @@ class Pop3Protocol(asyncio.Protocol):
         service = self.service
         peer = transport.get_extra_info("peername")
         self.peer = _peer_host(transport)
-        if not service.running or not service.pop3_gate.admit(self.peer):
+        if not service.accepting or not service.pop3_gate.admit(self.peer):
             transport.write(b"-ERR [SYS/TEMP] too many connections; try again later\r\n")
             transport.close()
             self._closed = True

@@ -164,4 +164,4 @@ def test_acknowledged_mail_survives_sigkill_exactly_once(tmp_path: Path):
     assert set(counts) <= acked | uncertain
     assert list((box / "tmp").iterdir()) == [], "stale tmp files survived a restart"
     print(f"kills={kills} acked={len(acked)} uncertain={len(uncertain)} stored={len(counts)} "
-          f"refused-before-data={len(refusals)}")
+          f"refused-before-data={len(refusals)} {refusals[:3]}")
