@@ -212,6 +212,27 @@ class MailCore:
             return f"553 5.1.7 Sender address refused: {exc}"
         return None
 
+    def check_own_sender(self, text: str, mailbox: str, *, utf8: bool = False) -> str | None:
+        """The refusal for an authenticated sender *mailbox* using MAIL FROM
+        *text*, or None: see :func:`check_own_sender_address`."""
+        return check_own_sender_address(text, mailbox, utf8=utf8)
+
+
+def check_own_sender_address(text: str, mailbox: str, *, utf8: bool = False) -> str | None:
+    """None if the MAIL FROM *text* is *mailbox* itself (compared as stored:
+    local part in lower case), or the null sender; else the 553 refusal.
+    An authenticated user may send only as themselves: otherwise any account
+    could relay mail forged in another user's name."""
+    if text == "":
+        return None  # the null sender names nobody (Postfix lets it through too)
+    try:
+        address = parse_address(text, utf8=utf8)
+    except AddressError as exc:
+        return f"553 5.1.7 Sender address refused: {exc}"
+    if address.mailbox != mailbox:
+        return f"553 5.7.1 Sender address <{text[:80]}> is not owned by the logged-in user {mailbox}"
+    return None
+
 
 def received_header(*, helo: str, peer: str, hostname: str, protocol: str,
                     recipient: str | None, queue_id: str, when: float | None = None) -> bytes:

@@ -22,7 +22,6 @@ answering makes that a second copy: at least once, never zero.)
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ DEFAULT_SOCKET = "~/.pb-mail.sock"
 DEFAULT_MAILDIR = "~/Maildir"
 
 _log = get_logger("pb.mail.personal")
-log = logging.getLogger("pb.mail.personal")
 
 
 class PersonalDelivery(broker.Root):
@@ -153,8 +151,8 @@ class PersonalRouter:
             key = await root.call_remote("deliver", mailbox, content, timeout=self.timeout)
         except (OSError, broker.PBError, asyncio.TimeoutError) as exc:
             self.fallbacks += 1
-            log.info("personal server for %s unavailable (%r); storing in the server's Maildir",
-                     mailbox, exc)
+            _log.info("personal server unavailable; storing in the server's Maildir",
+                      mailbox=mailbox, error=repr(exc))
             await self._drop(path)
             return None
         if not isinstance(key, str):

@@ -12,7 +12,8 @@ from services import Application, Service, ServicePlugin, account_portal, host_n
 
 from ._core import DEFAULT_MAX_MESSAGE, AddressError, Domain, check_mailbox_name, parse_address
 from ._personal import DEFAULT_MAILDIR, DEFAULT_SOCKET, PersonalService
-from ._server import MIN_AUTOLOGOUT, MailService
+from ._queue import DEFAULT_QUEUE_MAX_BYTES
+from ._server import DEFAULT_DATA_TIMEOUT, MIN_AUTOLOGOUT, MailService
 
 __all__ = ["MailPlugin", "plugin"]
 
@@ -203,6 +204,12 @@ class MailPlugin(ServicePlugin):
                             help="relay: longest wait between retries (default: 3600)")
         parser.add_argument("--give-up", type=_seconds(1.0), default=5 * 86400.0,
                             help="relay: bounce to the sender after this long (default: 5 days)")
+        parser.add_argument("--queue-max-bytes", type=_positive, default=DEFAULT_QUEUE_MAX_BYTES,
+                            help="relay: most bytes the queue may hold; beyond, SMTP answers "
+                                 "452 4.3.1 (try later) to relayed mail (default: 1 GiB)")
+        parser.add_argument("--data-timeout", type=_seconds(1.0), default=DEFAULT_DATA_TIMEOUT,
+                            help="SMTP: seconds to wait for each read of message data "
+                                 "(default: 180, RFC 5321 4.5.3.2.5)")
         parser.add_argument("--max-connections", type=_positive, default=256,
                             help="connections at once on each listener (default: 256)")
         parser.add_argument("--max-connections-per-host", type=_positive, default=32,
@@ -280,6 +287,8 @@ class MailPlugin(ServicePlugin):
             max_connections=options.max_connections,
             max_connections_per_host=options.max_connections_per_host,
             grace=options.grace,
+            queue_max_bytes=options.queue_max_bytes,
+            data_timeout=options.data_timeout,
         )
 
 

@@ -25,23 +25,31 @@ import asyncio
 import email.utils
 import ipaddress
 import json
-import logging
 import os
 import secrets
 import smtplib
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cred.log import get_logger
+
 from ._maildir import _fsync_dir
 
-__all__ = ["QueuedMessage", "QueueRunner", "RelayQueue", "make_bounce"]
+__all__ = ["QueueFull", "QueuedMessage", "QueueRunner", "RelayQueue", "make_bounce"]
 
-log = logging.getLogger("pb.mail.queue")
+log = get_logger("pb.mail.queue")
 
 MAX_ENVELOPE_LINE = 1 << 20
+#: Default bound on the queue's size on disk (--queue-max-bytes).
+DEFAULT_QUEUE_MAX_BYTES = 1 << 30
+
+
+class QueueFull(Exception):
+    """The relay queue is at its size limit: try again later (SMTP 452 4.3.1)."""
 
 
 @dataclass
@@ -57,20 +65,46 @@ class QueuedMessage:
 
 
 class RelayQueue:
-    """The queue directory *path* (``tmp/``, ``queue/``, ``state/``)."""
+    """The queue directory *path* (``tmp/``, ``queue/``, ``state/``).
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    ``max_bytes`` bounds the bytes of queued messages: a smarthost that is
+    down for days must not let relayed mail fill the disk the Maildirs live
+    on.  :meth:`has_room` is asked before a message is accepted (the SMTP
+    side answers 452 4.3.1 when there is none); :meth:`enqueue` checks again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True,
+                 max_bytes: int = DEFAULT_QUEUE_MAX_BYTES) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
         for sub in ("tmp", "queue", "state"):
             (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         for stale in (self.path / "tmp").iterdir():
             stale.unlink(missing_ok=True)  # half-written by a process that died: never acknowledged
+        self._sizes: dict[str, int] = {}
+        for entry in os.scandir(self.path / "queue"):
+            if not entry.name.startswith("."):
+                self._sizes[entry.name] = entry.stat().st_size
+        self.bytes = sum(self._sizes.values())
+
+    def has_room(self, size: int = 0) -> bool:
+        """Whether a message of *size* bytes still fits under ``max_bytes``."""
+        return self.bytes + size <= self.max_bytes
 
     def enqueue(self, sender: str, recipients: list[str], content: bytes) -> str:
-        """Store durably; return the queue id."""
+        """Store durably; return the queue id.  :class:`QueueFull` if it
+        does not fit under ``max_bytes``."""
         qid = f"{int(time.time())}.{secrets.token_hex(8)}"
         head = json.dumps({"from": sender, "to": recipients, "queued": time.time()}).encode() + b"\n"
+        size = len(head) + len(content)
+        with self._lock:
+            if not self.has_room(size):
+                raise QueueFull(f"the relay queue holds {self.bytes} bytes; "
+                                f"{size} more would pass its limit of {self.max_bytes}")
+            self.bytes += size  # reserved now, so concurrent enqueues cannot overshoot together
+            self._sizes[qid] = size
         tmp = self.path / "tmp" / qid
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -88,8 +122,13 @@ class RelayQueue:
                 _fsync_dir(self.path / "queue")
         except BaseException:
             tmp.unlink(missing_ok=True)
+            self._forget(qid)
             raise
         return qid
+
+    def _forget(self, qid: str) -> None:
+        with self._lock:
+            self.bytes -= self._sizes.pop(qid, 0)
 
     def ids(self) -> list[str]:
         return sorted(p.name for p in (self.path / "queue").iterdir() if not p.name.startswith("."))
@@ -125,6 +164,7 @@ class RelayQueue:
         if self.fsync:
             _fsync_dir(self.path / "queue")
         (self.path / "state" / f"{qid}.json").unlink(missing_ok=True)
+        self._forget(qid)
 
 
 def _is_loopback(host: str) -> bool:
@@ -228,8 +268,8 @@ class QueueRunner:
             try:
                 message, content = await asyncio.to_thread(self.queue.load, qid)
             except (FileNotFoundError, ValueError, KeyError) as exc:
-                log.error("queued message %s is unreadable (%r); left in %s for a human",
-                          qid, exc, self.queue.path / "queue")
+                log.error("queued message unreadable; left for a human", id=qid, error=repr(exc),
+                          directory=str(self.queue.path / "queue"))
                 continue
             now = time.time()
             if message.next_try > now:
@@ -252,8 +292,8 @@ class QueueRunner:
         except smtplib.SMTPAuthenticationError as exc:
             # Our login is wrong: the operator's to fix, not the sender's fault. Keep the mail.
             message.last_error = f"smarthost refused our login ({exc.smtp_code}): check --smarthost-user"
-            log.error("relay: the smarthost %s:%d refused our login: %s", *self.smarthost,
-                      exc.smtp_error)
+            log.error("relay: the smarthost refused our login",
+                      smarthost=f"{self.smarthost[0]}:{self.smarthost[1]}", error=str(exc.smtp_error))
         except smtplib.SMTPResponseException as exc:
             error = f"{exc.smtp_code} {exc.smtp_error.decode('utf-8', 'replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
             if 500 <= exc.smtp_code < 600:
@@ -280,7 +320,7 @@ class QueueRunner:
             await self.bounce(message.sender, make_bounce(message, content, hostname=self.hostname,
                                                           reasons=message.failed))
         if message.failed:
-            log.warning("relay failed for good: id=%s failed=%s", message.id, sorted(message.failed))
+            log.warning("relay failed for good", id=message.id, failed=",".join(sorted(message.failed)))
             message.failed = {}
         if not message.recipients:
             await asyncio.to_thread(self.queue.remove, message.id)
@@ -288,8 +328,8 @@ class QueueRunner:
             return
         delay = min(self.retry_max, self.retry_base * (2 ** min(message.attempts - 1, 30)))
         message.next_try = time.time() + delay
-        log.info("relay deferred: id=%s attempt=%d retry_in=%.0fs error=%s",
-                 message.id, message.attempts, delay, message.last_error)
+        log.info("relay deferred", id=message.id, attempt=message.attempts,
+                 retry_in=f"{delay:.0f}s", error=message.last_error)
         await asyncio.to_thread(self.queue.save_state, message)
 
     def _send(self, message: QueuedMessage, content: bytes) -> dict[str, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
-import logging
 import os
 import socket
 import ssl as _ssl
@@ -34,8 +33,8 @@ from ._core import DEFAULT_MAX_MESSAGE, AddressError, Domain, Local, MailCore, c
 from ._maildir import Maildir, MaildirError
 from ._pop3 import Close, Commit, Login, Pop3Machine, Pop3Message, Retrieve, StartTls
 from ._personal import PersonalRouter
-from ._queue import QueueRunner, RelayQueue
-from ._smtp import Accepted, MailSMTP, SmtpPolicy, is_loopback
+from ._queue import DEFAULT_QUEUE_MAX_BYTES, QueueRunner, RelayQueue
+from ._smtp import DEFAULT_DATA_TIMEOUT, Accepted, MailSMTP, SmtpPolicy, is_loopback
 
 __all__ = ["MailService", "SERVICE_NAME", "Pop3Protocol"]
 
@@ -43,7 +42,6 @@ __all__ = ["MailService", "SERVICE_NAME", "Pop3Protocol"]
 SERVICE_NAME = "mail"
 
 _log = get_logger("pb.mail")
-log = logging.getLogger("pb.mail")
 
 #: RFC 1939 §3: an autologout timer must be at least 10 minutes.
 MIN_AUTOLOGOUT = 600.0
@@ -90,6 +88,8 @@ class MailService(Service):
         max_connections_per_host: int = 32,
         grace: float = 10.0,
         service_name: str = SERVICE_NAME,
+        queue_max_bytes: int = DEFAULT_QUEUE_MAX_BYTES,
+        data_timeout: float = DEFAULT_DATA_TIMEOUT,
     ) -> None:
         super().__init__(name)
         from services import account_store
@@ -123,8 +123,10 @@ class MailService(Service):
         self.realm_service = _MailRealmService(service_name, self)
         self.queue: RelayQueue | None = None
         self.runner: QueueRunner | None = None
+        self.queue_max_bytes = queue_max_bytes
+        self.data_timeout = data_timeout
         self.policy = SmtpPolicy(self.core, self.deliver, self._smtp_login, hostname=self.hostname,
-                                 refresh=self.maybe_refresh)
+                                 refresh=self.maybe_refresh, relay_room=self._relay_room)
         self._servers: list[asyncio.Server] = []
         self._smtp_protocols: set[MailSMTP] = set()
         self._pop3_protocols: set[Pop3Protocol] = set()
@@ -142,6 +144,9 @@ class MailService(Service):
         self.personal: PersonalRouter | None = (
             PersonalRouter(personal_sockets) if personal_sockets else None)
         self.delivered = 0
+        #: Whether the listeners take connections: from the moment they open
+        #: (still "starting" for the Service, but ready for mail) until stop.
+        self.accepting = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -163,7 +168,7 @@ class MailService(Service):
         try:
             if self.core.smarthost is not None:
                 self.queue = await asyncio.to_thread(RelayQueue, self.data_dir / "mail-queue",
-                                                     fsync=self.fsync)
+                                                     fsync=self.fsync, max_bytes=self.queue_max_bytes)
                 base, cap, give_up = self.retry
                 self.runner = QueueRunner(self.queue, self.core.smarthost, bounce=self._bounce,
                                           hostname=self.hostname, retry_base=base, retry_max=cap,
@@ -171,6 +176,7 @@ class MailService(Service):
                                           login=self.smarthost_login)
                 self.create_task(self.runner.run(), name="mail relay queue")
             loop = asyncio.get_running_loop()
+            self.accepting = True
             if self.smtp_port is not None:
                 server = await loop.create_server(self._smtp_factory, self.host, self.smtp_port)
                 self._servers.append(server)
@@ -190,6 +196,7 @@ class MailService(Service):
                                                         services={self.service_name})
                     self.pb_port = self.pb_server.port or self.pb_port
         except BaseException:
+            self.accepting = False
             await self._close_listeners()
             if realm.services.get(self.service_name) is self.realm_service:
                 del realm.services[self.service_name]
@@ -199,6 +206,7 @@ class MailService(Service):
                   domains=",".join(sorted(self.core.domains)))
 
     async def on_stop(self) -> None:
+        self.accepting = False
         try:
             for server in self._servers:
                 server.close()  # stop accepting; connections stay until below
@@ -290,8 +298,8 @@ class MailService(Service):
                 try:
                     found.add(check_mailbox_name(perspective).mailbox)
                 except AddressError:
-                    log.warning("keyring of %r holds %s:%s, not a usable mailbox name",
-                                user, service, perspective)
+                    _log.warning("keyring grant is not a usable mailbox name", user=user,
+                                 grant=f"{service}:{perspective}")
         return found
 
     async def refresh_mailboxes(self) -> None:
@@ -340,7 +348,7 @@ class MailService(Service):
                     try:
                         listener(local.mailbox, "INBOX", key)
                     except Exception:
-                        log.exception("new-mail listener failed")
+                        _log.exception("new-mail listener failed")
             if accepted.relay:
                 assert self.queue is not None and self.runner is not None
                 qid = await asyncio.to_thread(self.queue.enqueue, accepted.sender,
@@ -351,6 +359,9 @@ class MailService(Service):
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+
+    def _relay_room(self, size: int) -> bool:
+        return self.queue is None or self.queue.has_room(size)
 
     async def _bounce(self, sender: str, dsn: bytes) -> None:
         local = self.core.local_for(sender)
@@ -401,6 +412,7 @@ class MailService(Service):
             self,
             self.policy,
             allow_plain_auth=self.allow_plain_auth,
+            data_timeout=self.data_timeout,
             data_size_limit=self.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -486,9 +498,13 @@ class _ServiceSMTP(MailSMTP):
         service = self._service
         if self._original_transport is None:  # not the STARTTLS re-entry
             host = _peer_host(transport)
-            if not service.running or not service.smtp_gate.admit(host):
+            if not service.accepting or not service.smtp_gate.admit(host):
                 self._turned_away = True
-                transport.write(b"421 4.7.0 Too many connections; try again later\r\n")
+                # A client connecting while the listener opens used to be told
+                # "too many connections"; say what is true.
+                transport.write(b"421 4.7.0 Too many connections; try again later\r\n"
+                                if service.accepting else
+                                b"421 4.3.2 Service not available; try again later\r\n")
                 transport.close()
                 return
             self._admitted = host
@@ -551,7 +567,7 @@ class Pop3Protocol(asyncio.Protocol):
         service = self.service
         peer = transport.get_extra_info("peername")
         self.peer = _peer_host(transport)
-        if not service.running or not service.pop3_gate.admit(self.peer):
+        if not service.accepting or not service.pop3_gate.admit(self.peer):
             transport.write(b"-ERR [SYS/TEMP] too many connections; try again later\r\n")
             transport.close()
             self._closed = True
@@ -670,7 +686,7 @@ class Pop3Protocol(asyncio.Protocol):
                 transport = await asyncio.get_running_loop().start_tls(
                     self.transport, self, service.tls, server_side=True)
             except (OSError, _ssl.SSLError, ConnectionError) as exc:
-                log.info("POP3 STLS failed: peer=%s: %r", self.peer, exc)
+                _log.info("POP3 STLS failed", peer=self.peer, error=repr(exc))
                 machine.tls_failed()
                 return
             if transport is None:

@@ -32,7 +32,6 @@ import base64
 import binascii
 import collections
 import ipaddress
-import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,11 +39,13 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from cred.log import get_logger
+
 from ._core import Local, MailCore, Refuse, Relay, received_header
 
-__all__ = ["Accepted", "MailSMTP", "SmtpPolicy", "has_bare_line_end", "is_loopback"]
+__all__ = ["DEFAULT_DATA_TIMEOUT", "Accepted", "MailSMTP", "SmtpPolicy", "has_bare_line_end", "is_loopback"]
 
-log = logging.getLogger("pb.mail.smtp")
+log = get_logger("pb.mail.smtp")
 
 
 #: (user, password, peer host) -> the mailbox the login holds, or None if refused.
@@ -82,11 +83,29 @@ class Accepted:
     authenticated_as: str | None = None
 
 
-class MailSMTP(SMTP):
-    """aiosmtpd's SMTP with the per-connection adjustments described above."""
+#: RFC 3463 4.3.1: "mail system full", a temporary refusal the client retries later.
+QUEUE_FULL = "452 4.3.1 Insufficient system storage: the relay queue is full; try again later"
 
-    def __init__(self, handler: SmtpPolicy, *, allow_plain_auth: bool = False, **kwargs: Any) -> None:
+
+#: RFC 5321 4.5.3.2.5: a server waits 3 minutes for each block of message data.
+DEFAULT_DATA_TIMEOUT = 180.0
+
+
+class MailSMTP(SMTP):
+    """aiosmtpd's SMTP with the per-connection adjustments described above.
+
+    ``data_timeout``: while the message text arrives, the connection is
+    dropped (421 4.4.2) once no byte came for that long; each arrival
+    restarts the clock.  aiosmtpd alone arms its command timeout once at
+    ``DATA``, which cuts off a big message that is still flowing and lets a
+    stalled one hold the connection for the whole command timeout.
+    """
+
+    def __init__(self, handler: SmtpPolicy, *, allow_plain_auth: bool = False,
+                 data_timeout: float = DEFAULT_DATA_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self._data_timeout = data_timeout
+        self._reading_data = False
         # The class-level dict is shared by every connection; give this one its own.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         self._allow_plain_auth = allow_plain_auth
@@ -99,6 +118,38 @@ class MailSMTP(SMTP):
             # aiosmtpd reads this flag at AUTH and EHLO time.
             self._auth_require_tls = not self._auth_on_loopback
         super().connection_made(transport)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._reading_data = True
+        self._reset_timeout(self._data_timeout)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._reading_data = False
+            self._reset_timeout()
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_data:
+            self._reset_timeout(self._data_timeout)
+        super().data_received(data)
+
+    def data_complete(self) -> None:
+        """The text is all read: storing it is ours to time, not the client's."""
+        self._reading_data = False
+        self._reset_timeout()
+
+    def _timeout_cb(self) -> None:
+        if self._reading_data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"421 4.4.2 Timeout waiting for message data; closing\r\n")
+        super()._timeout_cb()
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        # RFC 4954 §4: no AUTH inside a transaction.  Allowed, it would let a
+        # client give any MAIL FROM first and gain the right to relay after.
+        if self.envelope is not None and self.envelope.mail_from:
+            await self.push("503 5.5.1 AUTH is not allowed during a mail transaction")
+            return
+        await super().smtp_AUTH(arg)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         # Each EHLO starts from the base limits, not from the previous EHLO's.
@@ -130,8 +181,11 @@ class SmtpPolicy:
 
     def __init__(self, core: MailCore, sink: Callable[[Accepted], Awaitable[None]],
                  authenticate: Authenticator, *, hostname: str,
-                 refresh: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 refresh: Callable[[], Awaitable[bool]] | None = None,
+                 relay_room: Callable[[int], bool] | None = None) -> None:
         self.core = core
+        #: (bytes) -> whether the relay queue can take that much more; None: no queue.
+        self.relay_room = relay_room
         self.refresh = refresh
         self.sink = sink
         self.authenticate = authenticate
@@ -146,7 +200,10 @@ class SmtpPolicy:
         if address == _NULL_SENDER:
             address = ""
         refusal = self.core.check_sender(address, utf8=utf8)
+        if refusal is None and session.authenticated:
+            refusal = self.core.check_own_sender(address, session.auth_data, utf8=utf8)
         if refusal is not None:
+            log.info("sender refused", peer=_host(session), sender=address[:80], reply=refusal)
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -169,8 +226,11 @@ class SmtpPolicy:
                 route = self.core.route(address, authenticated=bool(session.authenticated),
                                         utf8=envelope.smtp_utf8)
         if isinstance(route, Refuse):
-            log.info("recipient refused: peer=%s rcpt=%r: %s", _host(session), address[:80], route.reply)
+            log.info("recipient refused", peer=_host(session), rcpt=address[:80], reply=route.reply)
             return route.reply
+        if isinstance(route, Relay) and self.relay_room is not None and not self.relay_room(1):
+            log.warning("relay queue full", peer=_host(session))
+            return QUEUE_FULL
         routes.append(route)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -179,6 +239,8 @@ class SmtpPolicy:
     # -- data ----------------------------------------------------------------------
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if isinstance(server, MailSMTP):
+            server.data_complete()
         raw = envelope.original_content or b""
         if has_bare_line_end(raw):
             return ("550 5.5.2 Message refused: bare CR or LF in the data "
@@ -206,12 +268,15 @@ class SmtpPolicy:
         header = _received(self, session, protocol, recipient, queue_id)
         # Stored with LF line ends (the Maildir convention); there is no bare CR or LF.
         accepted.content = header + raw.replace(b"\r\n", b"\n")
+        if accepted.relay and self.relay_room is not None and not self.relay_room(len(accepted.content)):
+            log.warning("relay queue full", peer=_host(session), size=len(accepted.content))
+            return QUEUE_FULL
         await self.sink(accepted)
         self.received += 1
         return f"250 2.0.0 OK queued as {queue_id}"
 
     async def handle_exception(self, error: Exception) -> str:
-        log.error("SMTP session failed: %r", error, exc_info=error)
+        log.error("SMTP session failed", error=repr(error), exc_info=error)
         return "451 4.3.0 Local error, message not accepted; try again later"
 
     # -- AUTH ------------------------------------------------------------------------

@@ -107,3 +107,67 @@ def test_messages_delivered_by_others_are_read_too(tmp_path):
     (tmp_path / "box" / "cur" / "1.foreign.host:2,RS").write_bytes(b"a\r\nb\n")
     (info,) = box.messages()
     assert (info.key, info.flags, info.size, info.wire_size) == ("1.foreign.host", "RS", 5, 6)
+
+
+def test_group_sync_each_caller_returns_after_a_flush_that_began_after_it_asked(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from services.mail import _maildir
+
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    flush_numbers = iter(range(1000))
+
+    def slow_fsync(path):
+        with lock:
+            n = next(flush_numbers)
+            events.append(("start", n))
+        time.sleep(0.3)
+        with lock:
+            events.append(("end", n))
+
+    monkeypatch.setattr(_maildir, "_fsync_dir", slow_fsync)
+    group = _maildir.GroupSync(tmp_path)
+    callers = 8
+    barrier = threading.Barrier(callers)
+
+    def caller(i: int) -> None:
+        barrier.wait()
+        with lock:
+            events.append(("enter", i))
+        group.sync()
+        with lock:
+            events.append(("return", i))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    for i in range(callers):
+        entered = events.index(("enter", i))
+        returned = events.index(("return", i))
+        covering = [n for kind, n in events[entered:returned] if kind == "start"
+                    and ("end", n) in events[entered:returned]]
+        assert covering, f"caller {i} returned without a flush begun after it asked: {events}"
+    # Eight callers, far fewer flushes: the point of sharing them.
+    assert group.flushes < callers
+
+
+def test_group_sync_error_reaches_the_caller_and_the_next_one_flushes_again(tmp_path, monkeypatch):
+    from services.mail import _maildir
+
+    calls = []
+
+    def failing(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_maildir, "_fsync_dir", failing)
+    group = _maildir.GroupSync(tmp_path)
+    with pytest.raises(OSError):
+        group.sync()
+    group.sync()
+    assert len(calls) == 2 and group.flushes == 1

@@ -190,3 +190,60 @@ def test_a_smarthost_password_is_never_sent_without_tls(tmp_path: Path):
     from services import Application
     with pytest.raises(ValueError, match="add --smarthost-tls"):
         plugin.build(options, Application("t", data_dir=tmp_path / "d"))
+
+
+async def test_a_full_relay_queue_answers_452_and_keeps_local_mail_flowing(tmp_path: Path):
+    # Port 9 (discard) is closed here: everything relayed stays queued.
+    env = await start_mail(tmp_path, "--allow-plain-auth", "--smarthost", "127.0.0.1:9",
+                           "--retry-base", "3600", "--queue-max-bytes", "3000")
+    try:
+        def run() -> list:
+            results = []
+            with smtplib.SMTP("127.0.0.1", env.smtp, timeout=10) as client:
+                client.ehlo("c")
+                client.login("alice@example.com", PASSWORD)
+                # 1: fits.  2: does not fit what is left (refused after DATA).
+                results.append(client.sendmail("alice@example.com", ["a@elsewhere.test"],
+                                               message("one", body=("x" * 70 + "\r\n") * 21)))
+                try:
+                    client.sendmail("alice@example.com", ["b@elsewhere.test"],
+                                    message("two", body=("y" * 70 + "\r\n") * 21))
+                except smtplib.SMTPDataError as exc:
+                    results.append((exc.smtp_code, exc.smtp_error))
+                # 3: local mail is not held up by the relay queue.
+                results.append(client.sendmail("alice@example.com", ["bob@example.com"], message("three")))
+            return results
+        first, second, third = await in_thread(run)
+        assert first == {} and third == {}
+        assert second[0] == 452 and second[1].startswith(b"4.3.1")
+        queue = tmp_path / "data" / "mail-queue" / "queue"
+        assert len(list(queue.iterdir())) == 1
+        assert env.service.queue is not None and env.service.queue.bytes == sum(
+            p.stat().st_size for p in queue.iterdir())
+        # Now full to the brim: the next relayed recipient is turned away at RCPT.
+        env.service.queue.max_bytes = env.service.queue.bytes
+
+        def rcpt() -> tuple[int, bytes]:
+            with smtplib.SMTP("127.0.0.1", env.smtp, timeout=10) as client:
+                client.ehlo("c")
+                client.login("alice@example.com", PASSWORD)
+                client.mail("alice@example.com")
+                return client.rcpt("c@elsewhere.test")
+        code, text = await in_thread(rcpt)
+        assert code == 452 and text.startswith(b"4.3.1")
+    finally:
+        await env.application.stop(grace=2)
+
+
+async def test_the_queue_size_is_counted_again_after_a_restart(tmp_path: Path):
+    from services.mail._queue import QueueFull, RelayQueue
+
+    queue = RelayQueue(tmp_path / "q", max_bytes=500)
+    queue.enqueue("a@x.test", ["b@y.test"], b"z" * 300)
+    again = RelayQueue(tmp_path / "q", max_bytes=500)
+    assert again.bytes == queue.bytes > 300
+    with pytest.raises(QueueFull):
+        again.enqueue("a@x.test", ["b@y.test"], b"z" * 300)
+    assert len(again.ids()) == 1 and not any((tmp_path / "q" / "tmp").iterdir())
+    again.remove(again.ids()[0])
+    assert again.bytes == 0

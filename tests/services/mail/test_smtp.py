@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import socket
+import time
 
 import pytest
 
@@ -239,5 +240,38 @@ async def test_connections_per_host_are_capped_on_both_listeners(tmp_path):
         assert (await in_thread(crowd, env.pop3)).startswith(b"-ERR [SYS/TEMP]")
         await asyncio.sleep(0.1)  # the slots are free again
         assert (await in_thread(send, env.smtp, "x@remote.test", ["alice@example.com"], message())) == {}
+    finally:
+        await env.application.stop(grace=2)
+
+
+async def test_the_data_timeout_is_per_read_a_slow_message_passes_a_stalled_one_is_cut(tmp_path):
+    env = await start_mail(tmp_path, "--data-timeout", "1", "--command-timeout", "30")
+    try:
+        def slow() -> bytes:
+            with Raw(env.smtp) as raw:
+                raw.reply()
+                for command in (b"EHLO c", b"MAIL FROM:<x@remote.test>", b"RCPT TO:<alice@example.com>",
+                                b"DATA"):
+                    raw.cmd(command)
+                for part in range(5):  # 2.5 s in all, never 1 s without a byte
+                    raw.send(f"X-Part: {part}\r\n".encode())
+                    time.sleep(0.5)
+                return raw.cmd(b"\r\nslow\r\n.")
+
+        def stalled() -> tuple[bytes, bytes]:
+            with Raw(env.smtp) as raw:
+                raw.reply()
+                for command in (b"EHLO c", b"MAIL FROM:<x@remote.test>", b"RCPT TO:<alice@example.com>",
+                                b"DATA"):
+                    raw.cmd(command)
+                raw.send(b"Subject: half\r\n")
+                answer = raw.reply()
+                return answer, raw.sock.recv(100)
+
+        assert (await in_thread(slow)).startswith(b"250")
+        answer, after = await in_thread(stalled)
+        assert answer.startswith(b"421 4.4.2") and after == b""
+        (stored,) = env.stored("alice@example.com")
+        assert b"X-Part: 4\n\nslow\n" in stored
     finally:
         await env.application.stop(grace=2)

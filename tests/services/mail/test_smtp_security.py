@@ -11,7 +11,7 @@ import pytest
 
 from tests._tls import write_tls_files
 
-from .conftest import PASSWORD, in_thread, message, start_mail
+from .conftest import PASSWORD, in_thread, message, send, start_mail
 from .test_smtp import Raw, raw_session
 
 pytestmark = pytest.mark.timeout(30)
@@ -204,3 +204,40 @@ async def test_auth_attempts_per_connection_are_capped(mail):
     answers = await in_thread(raw_session, mail.smtp, b"EHLO c", *[bad] * 11)
     assert all(a.startswith(b"535") for a in answers[2:12])
     assert answers[12].startswith(b"421")
+
+
+async def test_an_authenticated_user_may_only_send_as_their_own_address(tmp_path):
+    env = await start_mail(tmp_path, "--allow-plain-auth", "--smarthost", "127.0.0.1:9",
+                           "--retry-base", "3600")
+    try:
+        def run() -> list[tuple[int, bytes]]:
+            answers = []
+            with smtplib.SMTP("127.0.0.1", env.smtp, timeout=10) as client:
+                client.ehlo("c")
+                client.login("alice@example.com", PASSWORD)
+                for sender in ("bob@example.com", "alice@elsewhere.test", "ceo@elsewhere.test",
+                               "Alice@Example.COM", ""):
+                    answers.append(client.mail(sender))
+                    client.rset()
+            return answers
+        answers = await in_thread(run)
+        for code, text in answers[:3]:
+            assert code == 553 and text.startswith(b"5.7.1") and b"alice@example.com" in text
+        assert answers[3][0] == 250  # the same mailbox, however the letters are cased
+        assert answers[4][0] == 250  # the null sender names nobody
+        assert not any((tmp_path / "data" / "mail-queue" / "queue").iterdir())
+    finally:
+        await env.application.stop(grace=2)
+
+
+async def test_a_stranger_may_still_give_any_sender_for_local_mail(mail):
+    # Unauthenticated mail from outside is ordinary inbound mail; only local delivery.
+    assert await in_thread(send, mail.smtp, "bob@example.com", ["alice@example.com"], message()) == {}
+
+
+async def test_auth_inside_a_transaction_is_refused(mail):
+    plain = b"AUTH PLAIN " + base64.b64encode(f"\0alice@example.com\0{PASSWORD}".encode())
+    answers = await in_thread(raw_session, mail.smtp, b"EHLO c", b"MAIL FROM:<ceo@elsewhere.test>",
+                              plain, b"RCPT TO:<friend@elsewhere.test>")
+    assert answers[3].startswith(b"503 5.5.1")
+    assert answers[4][:1] == b"5"  # still a stranger: no relay
