@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import HARNESSES, INSTRUMENTED
+from . import FOCUS, HARNESSES, INSTRUMENTED
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -42,7 +42,7 @@ def _child(name: str, runs: int, workdir: str, extra: list[str]) -> None:
     """Runs inside the fuzzing process: instrument, import, hand over to libFuzzer."""
     import atheris
 
-    with atheris.instrument_imports(include=list(INSTRUMENTED)):
+    with atheris.instrument_imports(include=list(FOCUS.get(name, INSTRUMENTED))):
         harness = load(name)
     atheris.instrument_func(harness.run)
     (ARTIFACTS / name).mkdir(parents=True, exist_ok=True)

@@ -107,3 +107,12 @@ def test_messages_delivered_by_others_are_read_too(tmp_path):
     (tmp_path / "box" / "cur" / "1.foreign.host:2,RS").write_bytes(b"a\r\nb\n")
     (info,) = box.messages()
     assert (info.key, info.flags, info.size, info.wire_size) == ("1.foreign.host", "RS", 5, 6)
+
+
+@pytest.mark.parametrize("name", ["²", "²³.x", "١٢.y", "12.host", "x"])
+def test_a_foreign_name_with_unicode_digits_is_listed_not_a_crash(tmp_path, name):
+    # Found by the maildir fuzz harness: "²".isdigit() is True, int("²") fails.
+    box = Maildir(tmp_path / "box")
+    (tmp_path / "box" / "new" / name).write_bytes(b"Subject: x\n\nbody\n")
+    (found,) = box.messages()
+    assert found.key == name and box.read(found) == b"Subject: x\n\nbody\n"
