@@ -115,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the seed corpus and crash files through the harness, without atheris")
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="after --: more libFuzzer flags")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # argparse cannot take "--" followed by more positionals after NAME: split it here.
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    args.extra = [*args.extra, *extra]
     if args.list:
         for name in HARNESSES:
             print(f"{name}: {load(name).description}")
