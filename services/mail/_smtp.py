@@ -112,7 +112,13 @@ class MailSMTP(SMTP):
             if rest and not rest.startswith(" "):
                 return None, None
             return _NULL_SENDER, rest.strip()
-        return super()._getaddr(arg)
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, ValueError):
+            # The stdlib parser aiosmtpd uses fails on some malformed
+            # addresses ("<@" is an IndexError; found by the smtp fuzz
+            # harness): a syntax error (501/553), not a 451 and a traceback.
+            return None, None
 
 
 # aiosmtpd treats an empty address as a syntax error; this marker stands for
