@@ -266,6 +266,7 @@ async def pb_echo_client(port: int, rate: float, lat: Latencies, stop: asyncio.E
 
 async def words_clients(port: int, count: int, lat: Latencies, stop: asyncio.Event) -> None:
     import broker
+    import clients._cli.chat  # noqa: F401  (registers the GroupView RemoteCache, as pb chat does)
 
     class Mind(broker.Referenceable):
         def remote_message(self, *args):  # noqa: ANN002
