@@ -114,10 +114,11 @@ class MailSMTP(SMTP):
             return _NULL_SENDER, rest.strip()
         try:
             return super()._getaddr(arg)
-        except (IndexError, ValueError):
+        except Exception:
             # The stdlib parser aiosmtpd uses fails on some malformed
-            # addresses ("<@" is an IndexError; found by the smtp fuzz
-            # harness): a syntax error (501/553), not a 451 and a traceback.
+            # addresses with whatever it trips on ("<@" is an IndexError,
+            # "<a@[b.c>" an AttributeError; found by the smtp fuzz harness):
+            # a syntax error (501/553), not a 451 and a logged traceback.
             return None, None
 
 
