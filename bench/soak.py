@@ -244,10 +244,7 @@ def pct(values: list[float], q: float) -> float:
 # -- the load ------------------------------------------------------------------------------
 
 
-async def pb_echo_client(port: int, rate: float, lat: Latencies, stop: asyncio.Event) -> None:
-    import broker
-
-    perspective = await broker.login("127.0.0.1", port, "soak", PASSWORD, service="pbecho")
+async def pb_echo_client(perspective, rate: float, lat: Latencies, stop: asyncio.Event) -> None:  # noqa: ANN001
     try:
         payload = {"n": 0, "text": "soak" * 8}
         while not stop.is_set():
@@ -528,8 +525,15 @@ async def run(args: argparse.Namespace) -> int:
         # Before any client: the personal server's publishing connection is
         # there already, with its tables; "empty" means back to this.
         await sample("baseline")
-        clients = [asyncio.create_task(pb_echo_client(ports["echo"], args.rate, lat, stop))
-                   for _ in range(args.pb_clients)]
+        # One after another: the login throttle starts simultaneous attempts
+        # on one account from one address one by one, with back-off (so that
+        # concurrency buys a guesser nothing); 100 at once overran the 30 s
+        # login timeout.
+        import broker
+
+        perspectives = [await broker.login("127.0.0.1", ports["echo"], "soak", PASSWORD,
+                                           service="pbecho") for _ in range(args.pb_clients)]
+        clients = [asyncio.create_task(pb_echo_client(p, args.rate, lat, stop)) for p in perspectives]
         clients.append(asyncio.create_task(words_clients(ports["words"], args.words_clients, lat, stop)))
         clients += [asyncio.create_task(irc_client(ports["irc"], n, lat, stop))
                     for n in range(args.irc_clients)]
