@@ -232,6 +232,9 @@ def _smtp(data: bytes) -> None:
             address, _options = _GETADDR(arg)
             if address is None:
                 continue
+            # aiosmtpd's order: RCPT only after MAIL (else 503), MAIL only once.
+            if (verb == "RCPT") != bool(envelope.mail_from):
+                continue
             utf8 = "SMTPUTF8" in arg.upper()
             envelope.smtp_utf8 = utf8
             if verb == "MAIL":
