@@ -49,6 +49,8 @@ class _Writer:
     def _read(self, tried: set[int], acked: set[int]) -> None:
         for line in self.proc.stdout:
             word, _, number = line.strip().partition(" ")
+            if word != "ready" and not number.isdigit():
+                continue  # a line cut short by the kill
             if word == "ready":
                 self.ready.set()
             elif word == "try":
