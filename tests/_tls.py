@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+def write_tls_files(directory: Path, extra_ips: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
     """Write a new CA and a certificate it signed into *directory*:
     ``(cert.pem, key.pem, ca.pem)``."""
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -45,7 +45,8 @@ def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips)]),
             critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                        critical=False)

@@ -396,7 +396,8 @@ def _order_of(key: str) -> tuple[int, int, int, str]:
     if match:
         return int(match[1]), int(match[2]), int(match[3]), key
     head = key.split(".", 1)[0]
-    return (int(head) if head.isdigit() else 0), 0, 0, key
+    # isascii: "²".isdigit() is True but int("²") fails (found by the maildir fuzz harness).
+    return (int(head) if head.isascii() and head.isdigit() else 0), 0, 0, key
 
 
 def _pid_alive(pid: int) -> bool:

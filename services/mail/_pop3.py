@@ -431,7 +431,7 @@ class Pop3Machine:
 
     def _top(self, arg: str) -> None:
         number, _, count = arg.partition(" ")
-        if not count.isdigit() or len(count) > 9:
+        if not count.isascii() or not count.isdigit() or len(count) > 9:
             self._bad_command("usage: TOP message lines")
             return
         found = self._message(number)

@@ -163,7 +163,14 @@ class MailSMTP(SMTP):
             if rest and not rest.startswith(" "):
                 return None, None
             return _NULL_SENDER, rest.strip()
-        return super()._getaddr(arg)
+        try:
+            return super()._getaddr(arg)
+        except Exception:
+            # The stdlib parser aiosmtpd uses fails on some malformed
+            # addresses with whatever it trips on ("<@" is an IndexError,
+            # "<a@[b.c>" an AttributeError; found by the smtp fuzz harness):
+            # a syntax error (501/553), not a 451 and a logged traceback.
+            return None, None
 
 
 # aiosmtpd treats an empty address as a syntax error; this marker stands for

@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import HARNESSES, INSTRUMENTED
+from . import FOCUS, HARNESSES, INSTRUMENTED
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -42,7 +42,7 @@ def _child(name: str, runs: int, workdir: str, extra: list[str]) -> None:
     """Runs inside the fuzzing process: instrument, import, hand over to libFuzzer."""
     import atheris
 
-    with atheris.instrument_imports(include=list(INSTRUMENTED)):
+    with atheris.instrument_imports(include=list(FOCUS.get(name, INSTRUMENTED))):
         harness = load(name)
     atheris.instrument_func(harness.run)
     (ARTIFACTS / name).mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the seed corpus and crash files through the harness, without atheris")
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="after --: more libFuzzer flags")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # argparse cannot take "--" followed by more positionals after NAME: split it here.
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    args.extra = [*args.extra, *extra]
     if args.list:
         for name in HARNESSES:
             print(f"{name}: {load(name).description}")

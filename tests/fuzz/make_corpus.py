@@ -147,7 +147,96 @@ def store_rows() -> None:
         _save("store-row", msgpack.packb([row[0], float(row[1]), row[2], None], use_bin_type=True))
 
 
+class _Recorder:
+    """A socket that keeps what a real client (http.client) sends."""
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+
+    def sendall(self, data) -> None:
+        self.sent += data
+
+
+def http_requests() -> None:
+    import http.client
+
+    requests = [("GET", "/", None, {}), ("HEAD", "/index.html", None, {"Accept": "*/*"}),
+                ("POST", "/form?x=1", b"a=1&b=2", {"Content-Type": "application/x-www-form-urlencoded"}),
+                ("PUT", "/up", b"x" * 100, {"Expect": "100-continue"}),
+                ("OPTIONS", "*", None, {}), ("GET", "/~alice/page", None, {"Connection": "close"})]
+    pipelined = b""
+    for method, target, body, headers in requests:
+        conn = http.client.HTTPConnection("example.org", 8080)
+        conn.sock = _Recorder()
+        conn.request(method, target, body=body, headers=headers)
+        _save("http", b"\xff" + bytes(conn.sock.sent))
+        pipelined += bytes(conn.sock.sent)
+    conn = http.client.HTTPConnection("example.org")
+    conn.sock = _Recorder()
+    conn.request("POST", "/chunked", body=iter([b"hello ", b"world"]), encode_chunked=True,
+                 headers={"Transfer-Encoding": "chunked"})
+    _save("http", b"\x07" + bytes(conn.sock.sent))
+    _save("http", b"\x10" + pipelined)
+
+
+def relay_copies() -> None:
+    from services.web._relay import RelayedRequest
+
+    request = RelayedRequest("GET", "/page?x=1", [["Host", "example.org"], ["Accept", "*/*"]],
+                             ["127.0.0.1", 50000], "https", "1.1", "/~alice")
+    _save("relay", b"\x01" + jelly.dumps(request))
+    _save("relay", b"\x01" + jelly.dumps(RelayedRequest("POST", "/", [], None, "http", "1.0", "")))
+    _save("relay", b"\x00" + jelly.dumps([200, [["Content-Type", "text/html"]], b"<p>hi</p>", None]))
+    _save("relay", b"\x00" + jelly.dumps([404, [], b"", None]))
+
+
+# Transcripts of what the real clients in tests/services send (irc library /
+# ii, smtplib, poplib), as the bytes they put on the wire.
+IRC_SESSIONS = [
+    b"CAP LS 302\r\nNICK alice\r\nUSER alice 0 * :Alice\r\nCAP END\r\n",
+    b"PASS pencil\r\nNICK alice\r\nUSER alice 0 * :Alice\r\nJOIN #room\r\n"
+    b"PRIVMSG #room :hello there\r\nTOPIC #room :a topic\r\nNAMES #room\r\nWHO #room\r\n"
+    b"WHOIS bob\r\nMODE #room\r\nAWAY :lunch\r\nAWAY\r\nPRIVMSG bob :psst\r\n"
+    b"NOTICE #room :note\r\nLIST\r\nISON bob alice\r\nUSERHOST bob\r\nPING :x\r\n"
+    b"PART #room :bye\r\nQUIT :done\r\n",
+    b"NICK carol\r\nUSER carol 0 * :Carol\r\nPRIVMSG NickServ :IDENTIFY pencil\r\n"
+    b"JOIN #a,#b\r\nMOTD\r\n",
+]
+
+SMTP_SESSIONS = [
+    b"\x00MAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
+    b"From: bob@example.net\r\nSubject: hi\r\n\r\nhello\r\n..dot\r\n",
+    b"\x01AUTH PLAIN AGFsaWNlAHBlbmNpbA==\r\nMAIL FROM:<alice@example.org> SIZE=20\r\n"
+    b"RCPT TO:<carol@elsewhere.example>\r\nRCPT TO:<ALICE@Example.org>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n",
+    b"\x01AUTH LOGIN YWxpY2U= cGVuY2ls\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nbounce\r\n",
+    b"\x00MAIL FROM:<b\xc3\xb6b@example.net> SMTPUTF8\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nbare\nline\r\n",
+]
+
+POP3_SESSIONS = [
+    b"\x01\x20CAPA\r\nUSER alice\r\nPASS pencil\r\nSTAT\r\nLIST\r\nUIDL\r\nRETR 1\r\n"
+    b"TOP 2 0\r\nDELE 1\r\nRSET\r\nDELE 2\r\nNOOP\r\nQUIT\r\n",
+    b"\x01\xffAUTH PLAIN\r\nAGFsaWNlAHBlbmNpbA==\r\nLIST 1\r\nUIDL 2\r\nQUIT\r\n",
+    b"\x02\x05STLS\r\nUSER alice\r\nPASS wrong\r\nQUIT\r\n",
+]
+
+
+def line_protocols() -> None:
+    for session in IRC_SESSIONS:
+        _save("irc", b"\xff" + session)
+        _save("irc", b"\x03" + session)
+    for session in SMTP_SESSIONS:
+        _save("smtp", session)
+    for session in POP3_SESSIONS:
+        _save("pop3", session)
+    _save("maildir", b"\x001700000000.M12P34Q1R0a1b.host,S=12,W=13\nSubject: a\n\nb\n"
+                     b"\n--\n\x011700000001.M5P6Q2R0c.host,S=3:2,S\nabc"
+                     b"\n--\n\x00courier.1700000002.xyz\nFrom: x\r\n\r\nbody\r\n")
+
+
 if __name__ == "__main__":
+    http_requests()
+    relay_copies()
+    line_protocols()
     wire_and_jelly()
     config()
     scram_messages()

@@ -171,3 +171,12 @@ def test_group_sync_error_reaches_the_caller_and_the_next_one_flushes_again(tmp_
         group.sync()
     group.sync()
     assert len(calls) == 2 and group.flushes == 1
+
+
+@pytest.mark.parametrize("name", ["²", "²³.x", "١٢.y", "12.host", "x"])
+def test_a_foreign_name_with_unicode_digits_is_listed_not_a_crash(tmp_path, name):
+    # Found by the maildir fuzz harness: "²".isdigit() is True, int("²") fails.
+    box = Maildir(tmp_path / "box")
+    (tmp_path / "box" / "new" / name).write_bytes(b"Subject: x\n\nbody\n")
+    (found,) = box.messages()
+    assert found.key == name and box.read(found) == b"Subject: x\n\nbody\n"

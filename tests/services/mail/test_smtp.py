@@ -275,3 +275,14 @@ async def test_the_data_timeout_is_per_read_a_slow_message_passes_a_stalled_one_
         assert b"X-Part: 4\n\nslow\n" in stored
     finally:
         await env.application.stop(grace=2)
+
+
+async def test_an_address_the_stdlib_parser_chokes_on_is_a_syntax_error(mail):
+    # Found by the smtp fuzz harness: "<@" made the email parser under
+    # aiosmtpd raise IndexError, answered 451 with a logged traceback.
+    answers = await in_thread(raw_session, mail.smtp, b"EHLO c", b"MAIL FROM:<@", b"MAIL FROM:<@>",
+                              b"MAIL FROM:<x@remote.test>", b"RCPT TO:<@", b"RCPT TO:<a@[b.example>",
+                              b"RCPT TO:<alice@example.com>")
+    assert answers[2][:1] == b"5" and answers[3][:1] == b"5", answers
+    assert answers[4].startswith(b"250") and answers[5][:1] == b"5" and answers[6][:1] == b"5", answers
+    assert answers[7].startswith(b"250"), answers
