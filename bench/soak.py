@@ -67,7 +67,7 @@ ROOM = "soak"
 def _server_stats() -> dict:
     gc.collect()
     loop = asyncio._get_running_loop()
-    from broker._connection import Broker
+    from broker._core import Broker
 
     brokers = [o for o in gc.get_objects() if type(o) is Broker]
     tables = 0
@@ -462,7 +462,7 @@ async def object_bomb(port: int, stop: asyncio.Event) -> None:
     """Deeply nested and very wide frames at the echo port, after a real HELLO."""
     import msgpack
 
-    from broker._connection import _hello_frame
+    from broker._core import _hello_frame
 
     while not stop.is_set():
         with contextlib.suppress(OSError):

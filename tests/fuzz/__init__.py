@@ -30,7 +30,7 @@ INSTRUMENTED = ("jelly", "broker", "cred", "services", "msgpack")
 #: doing the parsing): instrumenting all of ``services`` costs seconds of
 #: start-up per run, and coverage outside the parser means little.
 FOCUS = {
-    "http": ("services.web._http", "services.web._core", "h11"),
+    "http": ("services.web._http", "services.web._core"),
     "relay": ("services.web._relay", "jelly"),
     "irc": ("services.words._irc", "services.words._irc_wire", "services.words._core"),
     "smtp": ("services.mail._smtp", "services.mail._core"),

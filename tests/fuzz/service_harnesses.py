@@ -60,7 +60,9 @@ def _http(data: bytes) -> None:
             machine.receive_data(piece)
             while True:
                 event = machine.next_event()
-                if event is NEED_DATA or event is CLOSED:
+                if event is CLOSED:
+                    return
+                if event is NEED_DATA:
                     break
                 if isinstance(event, RequestHead):
                     assert len(event.target) + len(event.method) + 10 <= HTTP_LIMITS.max_request_line
@@ -82,8 +84,6 @@ def _http(data: bytes) -> None:
                         return
                 else:
                     raise AssertionError(f"unexpected event {event!r}")
-            if machine.conn.their_state.__name__ in ("CLOSED", "MUST_CLOSE"):
-                return
     except HTTPError as error:
         assert error.status in (400, 413, 414, 431, 505), error.status
         # The adapter answers the error; that must never fail either.
@@ -92,7 +92,7 @@ def _http(data: bytes) -> None:
 
 
 HTTP = Harness(
-    "http", "request bytes -> services.web HTTPMachine (h11 + our limits), answered per request",
+    "http", "request bytes -> services.web HTTPMachine (httptools + our limits), answered per request",
     _http, allowed=(HTTPError,),
 )
 
