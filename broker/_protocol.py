@@ -996,9 +996,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._stopped_observing(cache_entry.obj, cache_entry.perspective, cache_entry.observer)
         self.core.cache_drops.clear()
         for proxy in proxies:
-            proxy._pb_released = True
-            watchers, proxy._pb_watchers = proxy._pb_watchers, None
-            for cb in watchers or ():
+            for cb in proxy._pb_connection_lost():
                 self._run_callback(cb, proxy)
         watchers, self._watchers = self._watchers, []
         for cb in watchers:

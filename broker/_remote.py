@@ -81,6 +81,13 @@ class RemoteReference(jelly.Flavored):
         if self._pb_watchers and callback in self._pb_watchers:
             self._pb_watchers.remove(callback)
 
+    def _pb_connection_lost(self) -> list[Callable[[RemoteReference], Any]]:
+        """The connection closed: this proxy is dead.  Returns the callbacks
+        registered with ``notify_on_disconnect``, for the adapter to run."""
+        self._pb_released = True
+        watchers, self._pb_watchers = self._pb_watchers, None
+        return watchers or []
+
     @property
     def connection(self) -> Connection:
         """The ``Connection`` this reference lives on."""

@@ -338,9 +338,7 @@ class TwistedProtocol(asyncio.Protocol):
             except Exception:
                 log.exception("stopped_observing failed")
         for proxy in proxies:
-            proxy._pb_released = True
-            watchers, proxy._pb_watchers = proxy._pb_watchers, None
-            for cb in watchers or ():
+            for cb in proxy._pb_connection_lost():
                 self._run_callback(cb, proxy)
         watchers, self._watchers = self._watchers, []
         for cb in watchers:

@@ -178,7 +178,6 @@ def _matches(got, expected) -> bool:
     return got == expected and type(got) is type(expected)
 
 
-@pytest.mark.skipif(not RECORDING.exists(), reason="no recorded session")
 async def test_a_recorded_client_session_replays_against_the_current_server():
     steps = json.loads(RECORDING.read_text(encoding="utf-8"))
     portal = make_portal()
