@@ -142,4 +142,4 @@ class Connection:
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
-        return f"<Connection {state} peer={self.peer_address}>"
+        return f"<{type(self).__name__} {state} peer={self.peer_address}>"

@@ -20,6 +20,7 @@ from .._errors import CallTimeout, ConnectionLost, DeadReference, PBError, Proto
 from .._failures import FailureLog
 from .._limits import Limits
 from .._references import ROOT_ID
+from .._connection import Connection
 from .._remote import RemoteReference
 from ._core import AnswerEvent, CallEvent, FailureEvent, ReadyEvent, TwistedBroker
 
@@ -78,6 +79,56 @@ class TwistedProtocol(asyncio.Protocol):
 
     def describe(self) -> str:
         return f"Twisted-dialect connection to {self.peer_address}"
+
+    # -- the ConnectionSide that broker.Connection asks of an adapter -------------
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.done()
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    @property
+    def local_object_count(self) -> int:
+        return sum(1 for e in self.core.refs.local.values() if not e.permanent)
+
+    @property
+    def remote_reference_count(self) -> int:
+        return len(self.core.refs.live_proxies())
+
+    def add_watcher(self, callback: Callable[[Any], Any]) -> None:
+        self._watchers.append(callback)
+
+    def remove_watcher(self, callback: Callable[[Any], Any]) -> None:
+        if callback in self._watchers:
+            self._watchers.remove(callback)
+
+    def handshake_error(self) -> BaseException | None:
+        return self._ready.exception() if self._ready.done() else None
+
+    async def wait_ready(self) -> None:
+        await asyncio.shield(self._ready)
+
+    def root_reference(self) -> RemoteReference:
+        refs = self.core.refs
+        ref = refs.remote.get(ROOT_ID)
+        proxy = ref() if ref is not None else None
+        if proxy is None or proxy._pb_released:
+            proxy = self._make_proxy(ROOT_ID)
+            refs.remote[ROOT_ID] = weakref.ref(proxy)
+        proxy._pb_count += 1
+        return proxy
+
+    def add_release_hook(self, hook: Callable[[int, Any], Any]) -> None:
+        self.release_hooks.append(hook)
+
+    def logged_in(self) -> None:
+        """Nothing to lift: this dialect has no login timer or stranger's write cap."""
+
+    async def wait_closed(self) -> str:
+        return await asyncio.shield(self._closed)
 
     def _make_proxy(self, object_id: int) -> RemoteReference:
         return RemoteReference(self, object_id)
@@ -361,89 +412,27 @@ class TwistedProtocol(asyncio.Protocol):
             log.exception("disconnect callback failed", callback=repr(cb))
 
 
-class TwistedConnection:
-    """A Twisted-dialect connection as users see it (the shape of
-    :class:`broker.Connection`)."""
+class TwistedConnection(Connection):
+    """A Twisted-dialect connection as users see it: a :class:`broker.Connection`
+    whose root waits for the dialect negotiation and whose login is Twisted's."""
 
     dialect = "twisted"
-
-    def __init__(self, protocol: TwistedProtocol) -> None:
-        self._protocol_ref = weakref.ref(protocol)
-        self._keep = protocol
-
-    @property
-    def _protocol(self) -> TwistedProtocol:
-        return self._keep
+    _protocol: TwistedProtocol  # type: ignore[assignment]
 
     async def root(self) -> RemoteReference:
-        """The peer's root object (Twisted's ``getRootObject``)."""
-        proto = self._protocol
-        await asyncio.shield(proto._ready)
-        if not proto.is_open:
-            raise DeadReference(proto._close_reason or "the connection is closed")
-        refs = proto.core.refs
-        ref = refs.remote.get(ROOT_ID)
-        proxy = ref() if ref is not None else None
-        if proxy is None or proxy._pb_released:
-            proxy = proto._make_proxy(ROOT_ID)
-            refs.remote[ROOT_ID] = weakref.ref(proxy)
-        proxy._pb_count += 1
-        return proxy
+        """The peer's root object (Twisted's ``getRootObject``): it waits for
+        the dialect negotiation, which Twisted cannot pipeline behind."""
+        await self._protocol.wait_ready()
+        return await super().root()
 
-    async def wait_ready(self) -> None:
-        await asyncio.shield(self._protocol._ready)
-
-    @property
-    def is_open(self) -> bool:
-        return self._protocol.is_open
-
-    @property
-    def peer_address(self) -> Any:
-        return self._protocol.peer_address
-
-    @property
-    def local_object_count(self) -> int:
-        return sum(1 for e in self._protocol.core.refs.local.values() if not e.permanent)
-
-    @property
-    def remote_reference_count(self) -> int:
-        return len(self._protocol.core.refs.live_proxies())
-
-    def notify_on_disconnect(self, callback: Callable[[Any], Any]) -> None:
-        if self._protocol._closed.done():
-            raise DeadReference("the connection is already closed")
-        self._protocol._watchers.append(callback)
-
-    on_disconnect = notify_on_disconnect
-
-    def dont_notify_on_disconnect(self, callback: Callable[[Any], Any]) -> None:
-        if callback in self._protocol._watchers:
-            self._protocol._watchers.remove(callback)
-
-    async def login(self, username: str, password: str, *, mind: Any = None,
-                    **_ignored: Any) -> RemoteReference:
+    async def login(self, username: str, password: str, *,  # type: ignore[override]
+                    mind: Any = None, **_ignored: Any) -> RemoteReference:
         """Twisted's username/password challenge/response login."""
         from ._login import login_over
 
         return await login_over(self, username, password, mind)
 
-    async def login_anonymous(self, *, mind: Any = None, **_ignored: Any) -> RemoteReference:
+    async def login_anonymous(self, *, mind: Any = None,  # type: ignore[override]
+                              **_ignored: Any) -> RemoteReference:
         root = await self.root()
         return await root.call_remote("loginAnonymous", mind)
-
-    async def close(self, reason: str = "closed by the application") -> None:
-        self._protocol.start_goodbye("normal", reason)
-        await self.wait_closed()
-
-    async def wait_closed(self) -> str:
-        return await asyncio.shield(self._protocol._closed)
-
-    async def __aenter__(self) -> TwistedConnection:
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        state = "open" if self.is_open else "closed"
-        return f"<TwistedConnection {state} peer={self.peer_address}>"

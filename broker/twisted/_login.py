@@ -68,7 +68,7 @@ class _ConnectionRoot(Referenceable):
         self.root = root
         self.connection = connection
         self.sessions: list[_Session] = []
-        connection._protocol.release_hooks.append(self._released)
+        connection._protocol.add_release_hook(self._released)
         connection.notify_on_disconnect(self._disconnected)
 
     def _source(self) -> Any:
