@@ -39,6 +39,8 @@ from ._errors import (
 from ._events import (
     AnswerEvent,
     CallEvent,
+    CallNotSent,
+    CallSent,
     CancelEvent,
     FailureEvent,
     GoodbyeEvent,
@@ -177,6 +179,17 @@ class Broker:
         self.given_up: set[int] = set()
         #: The peer's calls running here.
         self.running: set[int] = set()
+        #: Our calls waiting for a free slot (``Limits.wait_for_call_slot``),
+        #: in the order made: (token, target, method, args, kwargs,
+        #: answer_wanted).  A one-way call waits behind them too (E-order).
+        self.call_queue: collections.deque[tuple] = collections.deque()
+        #: CallSent / CallNotSent for queued calls, until take_dequeued().
+        self.dequeued: list[CallSent | CallNotSent] = []
+        #: The peer's calls held back for E-order: they arrived while a call
+        #: run before them had not taken its first step (an async method
+        #: that could not start at once).  See first_step_pending().
+        self.backlog: collections.deque[CallEvent] = collections.deque()
+        self._first_step_pending = False
         # Deadlines (seconds on the adapter's monotonic clock).
         self._started: float | None = None  # set by start()
         self._last_rx = 0.0
@@ -319,18 +332,30 @@ class Broker:
         return None
 
     def call(self, target_id: int, method: str, args: tuple, kwargs: dict,
-             answer_wanted: bool = True) -> int:
+             answer_wanted: bool = True, token: Any = None) -> int | None:
+        """Send a CALL and return its request id; or, when every slot is
+        taken and ``Limits.wait_for_call_slot`` is set (or calls already
+        wait), queue it and return None: it goes out, in order, as answers
+        free slots (a ``CallSent(token, req_id)`` from take_dequeued())."""
         if not self._sending:
             raise DeadReference("the connection is closed")
-        if answer_wanted and len(self.waiting) + len(self.given_up) >= self.call_slots:
-            slots = self.call_slots
-            whose = ("max_outstanding_calls" if slots == self.limits.max_outstanding_calls
-                     else "the peer's limit on calls running at once")
-            raise LimitExceeded(
-                f"{len(self.waiting)} calls are already waiting for answers on this connection "
-                f"({whose}: {slots}); await some first, or let calls wait for a slot "
-                "(Limits.wait_for_call_slot=True)"
-            )
+        if self.call_queue or (answer_wanted and self.free_call_slots <= 0):
+            if self.limits.wait_for_call_slot:
+                self.call_queue.append((token, target_id, method, args, kwargs, answer_wanted))
+                return None
+            if answer_wanted:
+                slots = self.call_slots
+                whose = ("max_outstanding_calls" if slots == self.limits.max_outstanding_calls
+                         else "the peer's limit on calls running at once")
+                raise LimitExceeded(
+                    f"{len(self.waiting)} calls are already waiting for answers on this "
+                    f"connection ({whose}: {slots}); await some first, or let calls wait "
+                    "for a slot (Limits.wait_for_call_slot=True)"
+                )
+        return self._send_call(target_id, method, args, kwargs, answer_wanted)
+
+    def _send_call(self, target_id: int, method: str, args: tuple, kwargs: dict,
+                   answer_wanted: bool) -> int:
         req_id = self._next_req
         self._next_req = req_id + 1
         body = self._encode([Op.CALL, req_id, target_id, method, list(args), kwargs, answer_wanted])
@@ -338,6 +363,68 @@ class Broker:
         if answer_wanted:
             self.waiting.add(req_id)
         return req_id
+
+    def _send_queued(self) -> None:
+        """Send the calls waiting for a slot, as far as slots allow."""
+        queue = self.call_queue
+        while queue and self._sending:
+            token, target, method, args, kwargs, answer_wanted = queue[0]
+            if answer_wanted and self.free_call_slots <= 0:
+                return
+            queue.popleft()
+            try:
+                req_id = self._send_call(target, method, args, kwargs, answer_wanted)
+            except Exception as exc:  # an argument that cannot be sent, say
+                if answer_wanted:
+                    self.dequeued.append(CallNotSent(token, exc))
+                continue
+            if answer_wanted:
+                self.dequeued.append(CallSent(token, req_id))
+
+    def take_dequeued(self) -> list[CallSent | CallNotSent]:
+        """What became of queued calls since the last look (in order)."""
+        dequeued, self.dequeued = self.dequeued, []
+        return dequeued
+
+    def unqueue(self, token: Any) -> bool:
+        """Withdraw a call still waiting for a slot (never sent); False if
+        it is not waiting."""
+        for entry in self.call_queue:
+            if entry[0] is token:
+                self.call_queue.remove(entry)
+                self._send_queued()  # one-way calls it held back may go now
+                return True
+        return False
+
+    def drop_queued(self) -> list[Any]:
+        """Closing: the tokens of the calls that never got a slot."""
+        tokens = [entry[0] for entry in self.call_queue if entry[5]]
+        self.call_queue.clear()
+        return tokens
+
+    # -- E-order of the peer's calls ------------------------------------------
+
+    def first_step_pending(self) -> None:
+        """The call just run started a task whose first step has not run
+        yet: the peer's later calls are held until first_step_taken()."""
+        self._first_step_pending = True
+
+    def first_step_taken(self) -> None:
+        self._first_step_pending = False
+
+    def next_held_call(self) -> CallEvent | None:
+        """The next held call to run now: None when none is held, or while
+        a call run since is waiting for its own first step."""
+        if self._first_step_pending or not self.backlog:
+            return None
+        return self.backlog.popleft()
+
+    def _hold(self, event: CallEvent) -> CallEvent | None:
+        """Hold ``event`` behind an earlier call that has not started yet."""
+        if self._first_step_pending or self.backlog:
+            self.backlog.append(event)
+            return None
+        return event
 
     @property
     def free_call_slots(self) -> int:
@@ -451,8 +538,9 @@ class Broker:
         return self._linger_budget < 0
 
     def close(self) -> None:
-        """The transport is gone."""
+        """The transport is gone; held calls of the peer never start."""
         self._enter("close()")
+        self.backlog.clear()
 
     # -- input --------------------------------------------------------------
 
@@ -568,6 +656,8 @@ class Broker:
             # The answer holds something we refuse: that call fails, the
             # connection stays.
             self.waiting.discard(req_id)
+            if self.call_queue:
+                self._send_queued()
             error = LimitExceeded(str(exc)) if limit else InsecureJelly(str(exc))
             return FailureEvent(req_id, error)
         raise self._violation(f"refused frame: {exc}")
@@ -628,7 +718,10 @@ class Broker:
             return None
         self.running.add(req_id)
         perspective = obj.perspective if type(obj) is ViewPoint else entry.perspective
-        return CallEvent(req_id, obj, method, args, kwargs, answer_wanted, perspective)
+        event = CallEvent(req_id, obj, method, args, kwargs, answer_wanted, perspective)
+        if self._first_step_pending or self.backlog:
+            return self._hold(event)
+        return event
 
     def _on_cache_call(self, message: list) -> CallEvent | None:
         _, cache_id, method, args, kwargs = message
@@ -642,7 +735,7 @@ class Broker:
             return None  # dropped and uncached: updates for it no longer matter
         if not _has_method(target, method):
             return None  # one-way: there is nobody to tell
-        return CallEvent(None, target, method, args, kwargs, False, None)
+        return self._hold(CallEvent(None, target, method, args, kwargs, False, None))
 
     def _on_answer(self, message: list) -> AnswerEvent | None:
         req_id = message[1]
@@ -653,9 +746,13 @@ class Broker:
             # is free again (the event has no future left to resolve).
             if req_id in self.given_up:
                 self.given_up.discard(req_id)
+                if self.call_queue:
+                    self._send_queued()
                 return AnswerEvent(req_id, None)
             return None
         self.waiting.discard(req_id)
+        if self.call_queue:
+            self._send_queued()
         return AnswerEvent(req_id, message[2])
 
     def _on_error(self, message: list) -> FailureEvent | AnswerEvent | None:
@@ -667,9 +764,13 @@ class Broker:
         if req_id not in self.waiting:
             if req_id in self.given_up:
                 self.given_up.discard(req_id)
+                if self.call_queue:
+                    self._send_queued()
                 return AnswerEvent(req_id, None)  # frees the slot; nobody waits for it
             return None
         self.waiting.discard(req_id)
+        if self.call_queue:
+            self._send_queued()
         error: BaseException | None = None
         if type(copy) is bytes:
             try:
@@ -697,7 +798,18 @@ class Broker:
         req_id = message[1]
         if not valid_req_id(req_id):
             raise self._violation("malformed CANCEL")
-        return CancelEvent(req_id) if req_id in self.running else None
+        if req_id not in self.running:
+            return None
+        for event in self.backlog:
+            if event.req_id == req_id:  # held, never started: answered here
+                self.backlog.remove(event)
+                if event.answer_wanted:
+                    self.fail(req_id, asyncio.CancelledError(
+                        f"call {event.method!r} was cancelled"))
+                else:
+                    self.finished(req_id)
+                return None
+        return CancelEvent(req_id)
 
 
 # First bytes of a msgpack int.

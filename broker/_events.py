@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Event", "CallEvent", "AnswerEvent", "FailureEvent", "CancelEvent", "HelloEvent",
-           "GoodbyeEvent", "SendPing", "TimedOut"]
+           "GoodbyeEvent", "SendPing", "TimedOut", "CallSent", "CallNotSent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,5 +88,24 @@ class TimedOut:
     handshake: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CallSent:
+    """A call of ours that waited for a free slot has been sent as ``req_id``
+    (see ``Broker.take_dequeued``); ``token`` is what the adapter gave
+    ``Broker.call`` for it."""
+
+    token: Any
+    req_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallNotSent:
+    """A call of ours that waited for a free slot could not be sent
+    (an argument that cannot be encoded, say): it fails with ``error``."""
+
+    token: Any
+    error: BaseException
+
+
 Event = (CallEvent | AnswerEvent | FailureEvent | CancelEvent | HelloEvent | GoodbyeEvent
-         | SendPing | TimedOut)
+         | SendPing | TimedOut | CallSent | CallNotSent)

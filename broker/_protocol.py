@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import threading
 import time
 import weakref
@@ -31,22 +30,21 @@ from ._core import GOODBYE_SENT, LINGERING, Broker
 from ._events import (
     AnswerEvent,
     CallEvent,
+    CallSent,
     CancelEvent,
     FailureEvent,
     GoodbyeEvent,
     HelloEvent,
     TimedOut,
 )
-from ._flavors import lookup_method
-from . import _eager
-from ._failures import FailureLog
+from ._dispatch import EXIT, Dispatcher, log_errors
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
 from ._framing import HEADER, FrameReader, FrameTooLarge, describe_foreign
 from ._limits import Limits
 from ._references import ROOT_ID
 from ._connection import Connection
 from ._remote import RemoteReference
-from ._streaming import StreamSource, is_async_iterator
+from ._streaming import StreamSource
 
 __all__ = ["BrokerProtocol"]
 
@@ -65,11 +63,6 @@ def _can_write_eof(transport: Any) -> bool:
         return False
 
 
-def _is_awaitable(value: Any) -> bool:
-    # inspect.isawaitable consults the Awaitable ABC, which is slow for the
-    # plain values most methods return.
-    return asyncio.iscoroutine(value) or hasattr(type(value), "__await__")
-
 _CHUNK = 512 * 1024
 #: After closing on an error, how long (seconds) and how much input (bytes)
 #: to discard while waiting for the peer to read our GOODBYE and close.
@@ -78,13 +71,6 @@ _LINGER_BYTES = 4 * 1024 * 1024
 #: Why reading from the peer is paused (bits of ``_reading_paused``).
 _FOR_CACHE_UPDATES = 1  # async observe_* updates reached max_outstanding_calls
 _FOR_WRITES = 2         # the peer is not reading what we send it
-#: Result types that are never awaitable nor streams (checked by exact type).
-_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
-#: What user code may raise that still ends the program; anything else a
-#: callback raises (CancelledError from a cancelled future's result(), say)
-#: is logged and must not stop the connection's own bookkeeping.
-_EXIT = (KeyboardInterrupt, SystemExit)
-
 
 class BrokerProtocol(asyncio.BufferedProtocol):
     """One connection, either side."""
@@ -105,16 +91,15 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # header included, however the bytes happen to arrive.
         self.reader = FrameReader(max(limits.handshake_bytes - HEADER.size, 0))
         self.transport: asyncio.Transport | None = None
-        self._connection: Connection | None = Connection(self)
-        self._connection_after: weakref.ref[Connection] | None = None
+        # Held weakly: the Connection holds this adapter, and users hold the
+        # Connection; no cycle to break when closed.
+        self._connection_ref: weakref.ref[Connection] | None = None
+        #: Our calls waiting for their answer, by request id.
         self._futures: dict[int, asyncio.Future] = {}
-        #: Calls waiting for a slot: (future or None for a one-way call, target,
-        #: method, args, kwargs), in the order they were made.
-        self._call_queue: collections.deque[tuple] = collections.deque()
-        self._tasks: dict[int, asyncio.Task] = {}
-        self._oneway_tasks: set[asyncio.Task] = set()
-        self._cleanup_tasks: set[asyncio.Task] = set()
-        self._cache_tasks = 0  # async observe_* updates still running
+        self._dispatch = Dispatcher(self.loop, self.core, settled=self._flush_soon,
+                                    cache_pressure=self._cache_pressure,
+                                    describe=self.describe)
+        self._tasks = self._dispatch.tasks
         self._reading_paused = 0  # _FOR_* bits; 0 while reading
         # Server side only: the cap on bytes queued for a peer that does not
         # read (smaller until it has logged in), and the timers that drop it.
@@ -123,7 +108,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._stall_timer: asyncio.TimerHandle | None = None
         self._needs_login = server is not None and getattr(root, "requires_login", False)
         self._login_timer: asyncio.TimerHandle | None = None
-        self._failures: FailureLog | None = None  # made at the first failed call
         #: What the server counts this connection under (max_connections_per_source).
         self.counted_source: Any = None
         self._ready: asyncio.Future = self.loop.create_future()
@@ -136,8 +120,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._lingering: asyncio.Transport | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._receiving = False
-        self._defer_sync = False
-        self._backlog: collections.deque[CallEvent] = collections.deque()
         # Appended on any thread (from __del__), drained on the loop: a deque,
         # so an append racing the drain is never lost.
         self._dead_proxies: collections.deque[tuple[int, int]] = collections.deque()
@@ -157,12 +139,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def connection(self) -> Connection:
         """This connection as users see it: the same object for as long as
         anybody holds it (the protocol lets go of it once closed)."""
-        conn = self._connection
+        ref = self._connection_ref
+        conn = ref() if ref is not None else None
         if conn is None:
-            conn = self._connection_after() if self._connection_after is not None else None
-            if conn is None:
-                conn = Connection(self)
-                self._connection_after = weakref.ref(conn)
+            conn = Connection(self)
+            self._connection_ref = weakref.ref(conn)
         return conn
 
     @property
@@ -308,36 +289,26 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     continue
                 kind = type(event)
                 if kind is CallEvent:
-                    if self._defer_sync or self._backlog:
-                        # An async method started just before is waiting for
-                        # its first step; queue this call behind it so that
-                        # calls start in the order sent.
-                        self._backlog.append(event)
-                    else:
-                        self._run_call(event)
-                        if core.queued_bytes > self._write_cap:
-                            # Answers past the cap leave now rather than at
-                            # the end of the pass: if the peer is not reading,
-                            # the transport pauses us before the next call.
-                            self._write_now()
+                    self._dispatch.run(event)
+                    if core.queued_bytes > self._write_cap:
+                        # Answers past the cap leave now rather than at the
+                        # end of the pass: if the peer is not reading, the
+                        # transport pauses us before the next call.
+                        self._write_now()
                 elif kind is AnswerEvent:
                     fut = self._futures.pop(event.req_id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(event.value)
-                    if self._call_queue:
-                        self._send_queued()
+                    if core.dequeued:
+                        self._dequeued()
                 elif kind is FailureEvent:
                     fut = self._futures.pop(event.req_id, None)
                     if fut is not None and not fut.done():
                         _fail(fut, event.error)
-                    if self._call_queue:
-                        self._send_queued()
+                    if core.dequeued:
+                        self._dequeued()
                 elif kind is CancelEvent:
-                    task = self._tasks.get(event.req_id)
-                    if task is not None:
-                        task.cancel()
-                    else:
-                        self._cancel_waiting_call(event.req_id)
+                    self._dispatch.cancel(event.req_id)
                 elif kind is HelloEvent:
                     reader.max_frame = self.limits.max_frame
                     if not self._ready.done():
@@ -384,89 +355,15 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _no_hello(self, seconds: float) -> str:
         return f"no PB HELLO from {self._peer_name()} within {seconds} s (is this a PB server?)"
 
-    # -- running calls ----------------------------------------------------------
+    # -- flow control -------------------------------------------------------------
 
-    def _drain_backlog(self) -> None:
-        """Runs after the first step of the task that set ``_defer_sync``."""
-        self._defer_sync = False
-        backlog = self._backlog
-        while backlog and self.transport is not None:
-            self._run_call(backlog.popleft())
-            if self._defer_sync:
-                return  # that call started a task; the next drain follows its first step
-
-    def _cancel_waiting_call(self, req_id: int) -> None:
-        """CANCEL for a call still in the backlog: it never starts."""
-        for event in self._backlog:
-            if event.req_id == req_id:
-                self._backlog.remove(event)
-                if event.answer_wanted:
-                    self.core.fail(req_id, asyncio.CancelledError(
-                        f"call {event.method!r} was cancelled"))
-                else:
-                    self.core.finished(req_id)
-                return
-
-    def _run_call(self, event: CallEvent) -> None:
-        try:
-            result = lookup_method(event.target, event.method)(  # type: ignore[misc]
-                *event.args, **event.kwargs)
-            if type(result) not in _PLAIN and _is_awaitable(result):
-                if not asyncio.iscoroutine(result):
-                    result = self._await_result(result)
-                # Its first step runs now, in arrival order; one that never
-                # waits answers in this receive pass like a plain method.
-                started = _eager.start(self.loop, result)
-                if not started.done:
-                    self._track(started.task, event, started.first_step_ran)  # type: ignore[arg-type]
-                    return
-                if started.error is not None:
-                    raise started.error
-                result = started.value
-        except _EXIT:
-            raise
-        except BaseException as exc:
-            # CancelledError too (f.result() of a cancelled future): it fails
-            # this call, as a task does for an async method, not the connection.
-            self._call_failed(event, exc)
-            return
-        self._call_succeeded(event, result)
-
-    def _call_succeeded(self, event: CallEvent, result: Any) -> None:
-        if event.answer_wanted:
-            if type(result) not in _PLAIN and is_async_iterator(result):
-                result = StreamSource(result)
-            self.core.answer(event.req_id, result, event.perspective)
-        else:
-            self.core.finished(event.req_id)
-        self._flush_soon()
-
-    def _call_failed(self, event: CallEvent, exc: BaseException) -> None:
-        failures = self._failures
-        if failures is None:
-            failures = self._failures = FailureLog()
-        failures.report(lookup_method(event.target, event.method), event.method, exc,
-                        self.describe())
-        if event.answer_wanted:
-            self.core.fail(event.req_id, exc)
-        else:
-            self.core.finished(event.req_id)
-        self._flush_soon()
-
-    def _track(self, task: asyncio.Task, event: CallEvent, first_step_ran: bool) -> None:
-        if event.answer_wanted:
-            self._tasks[event.req_id] = task
-        else:
-            self._oneway_tasks.add(task)
-            if event.req_id is None:  # a cache update: no request id bounds it
-                self._cache_tasks += 1
-                if self._cache_tasks >= self.limits.max_outstanding_calls:
-                    self._pause_reading(_FOR_CACHE_UPDATES)
-        task.add_done_callback(lambda t, e=event: self._call_done(t, e))
-        if not first_step_ran:
-            # Later calls wait until this one has taken its first step (E-order).
-            self._defer_sync = True
-            self.loop.call_soon(self._drain_backlog)
+    def _cache_pressure(self, high: bool) -> None:
+        """Async cache updates still running reached max_outstanding_calls
+        (stop reading), or fell back to half of it (read again)."""
+        if high:
+            self._pause_reading(_FOR_CACHE_UPDATES)
+        elif self._reading_paused & _FOR_CACHE_UPDATES:
+            self._resume_reading(_FOR_CACHE_UPDATES)
 
     def _pause_reading(self, why: int) -> None:
         """Back-pressure: read nothing more from the peer until every reason
@@ -495,31 +392,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if self.transport is not None and not self._reading_paused and self.reader.buffered:
             self.buffer_updated(0)
 
-    @staticmethod
-    async def _await_result(awaitable: Any) -> Any:
-        return await awaitable
-
-    def _call_done(self, task: asyncio.Task, event: CallEvent) -> None:
-        self._tasks.pop(event.req_id, None)
-        self._oneway_tasks.discard(task)
-        if event.req_id is None:
-            self._cache_tasks -= 1
-            if (self._reading_paused & _FOR_CACHE_UPDATES
-                    and self._cache_tasks <= self.limits.max_outstanding_calls // 2):
-                self._resume_reading(_FOR_CACHE_UPDATES)
-        if task.cancelled():
-            if event.answer_wanted:
-                self._call_failed(event, asyncio.CancelledError(f"call {event.method!r} was cancelled"))
-            else:
-                self.core.finished(event.req_id)
-        elif task.exception() is not None:
-            self._call_failed(event, task.exception())  # type: ignore[arg-type]
-        else:
-            self._call_succeeded(event, task.result())
-
     @property
     def calls_in_progress(self) -> int:
-        return len(self._tasks) + len(self._oneway_tasks)
+        return self._dispatch.in_progress
 
     # -- sending ------------------------------------------------------------------
 
@@ -527,16 +402,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                   timeout: float | None) -> asyncio.Future:
         if not self.is_open:
             raise DeadReference(self._close_reason or "the connection is closed")
-        core = self.core
         fut = _PendingCall(loop=self.loop)
         fut._protocol = self
-        if (self._call_queue or core.free_call_slots <= 0) and self.limits.wait_for_call_slot:
-            # Every slot is taken: the call waits its turn here (in order,
-            # behind those already waiting) instead of failing.
-            fut._req_id = None
-            self._call_queue.append((fut, target, method, args, kwargs))
-        else:
-            fut._req_id = req_id = core.call(target, method, args, kwargs, True)
+        fut._req_id = req_id = self.core.call(target, method, args, kwargs, True, fut)
+        if req_id is not None:  # else it waits for a slot, in the core's queue
             self._futures[req_id] = fut
             self._flush_soon()
         if timeout is not None:
@@ -547,30 +416,18 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict) -> None:
         if not self.is_open:
             raise DeadReference(self._close_reason or "the connection is closed")
-        if self._call_queue:  # behind the calls waiting for a slot: E-order
-            self._call_queue.append((None, target, method, args, kwargs))
-            return
-        self.core.call(target, method, args, kwargs, False)
-        self._flush_soon()
+        if self.core.call(target, method, args, kwargs, False) is not None:
+            self._flush_soon()
 
-    def _send_queued(self) -> None:
-        """Send the calls that were waiting for a slot, as far as slots allow."""
-        queue, core = self._call_queue, self.core
-        while queue and self.is_open:
-            fut, target, method, args, kwargs = queue[0]
-            if fut is not None and core.free_call_slots <= 0:
-                break
-            queue.popleft()
-            try:
-                req_id = core.call(target, method, args, kwargs, fut is not None)
-            except Exception as exc:  # an argument that cannot be sent, say
-                if fut is not None:
-                    _fail(fut, exc)
-                continue
-            if fut is not None:
-                fut._req_id = req_id
-                self._futures[req_id] = fut
-        self._flush_soon()
+    def _dequeued(self) -> None:
+        """Calls that waited for a slot were sent (or could not be)."""
+        for outcome in self.core.take_dequeued():
+            fut = outcome.token
+            if type(outcome) is CallSent:
+                fut._req_id = outcome.req_id
+                self._futures[outcome.req_id] = fut
+            else:
+                _fail(fut, outcome.error)  # type: ignore[union-attr]
 
     def _call_cancelled(self, fut: _PendingCall) -> None:
         req_id = fut._req_id
@@ -579,14 +436,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         elif self._futures.pop(req_id, None) is not None:
             self.core.cancel(req_id)
             self._flush_soon()
-            if self._call_queue:
-                self._send_queued()
 
     def _unqueue(self, fut: _PendingCall) -> None:
-        for entry in self._call_queue:
-            if entry[0] is fut:
-                self._call_queue.remove(entry)
-                return
+        self.core.unqueue(fut)
+        if self.core.has_output:  # one-way calls it held back
+            self._flush_soon()
 
     def _call_timed_out(self, fut: _PendingCall, method: str, timeout: float) -> None:
         if fut.done():
@@ -612,8 +466,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         _fail(fut, CallTimeout(
             f"call {method!r} got no answer within {timeout} s; it was cancelled remotely"))
         self._flush_soon()
-        if self._call_queue:
-            self._send_queued()
 
     def _flush_soon(self) -> None:
         if self.core.stopped:
@@ -822,16 +674,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def _run_stopped(self) -> None:
         for cacheable, perspective, observer in self.core.take_stopped():
-            self.loop.call_soon(self._stopped_observing, cacheable, perspective, observer)
-
-    @staticmethod
-    def _stopped_observing(cacheable: Any, perspective: Any, observer: Any) -> None:
-        try:
-            cacheable.stopped_observing(perspective, observer)
-        except _EXIT:
-            raise
-        except BaseException:
-            log.exception("stopped_observing failed", cacheable=repr(cacheable))
+            self.loop.call_soon(self._dispatch.stopped_observing, cacheable, perspective,
+                                observer)
 
     def _on_released(self, object_id: int, entry: Any) -> None:
         if type(entry.obj) is StreamSource:
@@ -840,13 +684,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 # Clean-up, not a call: closing the connection waits for it
                 # but does not cancel it (a release and a close can arrive
                 # in one receive pass, before this task's first step).
-                task = self.loop.create_task(_log_errors(closing, "closing a released stream"))
-                self._cleanup_tasks.add(task)
-                task.add_done_callback(self._cleanup_tasks.discard)
+                self._dispatch.spawn(log_errors(closing, "closing a released stream"))
         for hook in self.release_hooks:
             try:
                 hook(object_id, entry)
-            except _EXIT:
+            except EXIT:
                 raise
             except BaseException:
                 log.exception("release hook failed", hook=repr(hook))
@@ -975,36 +817,29 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if not self._ready.done():
             self._fail_ready(ConnectionLost(reason))
         futures, self._futures = self._futures, {}
-        pending = list(futures.values())
-        queue = self._call_queue
-        if queue:
-            pending += [entry[0] for entry in queue if entry[0] is not None]
-            queue.clear()
-        for fut in pending:
+        for fut in list(futures.values()) + self.core.drop_queued():
             if not fut.done():
                 _fail(fut, ConnectionLost(reason))
-        # Calls still waiting for their turn never start: their peer is gone.
-        self._backlog.clear()
-        running = list(self._tasks.values()) + list(self._oneway_tasks)
-        for task in running:
-            task.cancel()
+        dispatch = self._dispatch
+        running = dispatch.cancel_all()
         proxies = self.core.refs.live_proxies()
         entries, caches = self.core.refs.clear()
         for entry in entries:
             self._on_released(0, entry)
+        self.release_hooks = []  # the last releases are told: nothing more comes
         for cache_entry in caches:
-            self._stopped_observing(cache_entry.obj, cache_entry.perspective, cache_entry.observer)
+            dispatch.stopped_observing(cache_entry.obj, cache_entry.perspective,
+                                       cache_entry.observer)
         self.core.cache_drops.clear()
         for proxy in proxies:
             for cb in proxy._pb_connection_lost():
-                self._run_callback(cb, proxy)
+                dispatch.run_callback(cb, proxy)
         watchers, self._watchers = self._watchers, []
         for cb in watchers:
-            self._run_callback(cb, self.connection)
+            dispatch.run_callback(cb, self.connection)
         self._dead_proxies.clear()
         # Stream producers released above may have started closing too.
-        running = [t for t in running + list(self._oneway_tasks) + list(self._cleanup_tasks)
-                   if not t.done()]
+        running = dispatch.unfinished(running)
         if running:
             # The connection counts as closed once the calls it was running
             # have finished cancelling: nothing of it outlives wait_closed().
@@ -1029,44 +864,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             for waiter in waiters:
                 if not waiter.done():  # a cancelled wait_closed() leaves its own behind
                     waiter.set_result(None)
-            self._unlink()
-
-    def _unlink(self) -> None:
-        """Closed for good: drop the links that make this protocol, its
-        core, its reference tables and its Connection a cycle, so they go as
-        soon as nobody holds them rather than at the next cyclic collection
-        (about 20 µs a login, measured, when every login is a connection)."""
-        refs = self.core.refs
-        refs.owner = refs._make_proxy = None
-        refs._on_released = refs._on_uncached = refs._on_cache_miss = _ignore
-        self.release_hooks = []
-        conn = self._connection
-        if conn is not None:
-            self._connection_after = weakref.ref(conn)
-            self._connection = None
-
-    def _run_callback(self, cb: Callable[[Any], Any], arg: Any) -> None:
-        try:
-            result = cb(arg)
-            if inspect.isawaitable(result):
-                task = self.loop.create_task(_log_errors(result, "disconnect callback"))
-                self._oneway_tasks.add(task)
-                task.add_done_callback(self._oneway_tasks.discard)
-        except _EXIT:
-            raise
-        except BaseException:
-            log.exception("disconnect callback failed", callback=repr(cb))
-
-
-def _ignore(*args: Any) -> None:
-    return None
-
-
-async def _log_errors(awaitable: Any, what: str) -> None:
-    try:
-        await awaitable
-    except Exception:
-        log.exception("callback failed", what=what)
 
 
 def _fail(fut: asyncio.Future, exc: BaseException) -> None:

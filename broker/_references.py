@@ -366,7 +366,15 @@ class ReferenceTables:
         return [p for p in (r() for r in self.remote.values()) if p is not None]
 
     def clear(self) -> tuple[list[_Entry], list[_CacheEntry]]:
-        """Forget everything (connection gone); return what the peer held."""
+        """Forget everything (connection gone); return what the peer held.
+
+        Nothing can arrive any more, so the connection's callbacks are let
+        go too: a closed connection's objects then go by reference counting,
+        without waiting for the cyclic collector (a server makes a
+        connection per login)."""
+        self.owner = None
+        self._make_proxy = self._on_released = self._on_uncached = _ignore
+        self._on_cache_miss = _ignore
         entries = [e for e in self.local.values() if not e.permanent]
         caches = list(self.caches_out.values())
         self.local.clear()

@@ -325,7 +325,7 @@ def assert_bounded(protocol):
     core, refs = protocol.core, protocol.core.refs
     assert len(core.running) <= LIMITS.max_outstanding_calls
     assert len(protocol._tasks) <= LIMITS.max_outstanding_calls
-    assert len(protocol._backlog) <= LIMITS.max_outstanding_calls + 16
+    assert len(core.backlog) <= LIMITS.max_outstanding_calls + 16
     assert len(refs.local) <= LIMITS.max_local_references + 1
     assert len(refs.caches_out) <= LIMITS.max_caches
     assert len(refs.caches_in) + len(refs.zombies) <= LIMITS.max_caches
