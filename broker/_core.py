@@ -77,11 +77,13 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (AWAIT_HELLO, "goodbye()"): GOODBYE_SENT,
     (AWAIT_HELLO, "peer broke protocol"): GOODBYE_SENT,
     (AWAIT_HELLO, "handshake deadline"): GOODBYE_SENT,
+    (AWAIT_HELLO, "login deadline"): GOODBYE_SENT,
     (AWAIT_HELLO, "close()"): CLOSED,
     (OPEN, "recv GOODBYE"): GOODBYE_RECEIVED,
     (OPEN, "goodbye()"): GOODBYE_SENT,
     (OPEN, "peer broke protocol"): GOODBYE_SENT,
     (OPEN, "idle deadline"): GOODBYE_SENT,
+    (OPEN, "login deadline"): GOODBYE_SENT,
     (OPEN, "close()"): CLOSED,
     (GOODBYE_SENT, "linger()"): LINGERING,
     (GOODBYE_SENT, "close()"): CLOSED,
@@ -155,6 +157,9 @@ class Broker:
         #: Peer caches whose last local reference died: (cache_id, count, cls, state).
         #: Appended from any thread; processed on the loop.
         self.cache_drops: collections.deque[tuple[int, int, type, dict]] = collections.deque()
+        #: Proxies for the peer's objects that died: (object_id, count).
+        #: Appended from any thread (``__del__``); processed on the loop.
+        self.dead_proxies: collections.deque[tuple[int, int]] = collections.deque()
         #: (cacheable, perspective, observer) whose stopped_observing is due.
         self.stopped: list[tuple[Any, Any, Any]] = []
         self.state = AWAIT_HELLO
@@ -196,6 +201,7 @@ class Broker:
         self._last_ping = 0.0
         self._ping_token = 0
         self._server_name: str | None = None
+        self._login_due: float | None = None  # set by expect_login()
         self._linger_budget = 0
 
     # -- states -------------------------------------------------------------
@@ -268,6 +274,16 @@ class Broker:
         self._started = self._last_rx = now
         self._server_name = server_name
 
+    def expect_login(self, now: float, timeout: float) -> None:
+        """Server side, for a root that requires login: unless logged_in()
+        is called within ``timeout`` seconds of ``now``, the login deadline
+        closes the connection with GOODBYE("timeout")."""
+        self._login_due = now + timeout
+
+    def logged_in(self) -> None:
+        """A login succeeded: the login deadline is off."""
+        self._login_due = None
+
     def data_received(self, now: float) -> None:
         """Bytes arrived at ``now``: the peer is alive (idle and keepalive
         deadlines count from the last of these)."""
@@ -276,19 +292,22 @@ class Broker:
     def next_deadline(self) -> float | None:
         """When the core next wants ``handle_timeout`` (None: never).
 
-        Exact: the handshake deadline, then the earlier of the keepalive
-        PING (``keepalive_interval`` after the last input or PING) and the
-        idle close (``idle_timeout`` after the last input)."""
+        Exact: the handshake deadline, then the earliest of the keepalive
+        PING (``keepalive_interval`` after the last input or PING), the
+        idle close (``idle_timeout`` after the last input) and, until a
+        login, the login deadline (expect_login())."""
         state = self.state
         limits = self.limits
+        login = self._login_due
         if state is AWAIT_HELLO:
             started = self._started
-            return None if started is None else started + limits.handshake_timeout
+            due = None if started is None else started + limits.handshake_timeout
+            return login if due is None or (login is not None and login < due) else due
         if state is not OPEN:
             return None
-        due = None
+        due = login
         idle = limits.idle_timeout
-        if idle:
+        if idle and (due is None or self._last_rx + idle < due):
             due = self._last_rx + idle
         interval = limits.keepalive_interval
         if interval:
@@ -302,9 +321,8 @@ class Broker:
         (the state becomes GOODBYE_SENT).  Early calls do nothing."""
         state = self.state
         limits = self.limits
-        if state is AWAIT_HELLO:
-            if self._started is None or now < self._started + limits.handshake_timeout:
-                return None
+        if (state is AWAIT_HELLO and self._started is not None
+                and now >= self._started + limits.handshake_timeout):
             seconds = limits.handshake_timeout
             if self._server_name is not None:
                 reason = (f"no PB HELLO from {self._server_name} within {seconds} s "
@@ -314,6 +332,15 @@ class Broker:
             self._queue_plain([Op.GOODBYE, "timeout", reason])
             self._enter("handshake deadline")
             return TimedOut(reason, True)
+        if state is not OPEN and state is not AWAIT_HELLO:
+            return None
+        login = self._login_due
+        if login is not None and now >= login:
+            reason = (f"the peer did not log in within {limits.login_timeout} s "
+                      "(login_timeout)")
+            self._queue_plain([Op.GOODBYE, "timeout", reason])
+            self._enter("login deadline")
+            return TimedOut(reason, False)
         if state is not OPEN:
             return None
         silent = now - self._last_rx
@@ -497,6 +524,31 @@ class Broker:
         if self._sending and count > 0 and object_id != ROOT_ID:
             self._queue_plain([Op.DECREF, object_id, count])
 
+    def proxy_died(self, object_id: int, count: int) -> bool:
+        """Any thread: a proxy for the peer's object ``object_id`` died
+        holding ``count`` references.  True when the adapter must have the
+        loop call process_releases() (the root is never counted)."""
+        if object_id == ROOT_ID:
+            return False
+        self.dead_proxies.append((object_id, count))
+        return True
+
+    def proxy_released(self, object_id: int, count: int) -> None:
+        """A proxy was released explicitly: DECREF what it held."""
+        self.refs.forget_proxy(object_id)
+        self.decref(object_id, count)
+
+    def process_releases(self) -> None:
+        """On the loop: DECREF for dead proxies, DECACHE for dropped caches."""
+        dead = self.dead_proxies
+        refs = self.refs
+        while dead:
+            object_id, count = dead.popleft()
+            refs.forget_proxy(object_id)
+            self.decref(object_id, count)
+        if self.cache_drops:
+            self.process_cache_drops()
+
     def cache_call(self, cache_id: int, method: str, args: tuple, kwargs: dict) -> None:
         if self._sending and cache_id in self.refs.caches_out:
             self._queue(self._encode([Op.CACHE_CALL, cache_id, method, list(args), kwargs]))
@@ -538,9 +590,11 @@ class Broker:
         return self._linger_budget < 0
 
     def close(self) -> None:
-        """The transport is gone; held calls of the peer never start."""
+        """The transport is gone; held calls of the peer never start, and
+        nothing is owed to it any more."""
         self._enter("close()")
         self.backlog.clear()
+        self.dead_proxies.clear()
 
     # -- input --------------------------------------------------------------
 

@@ -18,7 +18,6 @@ delayed and no connection's writes wait on another's.
 from __future__ import annotations
 
 import asyncio
-import collections
 import threading
 import time
 import weakref
@@ -107,7 +106,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._write_blocked = False
         self._stall_timer: asyncio.TimerHandle | None = None
         self._needs_login = server is not None and getattr(root, "requires_login", False)
-        self._login_timer: asyncio.TimerHandle | None = None
         #: What the server counts this connection under (max_connections_per_source).
         self.counted_source: Any = None
         self._ready: asyncio.Future = self.loop.create_future()
@@ -120,9 +118,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._lingering: asyncio.Transport | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._receiving = False
-        # Appended on any thread (from __del__), drained on the loop: a deque,
-        # so an append racing the drain is never lost.
-        self._dead_proxies: collections.deque[tuple[int, int]] = collections.deque()
         self._dead_scheduled = False
         self._end_of_turn_flush = False
         self._watchers: list[Callable[[Any], Any]] = []
@@ -170,23 +165,17 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if self.server is not None:
             self._set_write_cap(self._write_cap)
             if self._needs_login and self.limits.login_timeout is not None:
-                self._login_timer = self.loop.call_later(self.limits.login_timeout,
-                                                         self._login_timed_out)
-            # A client's first frames are usually on their way: the HELLO
-            # goes out with the answer to them if they arrive within the
-            # next loop turn, else on its own right after.
-            self.loop.call_soon(self.loop.call_soon, self._flush_hello)
-        elif not self._hello_with_first_message:
+                self.core.expect_login(_monotonic(), self.limits.login_timeout)
+        if self.server is not None or not self._hello_with_first_message:
+            # A server's HELLO goes at once: holding it two loop turns to ride
+            # with the answer to the client's first frames moved nothing
+            # (bench/README.md, "Speed tricks").
             self._write_now()
         # else connect() flushes at the end of the turn it returns in, so a
         # first call made right away carries the HELLO in the same packet.
         self._arm_timer()
         if self.server is not None:
             self.server._connection_made(self)
-
-    def _flush_hello(self) -> None:
-        if self.is_open:
-            self._write_now()
 
     # -- what Connection uses (broker._connection.ConnectionSide) ---------------
 
@@ -582,29 +571,15 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def logged_in(self) -> None:
         """A login succeeded on this connection: it is no longer a stranger's."""
-        if self._login_timer is not None:
-            self._login_timer.cancel()
-            self._login_timer = None
+        self.core.logged_in()
         self._raise_write_cap()
-
-    def _login_timed_out(self) -> None:
-        self._login_timer = None
-        if not self.is_open:
-            return
-        self._close_reason = (f"the peer did not log in within {self.limits.login_timeout} s "
-                              f"(login_timeout)")
-        self.core.goodbye("timeout", self._close_reason)
-        self._fail_ready(ConnectionLost(self._close_reason))
-        self._abort()
 
     # -- references -------------------------------------------------------------
 
     def proxy_died(self, object_id: int, count: int) -> None:
         """Called from RemoteReference.__del__, on any thread, at any time."""
-        if object_id == ROOT_ID:
-            return  # never counted, so nothing to tell (its table slot is reused)
-        self._dead_proxies.append((object_id, count))
-        self._schedule_releases()
+        if self.core.proxy_died(object_id, count):
+            self._schedule_releases()
 
     def _schedule_releases(self) -> None:
         """Have the loop send what dead proxies and caches owe the peer."""
@@ -616,9 +591,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 self.loop.call_soon_threadsafe(self._send_decrefs)
 
     def proxy_released(self, proxy: RemoteReference) -> None:
-        self.core.refs.forget_proxy(proxy._pb_id)
+        self.core.proxy_released(proxy._pb_id, proxy._pb_count)
         if self.is_open and proxy._pb_id != ROOT_ID:
-            self.core.decref(proxy._pb_id, proxy._pb_count)
             # Nobody waits for a DECREF: it rides with whatever this loop
             # turn sends next (often the call that follows the release).
             self.flush_at_end_of_turn()
@@ -637,14 +611,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def _send_decrefs(self) -> None:
         self._dead_scheduled = False
-        dead = self._dead_proxies
-        refs = self.core.refs
-        while dead:
-            object_id, count = dead.popleft()
-            refs.forget_proxy(object_id)
-            self.core.decref(object_id, count)
-        if self.core.cache_drops:
-            self.core.process_cache_drops()
+        self.core.process_releases()
         if self.core.stopped:
             self._run_stopped()
         if self.is_open:
@@ -721,8 +688,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if type(event) is TimedOut:
             self._close_reason = event.reason
             self._write_now()
-            if event.handshake:
-                self._fail_ready(ConnectionLost(event.reason))
+            self._fail_ready(ConnectionLost(event.reason))
             self._abort()
             return
         if event is not None:  # a PING
@@ -809,10 +775,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if self.core.state is not LINGERING:  # else closed when the socket is
             self.core.close()
         self.transport = None
-        for timer in (self._timer, self._login_timer, self._stall_timer):
+        for timer in (self._timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._login_timer = self._stall_timer = None
+        self._timer = self._stall_timer = None
         reason = self._close_reason or (f"connection lost: {exc}" if exc else "connection closed")
         if not self._ready.done():
             self._fail_ready(ConnectionLost(reason))
@@ -837,7 +803,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         watchers, self._watchers = self._watchers, []
         for cb in watchers:
             dispatch.run_callback(cb, self.connection)
-        self._dead_proxies.clear()
         # Stream producers released above may have started closing too.
         running = dispatch.unfinished(running)
         if running:

@@ -93,6 +93,9 @@ def fire(pair: CorePair, core, trigger: str):
         return core.handle_timeout(pair.now + core.limits.handshake_timeout)
     if trigger == "idle deadline":
         return core.handle_timeout(pair.now + core.limits.idle_timeout)
+    if trigger == "login deadline":  # shorter than the handshake deadline
+        core.expect_login(pair.now, 1.0)
+        return core.handle_timeout(pair.now + 1.0)
     if trigger == "linger()":
         return core.linger()
     if trigger == "close()":

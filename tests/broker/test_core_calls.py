@@ -218,3 +218,32 @@ def test_held_calls_never_start_once_closed():
     server.close()
     server.first_step_taken()
     assert server.next_held_call() is None
+
+
+# -- the login deadline (server side, a root that requires login) ----------------------
+
+@pytest.mark.parametrize("open_first", [False, True])
+def test_the_login_deadline_is_exact_and_closes_with_goodbye_timeout(open_first):
+    pair = CorePair(Calculator())
+    if open_first:
+        pair.handshake()
+    server = pair.server
+    server.expect_login(pair.now, 5.0)
+    assert server.next_deadline() == pair.now + 5.0
+    assert server.handle_timeout(pair.now + 4.999) is None
+    event = server.handle_timeout(pair.now + 5.0)
+    assert "did not log in within" in event.reason
+    assert server.state == "GOODBYE_SENT"
+    messages = [msgpack.unpackb(b) for b in split_frames(server.take_output())]
+    assert messages[-1][:2] == [Op.GOODBYE, "timeout"]
+
+
+def test_logging_in_takes_the_login_deadline_off():
+    pair = open_pair()
+    server = pair.server
+    server.expect_login(pair.now, 5.0)
+    server.logged_in()
+    # Only the keepalive and idle deadlines are left.
+    assert server.next_deadline() == pair.now + server.limits.keepalive_interval
+    assert server.handle_timeout(pair.now + 5.0) is None
+    assert server.state == "OPEN"

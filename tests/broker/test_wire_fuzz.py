@@ -329,7 +329,7 @@ def assert_bounded(protocol):
     assert len(refs.local) <= LIMITS.max_local_references + 1
     assert len(refs.caches_out) <= LIMITS.max_caches
     assert len(refs.caches_in) + len(refs.zombies) <= LIMITS.max_caches
-    assert len(refs.remote) <= 64 and len(protocol._dead_proxies) <= 64
+    assert len(refs.remote) <= 64 and len(core.dead_proxies) <= 64
     assert len(core.waiting) <= LIMITS.max_outstanding_calls  # pulls of a re-served stream
     assert len(protocol._futures) <= LIMITS.max_outstanding_calls
     assert len(protocol.reader._buf) <= 256 * 1024
