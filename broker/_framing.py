@@ -14,8 +14,9 @@ peer that trickles a big frame holds about twice what it sent, not
 from __future__ import annotations
 
 from struct import Struct
+from typing import Any
 
-__all__ = ["FrameReader", "FrameTooLarge", "encode_frame", "HEADER"]
+__all__ = ["FrameReader", "FrameTooLarge", "encode_frame", "HEADER", "handshake_refusal", "peer_name"]
 
 HEADER = Struct(">I")
 _HEADER_SIZE = HEADER.size
@@ -141,3 +142,23 @@ class FrameReader:
             return None
         self._start = stop
         return self._view[start + _HEADER_SIZE:stop]
+
+
+def peer_name(address: Any) -> str:
+    """``host:port`` of a peer address, for messages."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+        return f"{host}:{address[1]}"
+    return str(address or "the server")
+
+
+def handshake_refusal(exc: FrameTooLarge, reader: FrameReader, limit: int, who: str) -> str:
+    """Why input before the peer's HELLO went past ``handshake_bytes`` (``limit``)."""
+    if exc.limit != reader.max_frame:  # whole frames, none of them a HELLO
+        return f"the peer sent more than handshake_bytes={limit} bytes before its HELLO"
+    # The length header itself is out of range: most likely not PB at all
+    # (an HTTP request's "GET " reads as a frame of 1.2 GB).
+    head = reader.peek(16)
+    return (f"the first bytes {who} sent ({head[:HEADER.size]!r}) are not a PB frame "
+            f"header: they announce a frame of {exc.size} bytes, more than a HELLO may "
+            f"take (handshake_bytes={limit}, header included); {describe_foreign(head)}")

@@ -1,12 +1,15 @@
-"""The asyncio adapter: owns the transport, the frame buffer, the timers, and
-the running of user code (the only place user methods are called).
+"""The asyncio adapter: owns the transport, the frame buffer, flow control
+and the timers.
 
 Every protocol decision is the sans-IO core's (:class:`broker._core.Broker`):
-the adapter feeds it frames and the time, writes what it queued, arms one
-timer at ``core.next_deadline()``, and turns its events
-(:mod:`broker._events`) into futures resolved, calls run and closes.  Users
-see a :class:`broker._connection.Connection`, which asks this adapter only
-for what ``ConnectionSide`` lists.
+the handshake, the deadlines (login included), the call-slot queue, the
+E-order backlog, DECREF/DECACHE.  The adapter feeds it frames and the time,
+writes what it queued (:mod:`broker._writes`), arms one timer at
+``core.next_deadline()``, and turns its events (:mod:`broker._events`) into
+futures resolved (:mod:`broker._pending`), calls run (:mod:`broker._dispatch`,
+the only place user code is called) and closes.  Users see a
+:class:`broker._connection.Connection`, which asks this adapter only for
+what ``ConnectionSide`` lists.
 
 Writes are coalesced where that is free: everything a connection's receive
 pass produces (answers, PONGs, DECREFs) goes out in one write at its end.  A
@@ -37,8 +40,10 @@ from ._events import (
     TimedOut,
 )
 from ._dispatch import EXIT, Dispatcher, log_errors
+from ._pending import PendingCall, fail
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
-from ._framing import HEADER, FrameReader, FrameTooLarge, describe_foreign
+from ._writes import WriteCap, write_out
+from ._framing import HEADER, FrameReader, FrameTooLarge, handshake_refusal, peer_name
 from ._limits import Limits
 from ._references import ROOT_ID
 from ._connection import Connection
@@ -49,7 +54,6 @@ __all__ = ["BrokerProtocol"]
 
 log = get_logger("broker")
 
-_LARGE = 64 * 1024
 # The liveness stamp is taken on every receive; loop.time() is a Python-level
 # wrapper around the same clock.
 _monotonic = time.monotonic
@@ -62,7 +66,6 @@ def _can_write_eof(transport: Any) -> bool:
         return False
 
 
-_CHUNK = 512 * 1024
 #: After closing on an error, how long (seconds) and how much input (bytes)
 #: to discard while waiting for the peer to read our GOODBYE and close.
 _LINGER = 2.0
@@ -102,8 +105,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._reading_paused = 0  # _FOR_* bits; 0 while reading
         # Server side only: the cap on bytes queued for a peer that does not
         # read (smaller until it has logged in), and the timers that drop it.
-        self._write_cap = limits.preauth_write_buffer
-        self._write_blocked = False
+        self._cap = WriteCap(limits)
         self._stall_timer: asyncio.TimerHandle | None = None
         self._needs_login = server is not None and getattr(root, "requires_login", False)
         #: What the server counts this connection under (max_connections_per_source).
@@ -163,7 +165,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.core.start(_monotonic(),
                         server_name=None if self.server is not None else self._peer_name())
         if self.server is not None:
-            self._set_write_cap(self._write_cap)
+            self._cap.apply(transport)
             if self._needs_login and self.limits.login_timeout is not None:
                 self.core.expect_login(_monotonic(), self.limits.login_timeout)
         if self.server is not None or not self._hello_with_first_message:
@@ -279,7 +281,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 kind = type(event)
                 if kind is CallEvent:
                     self._dispatch.run(event)
-                    if core.queued_bytes > self._write_cap:
+                    if core.queued_bytes > self._cap.limit:
                         # Answers past the cap leave now rather than at the
                         # end of the pass: if the peer is not reading, the
                         # transport pauses us before the next call.
@@ -293,7 +295,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 elif kind is FailureEvent:
                     fut = self._futures.pop(event.req_id, None)
                     if fut is not None and not fut.done():
-                        _fail(fut, event.error)
+                        fail(fut, event.error)
                     if core.dequeued:
                         self._dequeued()
                 elif kind is CancelEvent:
@@ -303,7 +305,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     if not self._ready.done():
                         self._ready.set_result(None)
                     if self.server is not None and not self._needs_login:
-                        self._raise_write_cap()
+                        self._cap.trust(self.transport)
                     self._arm_timer()
                 elif kind is GoodbyeEvent:
                     self._close_reason = f"the peer closed the connection ({event.code}): {event.reason}"
@@ -323,26 +325,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._abort()
 
     def _handshake_refusal(self, exc: FrameTooLarge) -> str:
-        limit = self.limits.handshake_bytes
-        if exc.limit != self.reader.max_frame:  # whole frames, none of them a HELLO
-            return f"the peer sent more than handshake_bytes={limit} bytes before its HELLO"
-        # The length header itself is out of range: most likely not PB at all
-        # (an HTTP request's "GET " reads as a frame of 1.2 GB).
-        head = self.reader.peek(16)
-        who = "the peer" if self.server is not None else f"{self._peer_name()}, which"
-        return (f"the first bytes {who} sent ({head[:HEADER.size]!r}) are not a PB frame "
-                f"header: they announce a frame of {exc.size} bytes, more than a HELLO may "
-                f"take (handshake_bytes={limit}, header included); {describe_foreign(head)}")
+        return handshake_refusal(exc, self.reader, self.limits.handshake_bytes,
+                                 "the peer" if self.server is not None
+                                 else f"{self._peer_name()}, which")
 
     def _peer_name(self) -> str:
-        address = self.peer_address
-        if isinstance(address, tuple) and len(address) >= 2:
-            host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
-            return f"{host}:{address[1]}"
-        return str(address or "the server")
-
-    def _no_hello(self, seconds: float) -> str:
-        return f"no PB HELLO from {self._peer_name()} within {seconds} s (is this a PB server?)"
+        return peer_name(self.peer_address)
 
     # -- flow control -------------------------------------------------------------
 
@@ -391,7 +379,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                   timeout: float | None) -> asyncio.Future:
         if not self.is_open:
             raise DeadReference(self._close_reason or "the connection is closed")
-        fut = _PendingCall(loop=self.loop)
+        fut = PendingCall(loop=self.loop)
         fut._protocol = self
         fut._req_id = req_id = self.core.call(target, method, args, kwargs, True, fut)
         if req_id is not None:  # else it waits for a slot, in the core's queue
@@ -416,9 +404,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 fut._req_id = outcome.req_id
                 self._futures[outcome.req_id] = fut
             else:
-                _fail(fut, outcome.error)  # type: ignore[union-attr]
+                fail(fut, outcome.error)  # type: ignore[union-attr]
 
-    def _call_cancelled(self, fut: _PendingCall) -> None:
+    def _call_cancelled(self, fut: PendingCall) -> None:
         req_id = fut._req_id
         if req_id is None:
             self._unqueue(fut)
@@ -426,12 +414,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self.core.cancel(req_id)
             self._flush_soon()
 
-    def _unqueue(self, fut: _PendingCall) -> None:
+    def _unqueue(self, fut: PendingCall) -> None:
         self.core.unqueue(fut)
         if self.core.has_output:  # one-way calls it held back
             self._flush_soon()
 
-    def _call_timed_out(self, fut: _PendingCall, method: str, timeout: float) -> None:
+    def _call_timed_out(self, fut: PendingCall, method: str, timeout: float) -> None:
         if fut.done():
             return
         req_id = fut._req_id
@@ -442,17 +430,18 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             else:
                 self._futures.pop(req_id, None)
                 self.core.cancel(req_id)
-            _fail(fut, CallTimeout(f"call {method!r}: {self._no_hello(timeout)}"))
+            fail(fut, CallTimeout(f"call {method!r}: no PB HELLO from {self._peer_name()} within {timeout} s "
+                f"(is this a PB server?)"))
             return
         if req_id is None:
             self._unqueue(fut)
-            _fail(fut, CallTimeout(
+            fail(fut, CallTimeout(
                 f"call {method!r} found no free slot within {timeout} s "
                 f"({len(self.core.waiting)} calls were waiting for answers); it was not sent"))
             return
         self._futures.pop(req_id, None)
         self.core.cancel(req_id)
-        _fail(fut, CallTimeout(
+        fail(fut, CallTimeout(
             f"call {method!r} got no answer within {timeout} s; it was cancelled remotely"))
         self._flush_soon()
 
@@ -471,29 +460,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or not out:
             return
-        if len(out) == 1:
-            transport.write(out[0])
-            return
-        # Join the small frames; write large bodies on their own (joining
-        # would copy them).  On Python 3.11 writelines() joins everything.
-        small: list[bytes] = []
-        for chunk in out:
-            if len(chunk) < _LARGE:
-                small.append(chunk)
-                continue
-            if small:
-                transport.write(b"".join(small) if len(small) > 1 else small[0])
-                small = []
-            # Hand the transport at most 512 KiB at a time: larger writes
-            # measured several times slower here (the kernel takes part of
-            # the buffer and the transport copies the rest).
-            view = memoryview(chunk)
-            for start in range(0, len(view), _CHUNK):
-                transport.write(view[start:start + _CHUNK])
-        if small:
-            transport.write(b"".join(small) if len(small) > 1 else small[0])
-        if self._write_blocked:
-            self._check_write_backlog(transport)
+        write_out(transport, out)
+        if self._cap.blocked:
+            reason = self._cap.overflow(transport)
+            if reason is not None:
+                self._drop_slow_reader(reason)
 
     # -- a peer that does not read (server side) ------------------------------------
 
@@ -501,18 +472,18 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         """The transport holds more than our cap for this peer: stop reading
         from it, so that it makes us produce nothing more, and give it
         ``write_stall_timeout`` seconds to catch up."""
-        if self.server is None or self._write_blocked:
+        if self.server is None or self._cap.blocked:
             return  # a client's backlog is its own application's doing
-        self._write_blocked = True
+        self._cap.blocked = True
         self._pause_reading(_FOR_WRITES)
         if self._stall_timer is None:
             self._stall_timer = self.loop.call_later(self.limits.write_stall_timeout,
                                                      self._write_stalled)
 
     def resume_writing(self) -> None:
-        if not self._write_blocked:
+        if not self._cap.blocked:
             return
-        self._write_blocked = False
+        self._cap.blocked = False
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -521,30 +492,18 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _write_stalled(self) -> None:
         self._stall_timer = None
         transport = self.transport
-        if transport is None or not self._write_blocked:
+        if transport is None or not self._cap.blocked:
             return
-        queued = transport.get_write_buffer_size()
-        if queued <= self._write_cap:  # draining, if slowly: another period
+        reason = self._cap.stalled(transport)
+        if reason is None:
             self._stall_timer = self.loop.call_later(self.limits.write_stall_timeout,
                                                      self._write_stalled)
-            return
-        self._drop_slow_reader(
-            f"the peer left {queued} bytes unread for {self.limits.write_stall_timeout} s "
-            f"(the cap is {self._write_cap} bytes: "
-            f"{'max_write_buffer' if self._write_cap == self.limits.max_write_buffer else 'preauth_write_buffer'})")
-
-    def _check_write_backlog(self, transport: Any) -> None:
-        # While paused only our own side (a server pushing to observers, a
-        # long answer) still writes; past twice the cap and a frame that is
-        # no longer a stall to wait out.
-        queued = transport.get_write_buffer_size()
-        if queued > 2 * self._write_cap + self.limits.max_frame:
-            self._drop_slow_reader(f"{queued} bytes are queued for a peer that is not reading "
-                                   f"(more than twice the cap of {self._write_cap} bytes)")
+        else:
+            self._drop_slow_reader(reason)
 
     def _drop_slow_reader(self, reason: str) -> None:
         log.warning("closing a slow reader", connection=self.describe(), reason=reason)
-        self._write_blocked = False  # no second check from the close's own write
+        self._cap.blocked = False  # no second check from the close's own write
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -555,24 +514,13 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # aborted after _LINGER seconds whether the peer reads or not.
         self._abort()
 
-    def _raise_write_cap(self) -> None:
-        limit = self.limits.max_write_buffer
-        if self._write_cap != limit and self.transport is not None:
-            self._set_write_cap(limit)
-
-    def _set_write_cap(self, limit: int) -> None:
-        self._write_cap = limit
-        try:
-            self.transport.set_write_buffer_limits(high=limit)  # type: ignore[union-attr]
-        except (AttributeError, NotImplementedError):
-            pass  # an in-memory transport (broker.testing): nothing queues
-
     # -- logging in (server side) -----------------------------------------------------
 
     def logged_in(self) -> None:
         """A login succeeded on this connection: it is no longer a stranger's."""
         self.core.logged_in()
-        self._raise_write_cap()
+        if self.transport is not None:
+            self._cap.trust(self.transport)
 
     # -- references -------------------------------------------------------------
 
@@ -785,7 +733,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         futures, self._futures = self._futures, {}
         for fut in list(futures.values()) + self.core.drop_queued():
             if not fut.done():
-                _fail(fut, ConnectionLost(reason))
+                fail(fut, ConnectionLost(reason))
         dispatch = self._dispatch
         running = dispatch.cancel_all()
         proxies = self.core.refs.live_proxies()
@@ -829,50 +777,3 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             for waiter in waiters:
                 if not waiter.done():  # a cancelled wait_closed() leaves its own behind
                     waiter.set_result(None)
-
-
-def _fail(fut: asyncio.Future, exc: BaseException) -> None:
-    fut.set_exception(exc)
-    # A failed call nobody awaited is the caller's business: no "exception
-    # was never retrieved" from the collector for each of them.
-    fut._log_traceback = False
-
-
-class _PendingCall(asyncio.Future):
-    """The future of one call; cancelling it cancels the call remotely.
-
-    Overriding ``cancel`` (which a cancelled awaiting task calls) avoids a
-    done-callback, and so a loop turn, per call.  The creator sets
-    ``_protocol`` and ``_req_id`` (None while the call waits for a slot; no
-    Python ``__init__``: this is per call).
-
-    It also speaks the coroutine protocol (``send``/``throw``/``close``), so
-    that ``asyncio.create_task(ref.call_remote(...))`` and
-    ``TaskGroup.create_task`` take it as they take a coroutine.
-    """
-
-    __slots__ = ("_protocol", "_req_id", "_pb_awaiting")
-    _protocol: BrokerProtocol
-    _req_id: int | None
-
-    def cancel(self, msg: Any = None) -> bool:
-        if self.done():
-            return False
-        self._protocol._call_cancelled(self)
-        return super().cancel(msg)
-
-    def _awaiting(self) -> Any:
-        try:
-            return self._pb_awaiting
-        except AttributeError:
-            awaiting = self._pb_awaiting = self.__await__()
-            return awaiting
-
-    def send(self, value: Any) -> Any:
-        return self._awaiting().send(value)
-
-    def throw(self, *exc_info: Any) -> Any:
-        return self._awaiting().throw(*exc_info)
-
-    def close(self) -> None:
-        self._awaiting().close()
