@@ -366,7 +366,8 @@ class Broker:
         free slots (a ``CallSent(token, req_id)`` from take_dequeued())."""
         if not self._sending:
             raise DeadReference("the connection is closed")
-        if self.call_queue or (answer_wanted and self.free_call_slots <= 0):
+        if self.call_queue or (answer_wanted and len(self.waiting) + len(self.given_up)
+                                >= self.call_slots):
             if self.limits.wait_for_call_slot:
                 self.call_queue.append((token, target_id, method, args, kwargs, answer_wanted))
                 return None

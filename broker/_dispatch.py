@@ -65,8 +65,10 @@ def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
 class Dispatcher:
     """Runs the peer's calls on ``loop`` and reports them to ``core``.
 
-    ``settled()`` is called after each outcome reached the core (the adapter
-    sends it); ``cache_pressure(True/False)`` when the cache updates still
+    ``settled()`` is called after outcomes reached the core outside the
+    adapter's receive pass (a task finished, held calls ran): the adapter
+    sends them.  A call run by :meth:`run` settles within the caller's pass,
+    which sends what it produced at its end; ``cache_pressure(True/False)`` when the cache updates still
     running reach ``max_outstanding_calls`` / fall back to half of it;
     ``describe()`` names the connection in log lines.  The three are held
     weakly (the adapter owns this dispatcher: no cycle).
@@ -132,8 +134,9 @@ class Dispatcher:
         while True:
             event = core.next_held_call()
             if event is None:  # none left, or one just run is waiting its first step
-                return
+                break
             self.run(event)
+        self._settled()
 
     def _succeeded(self, event: CallEvent, result: Any) -> None:
         if event.answer_wanted:
@@ -142,7 +145,6 @@ class Dispatcher:
             self.core.answer(event.req_id, result, event.perspective)
         else:
             self.core.finished(event.req_id)
-        self._settled()
 
     def _failed(self, event: CallEvent, exc: BaseException) -> None:
         failures = self._failures
@@ -154,7 +156,6 @@ class Dispatcher:
             self.core.fail(event.req_id, exc)
         else:
             self.core.finished(event.req_id)
-        self._settled()
 
     def _track(self, task: asyncio.Task, event: CallEvent, first_step_ran: bool) -> None:
         if event.answer_wanted:
@@ -187,6 +188,7 @@ class Dispatcher:
             self._failed(event, task.exception())  # type: ignore[arg-type]
         else:
             self._succeeded(event, task.result())
+        self._settled()
 
     # -- other user code ------------------------------------------------------
 

@@ -281,6 +281,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 kind = type(event)
                 if kind is CallEvent:
                     self._dispatch.run(event)
+                    if core.stopped:
+                        self._run_stopped()
                     if core.queued_bytes > self._cap.limit:
                         # Answers past the cap leave now rather than at the
                         # end of the pass: if the peer is not reading, the
@@ -460,7 +462,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or not out:
             return
-        write_out(transport, out)
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            write_out(transport, out)
         if self._cap.blocked:
             reason = self._cap.overflow(transport)
             if reason is not None:

@@ -15,11 +15,8 @@ _CHUNK = 512 * 1024
 
 
 def write_out(transport: Any, out: list[bytes]) -> None:
-    """Write ``out`` (``Broker.take_output()``): small frames joined, large
-    bodies on their own (joining would copy them)."""
-    if len(out) == 1:
-        transport.write(out[0])
-        return
+    """Write ``out`` (``Broker.take_output()``, several buffers): small
+    frames joined, large bodies on their own (joining would copy them)."""
     # On Python 3.11 writelines() joins everything, large bodies too.
     small: list[bytes] = []
     for chunk in out:
