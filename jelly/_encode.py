@@ -33,6 +33,8 @@ __all__ = ["dumps"]
 # with RecursionError.  Real values rarely nest ext values that deep.
 MAX_EXT_NESTING = 200
 C_PACKER_LEVELS = 8
+# Encoders are pooled (bench/README.md, "Speed tricks": without the pools
+# bench_calls' sequential row costs +40 % CPU per call, 1 MiB +78 %).
 _POOL_SIZE = 8
 _POOL_MAX_OUTPUT = 1 << 20  # a packer whose buffer grew past this is "large"
 #: Large packers kept for reuse: making one costs a fresh multi-MiB buffer
@@ -72,6 +74,8 @@ def _refuse(obj: object) -> EncodeError:
     )
 
 
+# A COPY's index and tag headers are written here by hand rather than packed
+# (bench/README.md, "Speed tricks": bench_jelly's graph row, +3-5 % without).
 def _uint(value: int) -> bytes:
     """msgpack encoding of a non-negative int."""
     if value < 0x80:
@@ -95,7 +99,9 @@ _tuple_new = tuple.__new__
 
 
 def _ext(code: int, data: bytes) -> ExtType:
-    """``ExtType(code, data)`` without its Python-level argument checks."""
+    """``ExtType(code, data)`` without its Python-level argument checks
+    (bench/README.md, "Speed tricks": bench_jelly's graph row, +7 % with
+    ``ExtType(code, data)``)."""
     return _tuple_new(ExtType, (code, data))
 
 
