@@ -67,8 +67,9 @@ class Dispatcher:
 
     ``settled()`` is called after outcomes reached the core outside the
     adapter's receive pass (a task finished, held calls ran): the adapter
-    sends them.  A call run by :meth:`run` settles within the caller's pass,
-    which sends what it produced at its end; ``cache_pressure(True/False)`` when the cache updates still
+    sends them.  A call run by :meth:`run` settles within the caller's
+    pass, which sends what it produced at its end.
+    ``cache_pressure(True/False)`` is called when the cache updates still
     running reach ``max_outstanding_calls`` / fall back to half of it;
     ``describe()`` names the connection in log lines.  The three are held
     weakly (the adapter owns this dispatcher: no cycle).
@@ -89,6 +90,8 @@ class Dispatcher:
         self.oneway_tasks: set[asyncio.Task] = set()
         #: Clean-ups (closing released streams) that a close waits for.
         self.cleanup_tasks: set[asyncio.Task] = set()
+        #: Called with each entry the peer released: (object_id, entry).
+        self.release_hooks: list[Callable[[int, Any], Any]] = []
         self._cache_tasks = 0
         self._failures: FailureLog | None = None  # made at the first failed call
 
@@ -210,6 +213,31 @@ class Dispatcher:
         task = self.loop.create_task(coro)
         keep.add(task)
         task.add_done_callback(keep.discard)
+
+    def released(self, object_id: int, entry: Any) -> None:
+        """The peer released one of our objects: a stream stops producing,
+        and the release hooks hear of it."""
+        if type(entry.obj) is StreamSource:
+            closing = entry.obj._pb_on_release()
+            if closing is not None:
+                # Clean-up, not a call: closing the connection waits for it
+                # but does not cancel it (a release and a close can arrive
+                # in one receive pass, before this task's first step).
+                self.spawn(log_errors(closing, "closing a released stream"))
+        for hook in self.release_hooks:
+            try:
+                hook(object_id, entry)
+            except EXIT:
+                raise
+            except BaseException:
+                log.exception("release hook failed", hook=repr(hook))
+
+    def release_all(self, entries: list[Any]) -> None:
+        """Closing: every object the peer still held is released; the hooks
+        are let go after (nothing more can be released)."""
+        for entry in entries:
+            self.released(0, entry)
+        self.release_hooks = []
 
     def stopped_observing(self, cacheable: Any, perspective: Any, observer: Any) -> None:
         try:

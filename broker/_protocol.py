@@ -39,7 +39,7 @@ from ._events import (
     HelloEvent,
     TimedOut,
 )
-from ._dispatch import EXIT, Dispatcher, log_errors
+from ._dispatch import Dispatcher
 from ._pending import PendingCall, fail
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
 from ._writes import WriteCap, write_out
@@ -48,7 +48,6 @@ from ._limits import Limits
 from ._references import ROOT_ID
 from ._connection import Connection
 from ._remote import RemoteReference
-from ._streaming import StreamSource
 
 __all__ = ["BrokerProtocol"]
 
@@ -127,8 +126,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         #: Wakes the core at its next deadline (handshake, keepalive, idle).
         self._timer: asyncio.TimerHandle | None = None
         self.peer_address: Any = None
-        #: Called with each entry the peer released: (object_id, entry).
-        self.release_hooks: list[Callable[[int, Any], Any]] = []
 
     # -- plumbing -------------------------------------------------------------
 
@@ -225,7 +222,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def add_release_hook(self, hook: Callable[[int, Any], Any]) -> None:
         """``hook(object_id, entry)`` runs when the peer releases one of our objects."""
-        self.release_hooks.append(hook)
+        self._dispatch.release_hooks.append(hook)
 
     async def wait_closed(self) -> str:
         """Wait until closed, socket included; return why."""
@@ -408,44 +405,34 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             else:
                 fail(fut, outcome.error)  # type: ignore[union-attr]
 
-    def _call_cancelled(self, fut: PendingCall) -> None:
+    def _call_cancelled(self, fut: PendingCall) -> bool:
+        """Our caller gave up on ``fut``: withdraw it if it still waits for a
+        slot (True: never sent), else CANCEL it remotely."""
         req_id = fut._req_id
         if req_id is None:
-            self._unqueue(fut)
-        elif self._futures.pop(req_id, None) is not None:
+            self.core.unqueue(fut)
+            if self.core.has_output:  # one-way calls it held back
+                self._flush_soon()
+            return True
+        if self._futures.pop(req_id, None) is not None:
             self.core.cancel(req_id)
             self._flush_soon()
-
-    def _unqueue(self, fut: PendingCall) -> None:
-        self.core.unqueue(fut)
-        if self.core.has_output:  # one-way calls it held back
-            self._flush_soon()
+        return False
 
     def _call_timed_out(self, fut: PendingCall, method: str, timeout: float) -> None:
         if fut.done():
             return
-        req_id = fut._req_id
+        never_sent = self._call_cancelled(fut)
         if not self._ready.done() and self.server is None:
             # Nothing came back at all: not a slow method, most likely not PB.
-            if req_id is None:
-                self._unqueue(fut)
-            else:
-                self._futures.pop(req_id, None)
-                self.core.cancel(req_id)
-            fail(fut, CallTimeout(f"call {method!r}: no PB HELLO from {self._peer_name()} within {timeout} s "
-                f"(is this a PB server?)"))
-            return
-        if req_id is None:
-            self._unqueue(fut)
-            fail(fut, CallTimeout(
-                f"call {method!r} found no free slot within {timeout} s "
-                f"({len(self.core.waiting)} calls were waiting for answers); it was not sent"))
-            return
-        self._futures.pop(req_id, None)
-        self.core.cancel(req_id)
-        fail(fut, CallTimeout(
-            f"call {method!r} got no answer within {timeout} s; it was cancelled remotely"))
-        self._flush_soon()
+            text = (f"call {method!r}: no PB HELLO from {self._peer_name()} within "
+                    f"{timeout} s (is this a PB server?)")
+        elif never_sent:
+            text = (f"call {method!r} found no free slot within {timeout} s "
+                    f"({len(self.core.waiting)} calls were waiting for answers); it was not sent")
+        else:
+            text = f"call {method!r} got no answer within {timeout} s; it was cancelled remotely"
+        fail(fut, CallTimeout(text))
 
     def _flush_soon(self) -> None:
         if self.core.stopped:
@@ -598,20 +585,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                                 observer)
 
     def _on_released(self, object_id: int, entry: Any) -> None:
-        if type(entry.obj) is StreamSource:
-            closing = entry.obj._pb_on_release()
-            if closing is not None:
-                # Clean-up, not a call: closing the connection waits for it
-                # but does not cancel it (a release and a close can arrive
-                # in one receive pass, before this task's first step).
-                self._dispatch.spawn(log_errors(closing, "closing a released stream"))
-        for hook in self.release_hooks:
-            try:
-                hook(object_id, entry)
-            except EXIT:
-                raise
-            except BaseException:
-                log.exception("release hook failed", hook=repr(hook))
+        self._dispatch.released(object_id, entry)
 
     # -- timers -------------------------------------------------------------------
 
@@ -743,9 +717,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         running = dispatch.cancel_all()
         proxies = self.core.refs.live_proxies()
         entries, caches = self.core.refs.clear()
-        for entry in entries:
-            self._on_released(0, entry)
-        self.release_hooks = []  # the last releases are told: nothing more comes
+        dispatch.release_all(entries)
         for cache_entry in caches:
             dispatch.stopped_observing(cache_entry.obj, cache_entry.perspective,
                                        cache_entry.observer)

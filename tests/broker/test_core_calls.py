@@ -247,3 +247,73 @@ def test_logging_in_takes_the_login_deadline_off():
     assert server.next_deadline() == pair.now + server.limits.keepalive_interval
     assert server.handle_timeout(pair.now + 5.0) is None
     assert server.state == "OPEN"
+
+
+# -- what dead and released proxies owe the peer ---------------------------------------
+
+class Child(broker.Referenceable):
+    def remote_ping(self):
+        return "pong"
+
+
+class Parent(broker.Root):
+    def remote_child(self):
+        return Child()
+
+
+def pair_holding_a_child() -> tuple[CorePair, int]:
+    pair = CorePair(Parent())
+    pair.handshake()
+    pair.client.call(0, "child", (), {}, True, "c")
+    (event,) = pair.deliver(pair.client)
+    pair.server.answer(event.req_id, Child())
+    (answer,) = pair.deliver(pair.server)
+    proxy = answer.value
+    assert len(pair.server.refs.local) == 2  # the root and the child
+    return pair, proxy.object_id
+
+
+def messages(core) -> list[list]:
+    return [msgpack.unpackb(b) for b in split_frames(core.take_output())]
+
+
+def test_a_dead_proxy_is_decrefed_when_the_loop_processes_releases():
+    pair, child_id = pair_holding_a_child()
+    client = pair.client
+    assert client.proxy_died(child_id, 1) is True  # the adapter schedules the loop
+    assert client.take_output() == []  # nothing before process_releases()
+    client.process_releases()
+    assert messages(client) == [[Op.DECREF, child_id, 1]]
+    client.decref(child_id, 0)  # a zero count sends nothing
+    assert client.take_output() == []
+
+
+def test_the_peer_lets_go_of_an_object_once_the_decref_arrives():
+    pair, child_id = pair_holding_a_child()
+    pair.client.proxy_died(child_id, 1)
+    pair.client.process_releases()
+    assert pair.deliver(pair.client) == []
+    assert child_id not in pair.server.refs.local
+
+
+def test_the_root_proxy_is_never_counted_so_its_death_owes_nothing():
+    pair, _ = pair_holding_a_child()
+    assert pair.client.proxy_died(0, 1) is False
+    pair.client.process_releases()
+    assert pair.client.take_output() == []
+
+
+def test_a_released_proxy_is_decrefed_at_once_and_the_peer_lets_go():
+    pair, child_id = pair_holding_a_child()
+    pair.client.proxy_released(child_id, 1)
+    assert pair.deliver(pair.client) == []
+    assert child_id not in pair.server.refs.local
+
+
+def test_releases_owed_to_a_closed_peer_are_dropped():
+    pair, child_id = pair_holding_a_child()
+    pair.client.proxy_died(child_id, 1)
+    pair.client.close()
+    assert not pair.client.dead_proxies
+    pair.client.process_releases()
+    assert pair.client.take_output() == []
