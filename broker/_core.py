@@ -10,6 +10,13 @@ target and the method, so a user method can never re-enter the parser.
 Every state and every transition is in ``TRANSITIONS`` below, and in
 docs/protocol.md ("Connection states"); ``_enter`` is the only place the
 state changes, and it refuses a transition the table does not list.
+
+Beside the states, the core keeps the protocol's queues: our calls waiting
+for a free slot (``call_queue``; ``CallSent``/``CallNotSent`` from
+``take_dequeued``), the peer's calls held for E-order (``backlog``; the
+adapter says ``first_step_pending``/``first_step_taken`` and asks
+``next_held_call``), and what dead proxies and caches owe the peer
+(``dead_proxies``, ``cache_drops``; ``process_releases``).
 """
 
 from __future__ import annotations
