@@ -192,18 +192,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def root_reference(self) -> RemoteReference:
         """A counted proxy for the peer's root object."""
-        refs = self.core.refs
-        ref = refs.remote.get(ROOT_ID)
-        proxy = ref() if ref is not None else None
-        if proxy is None or proxy._pb_released:
-            proxy = self._make_proxy(ROOT_ID)
-            refs.remote[ROOT_ID] = weakref.ref(proxy)
-        proxy._pb_count += 1
-        return proxy
+        return self.core.refs.root_proxy(self._make_proxy)
 
     @property
     def local_object_count(self) -> int:
-        return sum(1 for e in self.core.refs.local.values() if not e.permanent)
+        return self.core.refs.held_by_peer()
 
     @property
     def remote_reference_count(self) -> int:

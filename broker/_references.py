@@ -362,6 +362,22 @@ class ReferenceTables:
             if proxy is None or proxy._pb_released:
                 del self.remote[object_id]
 
+    def root_proxy(self, make_proxy: Callable[[int], Any]) -> Any:
+        """A counted proxy for the peer's root object: the live one, or one
+        made by ``make_proxy`` (given here, not the table's own: this works
+        after clear() too, for a connection already closed)."""
+        ref = self.remote.get(ROOT_ID)
+        proxy = ref() if ref is not None else None
+        if proxy is None or proxy._pb_released:
+            proxy = make_proxy(ROOT_ID)
+            self.remote[ROOT_ID] = weakref.ref(proxy)
+        proxy._pb_count += 1
+        return proxy
+
+    def held_by_peer(self) -> int:
+        """How many of our objects the peer holds references to."""
+        return sum(1 for e in self.local.values() if not e.permanent)
+
     def live_proxies(self) -> list[Any]:
         return [p for p in (r() for r in self.remote.values()) if p is not None]
 

@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 import broker
+import broker.testing
 from broker._events import AnswerEvent, CallEvent, CallNotSent, CallSent, CancelEvent
 from broker._messages import Op
 from broker.testing import CorePair, split_frames
@@ -317,3 +318,15 @@ def test_releases_owed_to_a_closed_peer_are_dropped():
     assert not pair.client.dead_proxies
     pair.client.process_releases()
     assert pair.client.take_output() == []
+
+
+def test_the_root_proxy_is_shared_counted_and_made_again_once_released():
+    pair, _ = pair_holding_a_child()
+    refs = pair.client.refs
+    first = refs.root_proxy(broker.testing.CoreProxy)
+    assert refs.root_proxy(broker.testing.CoreProxy) is first
+    assert first._pb_count == 2
+    first._pb_released = True
+    again = refs.root_proxy(broker.testing.CoreProxy)
+    assert again is not first and again._pb_count == 1
+    assert pair.server.refs.held_by_peer() == 1  # the child; the root is not counted
