@@ -32,7 +32,7 @@ import msgpack  # noqa: E402
 import broker  # noqa: E402
 import cred  # noqa: E402
 import jelly  # noqa: E402
-from jelly import _decode, _depth, _encode  # noqa: E402
+from jelly import _depth, _encode  # noqa: E402
 
 from bench_jelly import GRAPH, _registry  # noqa: E402
 
@@ -66,45 +66,14 @@ def no_tuple_new() -> Callable[[], None]:
     return _set(_encode, "_ext", msgpack.ExtType)
 
 
-def no_headers() -> Callable[[], None]:
-    """The COPY payload's index and tag packed by the encoder's own packer."""
-    from jelly import _codes
-    from jelly._copyable import state_for
-
-    def copy(self: Any, obj: Any) -> Any:
-        copies = self.copies
-        if copies is None:
-            copies = self.copies = {}
-            self.keep = []
-        index = copies.get(id(obj))
-        if index is not None:
-            return _encode._ext(_codes.BACKREF, self.nested(index))
-        index = copies[id(obj)] = len(copies)
-        self.keep.append(obj)
-        context = self.context
-        state = state_for(obj, None if context is None else context.perspective)
-        return _encode._ext(_codes.COPY, self.nested(index) + self.nested(type(obj).copy_tag)
-                            + self.nested(state))
-    return _set(_encode._Encoder, "copy", copy)
-
-
 def no_depth_trick() -> Callable[[], None]:
     """Depth measured by looking at every child's type (no gc.is_tracked)."""
+    walk = _depth._walk
 
-    def measure(root: Any, limit: int, recorded: dict, exact: bool, hidden: int = 0) -> int:
-        kind = type(root)
-        if kind is list:
-            lists, dicts = [root], []
-        elif kind is dict:
-            lists, dicts = [], [root]
-        else:
-            return recorded.get(id(root), 0) if recorded else 0
-        if exact:
-            small = _depth._measure_small(root, limit, recorded, 64)
-            if small is not None:
-                return small
-        return _depth._walk(lists, dicts, limit, recorded, False, exact)[0]
-    return _set(_decode, "measure", measure)
+    def typed_walk(lists: list, dicts: list, limit: int, recorded: dict, use_gc: bool,
+                   exact: bool) -> tuple[int, int]:
+        return walk(lists, dicts, limit, recorded, False, exact)
+    return _set(_depth, "_walk", typed_walk)
 
 
 def no_eager() -> Callable[[], None]:
@@ -213,11 +182,11 @@ async def _setup() -> dict[str, Callable[[], Any]]:
 TRICKS: dict[str, tuple[Callable[[], Callable[[], None]], list[str]]] = {
     "pools": (no_pools, ["sequential", "1000-dict", "1MiB"]),
     "tuple-new": (no_tuple_new, ["jelly-graph"]),
-    "headers": (no_headers, ["jelly-graph"]),
     "depth": (no_depth_trick, ["1000-dict", "jelly-dicts"]),
     "eager": (no_eager, ["async-sequential", "async-100-in-flight"]),
-    # Dropped after measuring: the server's HELLO held two loop turns
-    # (bench/README.md); "login" and "connect" stay as rows to try others on.
+    # Dropped after measuring (bench/README.md): the server's HELLO held two
+    # loop turns, and a COPY's headers written by hand; "login" and
+    # "connect" stay as rows to try other tricks on.
 }
 
 

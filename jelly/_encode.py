@@ -74,27 +74,10 @@ def _refuse(obj: object) -> EncodeError:
     )
 
 
-# A COPY's index and tag headers are written here by hand rather than packed
-# (bench/README.md, "Speed tricks": bench_jelly's graph row, +3-5 % without).
-def _uint(value: int) -> bytes:
-    """msgpack encoding of a non-negative int."""
-    if value < 0x80:
-        return bytes((value,))
-    if value <= 0xFFFF:
-        return b"\xcd" + value.to_bytes(2, "big")
-    return b"\xce" + value.to_bytes(4, "big")
-
-
-def _str(text: str) -> bytes:
-    data = text.encode("utf-8")
-    if len(data) < 32:
-        return bytes((0xA0 | len(data),)) + data
-    if len(data) <= 0xFF:
-        return b"\xd9" + bytes((len(data),)) + data
-    return b"\xda" + len(data).to_bytes(2, "big") + data
-
-
-_tag_headers: dict[str, bytes] = {}
+#: Packs a COPY's index and tag (plain values: the hook is never reached, so
+#: one C packer serves every encoder).  Headers written by hand, with the
+#: tag's cached, measured no faster (bench/README.md, "Speed tricks").
+_pack_plain = Packer(use_bin_type=True).pack
 _tuple_new = tuple.__new__
 
 
@@ -156,16 +139,13 @@ class _Encoder:
             self.keep = []
         index = copies.get(id(obj))
         if index is not None:
-            return _ext(_codes.BACKREF, _uint(index))
+            return _ext(_codes.BACKREF, _pack_plain(index))
         index = copies[id(obj)] = len(copies)
         self.keep.append(obj)  # type: ignore[union-attr]  # ids stay unique
         context = self.context
         state = state_for(obj, None if context is None else context.perspective)
-        tag = type(obj).copy_tag
-        header = _tag_headers.get(tag)
-        if header is None:
-            header = _tag_headers[tag] = _str(tag)
-        return _ext(_codes.COPY, _uint(index) + header + self.nested(state))
+        return _ext(_codes.COPY, _pack_plain(index) + _pack_plain(type(obj).copy_tag)
+                    + self.nested(state))
 
     def flavor(self, obj: Flavored) -> ExtType:
         kind, args = reference_out(self.context, obj)
