@@ -73,6 +73,7 @@ _LINGER_BYTES = 4 * 1024 * 1024
 _FOR_CACHE_UPDATES = 1  # async observe_* updates reached max_outstanding_calls
 _FOR_WRITES = 2         # the peer is not reading what we send it
 
+
 class BrokerProtocol(asyncio.BufferedProtocol):
     """One connection, either side."""
 
@@ -123,7 +124,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._end_of_turn_flush = False
         self._watchers: list[Callable[[Any], Any]] = []
         self._close_reason: str | None = None
-        #: Wakes the core at its next deadline (handshake, keepalive, idle).
+        #: Wakes the core at its next deadline (handshake, keepalive, idle, login).
         self._timer: asyncio.TimerHandle | None = None
         self.peer_address: Any = None
 
@@ -132,7 +133,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     @property
     def connection(self) -> Connection:
         """This connection as users see it: the same object for as long as
-        anybody holds it (the protocol lets go of it once closed)."""
+        anybody holds it (held weakly here)."""
         ref = self._connection_ref
         conn = ref() if ref is not None else None
         if conn is None:
