@@ -109,10 +109,23 @@ def _encode(value: Any, out: bytearray, words: dict[bytes, int]) -> None:
         else:
             _b128(size, out)
         out.append(LIST)
+        # The commonest items (small ints, vocabulary words, short strings)
+        # are written here rather than through a call each (bench_calls:
+        # twisted-client->pb, burst and dicts).
         for item in value:
-            if type(item) is int and 0 <= item < 128:
+            kind = type(item)
+            if kind is int and 0 <= item < 128:
                 out.append(item)
                 out.append(INT)
+            elif kind is bytes and len(item) < 128:
+                number = words.get(item)
+                if number is not None:
+                    out.append(number)
+                    out.append(VOCAB)
+                else:
+                    out.append(len(item))
+                    out.append(STRING)
+                    out += item
             else:
                 _encode(item, out, words)
     elif kind is int:
@@ -197,20 +210,30 @@ class Decoder:
             if not stack:
                 self._start = pos
                 self._lists = 0
-            m = match(buf, pos)
-            if m is None:
-                break  # the type byte has not arrived yet
-            after = m.end()
-            if m.lastindex is None:
-                raise BananaError(f"more than {PREFIX_LIMIT} bytes of prefix: not banana, "
-                                  "or a number no peer may send")
-            kind = buf[after - 1]
-            digits = after - 1 - pos
-            if digits == 1:
-                number = buf[pos]
-            elif digits == 0:
-                number = 0
+            # Most tokens have a prefix of one byte or none (vocabulary
+            # words, short strings, small ints): read those directly and
+            # leave the regex to longer prefixes (bench_calls:
+            # twisted-client->pb, burst).
+            first = buf[pos]
+            if first & 0x80:
+                kind = first
+                number = digits = 0
+                after = pos + 1
+            elif pos + 1 < end and buf[pos + 1] & 0x80:
+                kind = buf[pos + 1]
+                number = first
+                digits = 1
+                after = pos + 2
             else:
+                m = match(buf, pos)
+                if m is None:
+                    break  # the type byte has not arrived yet
+                after = m.end()
+                if m.lastindex is None:
+                    raise BananaError(f"more than {PREFIX_LIMIT} bytes of prefix: not "
+                                      "banana, or a number no peer may send")
+                kind = buf[after - 1]
+                digits = after - 1 - pos
                 number = 0
                 shift = 0
                 for i in range(pos, after - 1):
