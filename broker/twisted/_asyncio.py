@@ -29,6 +29,9 @@ __all__ = ["TwistedProtocol", "TwistedConnection"]
 log = get_logger("broker.twisted")
 
 _EXIT = (KeyboardInterrupt, SystemExit)
+#: Results that cannot be awaited, told apart without inspect (bench_calls:
+#: twisted-client->pb, burst).
+_NEVER_AWAITABLE = frozenset({str, bytes, int, float, bool, type(None), list, tuple, dict})
 
 
 class TwistedProtocol(asyncio.Protocol):
@@ -303,7 +306,7 @@ class TwistedProtocol(asyncio.Protocol):
     def _run_call(self, event: CallEvent) -> None:
         try:
             result = event.func(*event.args, **event.kwargs)
-            if inspect.isawaitable(result):
+            if type(result) not in _NEVER_AWAITABLE and inspect.isawaitable(result):
                 task = self.loop.create_task(self._finish(event, result))
                 self._tasks[id(task)] = task
                 task.add_done_callback(lambda t: self._tasks.pop(id(t), None))

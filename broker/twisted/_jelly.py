@@ -38,7 +38,7 @@ from .._flavors import Referenceable, Viewable
 from .._messages import brief
 from .._remote import RemoteReference
 
-__all__ = ["Jellier", "unjelly", "FAILURE_TAG", "failure_state"]
+__all__ = ["Jellier", "unjelly", "FAILURE_TAG", "failure_state", "PLAIN"]
 
 #: The class name Twisted gives the failures it sends.
 FAILURE_TAG = b"twisted.spread.pb.CopyableFailure"
@@ -64,6 +64,23 @@ class Context(Protocol):
 _ATOMS = {list: b"list", tuple: b"tuple", set: b"set", frozenset: b"frozenset"}
 
 
+def _as_itself(value: Any) -> Any:
+    return value
+
+
+#: Values that jelly to themselves or to one fixed form, by exact type.  The
+#: broker sends these without a Jellier or the reference tables (the answer
+#: to most calls is one; bench_calls: twisted-client->pb, seq and burst).
+PLAIN: dict[type, Any] = {
+    str: lambda v: [b"unicode", v.encode("utf-8", "surrogatepass")],
+    bytes: _as_itself,
+    int: _as_itself,
+    float: _as_itself,
+    type(None): lambda v: [b"None"],
+    bool: lambda v: [b"boolean", b"true" if v else b"false"],
+}
+
+
 class Jellier:
     """Jellies one message's values; shared containers become
     reference/dereference pairs, as Twisted writes them."""
@@ -83,14 +100,9 @@ class Jellier:
 
     def jelly(self, value: Any) -> Any:
         kind = type(value)
-        if kind is str:
-            return [b"unicode", value.encode("utf-8", "surrogatepass")]
-        if kind is int or kind is bytes or kind is float:
-            return value
-        if value is None:
-            return [b"None"]
-        if kind is bool:
-            return [b"boolean", b"true" if value else b"false"]
+        plain = PLAIN.get(kind)
+        if plain is not None:
+            return plain(value)
         atom = _ATOMS.get(kind)
         if atom is not None or kind is dict:
             return self._container(value, atom)
