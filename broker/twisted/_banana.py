@@ -167,8 +167,8 @@ class Decoder:
         self.vocabulary = False
         self._buffer = bytearray()
         self._pos = 0
-        # Per expression: (items still wanted, list being filled) for each open list.
-        self._stack: list[tuple[int, list]] = []
+        # Per expression: [items still wanted, list being filled] for each open list.
+        self._stack: list[list] = []
         self._start = 0      # where the expression being decoded started
         self._lists = 0      # lists opened in it
 
@@ -198,107 +198,117 @@ class Decoder:
         return done
 
     def _run(self, done: list[Any]) -> None:
-        # One regex match per token finds its prefix and type byte; the
-        # message-size check runs per string and once per feed, not per
-        # token (bench_calls: twisted-client->pb, dicts).
+        # Everything the loop reads per token is a local; the message-size
+        # check runs per string and once per feed, not per token
+        # (bench_calls: twisted-client->pb, seq, burst and dicts).
         buf = self._buffer
-        stack = self._stack
+        stack = self._stack  # [items still wanted, list being filled] per open list
         end = len(buf)
         pos = self._pos
+        start = self._start
+        lists = self._lists
+        max_bytes = self.max_bytes
+        max_items = self.max_items
+        max_depth = self.max_depth
+        max_objects = self.max_objects
+        vocabulary = self.vocabulary
+        words = _WORDS
         match = _TOKEN.match
-        while pos < end:
-            if not stack:
-                self._start = pos
-                self._lists = 0
-            # Most tokens have a prefix of one byte or none (vocabulary
-            # words, short strings, small ints): read those directly and
-            # leave the regex to longer prefixes (bench_calls:
-            # twisted-client->pb, burst).
-            first = buf[pos]
-            if first & 0x80:
-                kind = first
-                number = digits = 0
-                after = pos + 1
-            elif pos + 1 < end and buf[pos + 1] & 0x80:
-                kind = buf[pos + 1]
-                number = first
-                digits = 1
-                after = pos + 2
-            else:
-                m = match(buf, pos)
-                if m is None:
-                    break  # the type byte has not arrived yet
-                after = m.end()
-                if m.lastindex is None:
-                    raise BananaError(f"more than {PREFIX_LIMIT} bytes of prefix: not "
-                                      "banana, or a number no peer may send")
-                kind = buf[after - 1]
-                digits = after - 1 - pos
-                number = 0
-                shift = 0
-                for i in range(pos, after - 1):
-                    number |= buf[i] << shift
-                    shift += 7
-            if kind == STRING:
-                if number > SIZE_LIMIT or after + number - self._start > self.max_bytes:
-                    raise BananaError(f"a string of {number} bytes is past the limit "
-                                      f"(SIZE_LIMIT {SIZE_LIMIT}, max_frame {self.max_bytes})")
-                if end - after < number:
-                    break
-                item: Any = bytes(buf[after:after + number])
-                after += number
-            elif kind == LIST:
-                if number > self.max_items:
-                    raise BananaError(f"a list of {number} items is past the limit "
-                                      f"(max_items {self.max_items})")
-                if len(stack) >= self.max_depth:
-                    raise BananaError(f"lists nested deeper than max_depth={self.max_depth}")
-                self._lists += 1
-                if self._lists > self.max_objects:
-                    raise BananaError(f"more than max_objects={self.max_objects} lists in "
-                                      "one message")
+        try:
+            while pos < end:
+                if not stack:
+                    start = pos
+                    lists = 0
+                # Most tokens have a prefix of one byte or none (vocabulary
+                # words, short strings, small ints): read those directly and
+                # leave the regex to longer prefixes.
+                first = buf[pos]
+                if first & 0x80:
+                    kind = first
+                    number = digits = 0
+                    after = pos + 1
+                elif pos + 1 < end and buf[pos + 1] & 0x80:
+                    kind = buf[pos + 1]
+                    number = first
+                    digits = 1
+                    after = pos + 2
+                else:
+                    m = match(buf, pos)
+                    if m is None:
+                        break  # the type byte has not arrived yet
+                    after = m.end()
+                    if m.lastindex is None:
+                        raise BananaError(f"more than {PREFIX_LIMIT} bytes of prefix: not "
+                                          "banana, or a number no peer may send")
+                    kind = buf[after - 1]
+                    digits = after - 1 - pos
+                    number = 0
+                    shift = 0
+                    for i in range(pos, after - 1):
+                        number |= buf[i] << shift
+                        shift += 7
+                if kind == VOCAB:
+                    if not vocabulary:
+                        raise BananaError("a VOCAB token before the pb dialect was chosen")
+                    item: Any = words.get(number)
+                    if item is None:
+                        raise BananaError(f"VOCAB {number} is not in the pb vocabulary")
+                elif kind == STRING:
+                    if number > SIZE_LIMIT or after + number - start > max_bytes:
+                        raise BananaError(f"a string of {number} bytes is past the limit "
+                                          f"(SIZE_LIMIT {SIZE_LIMIT}, max_frame {max_bytes})")
+                    if end - after < number:
+                        break
+                    item = bytes(buf[after:after + number])
+                    after += number
+                elif kind == LIST:
+                    if number > max_items:
+                        raise BananaError(f"a list of {number} items is past the limit "
+                                          f"(max_items {max_items})")
+                    if len(stack) >= max_depth:
+                        raise BananaError(f"lists nested deeper than max_depth={max_depth}")
+                    lists += 1
+                    if lists > max_objects:
+                        raise BananaError(f"more than max_objects={max_objects} lists in "
+                                          "one message")
+                    pos = after
+                    if number:
+                        stack.append([number, []])
+                        continue
+                    item = []
+                elif kind == INT or kind == LONGINT:
+                    item = number
+                elif kind == NEG or kind == LONGNEG:
+                    item = -number
+                elif kind == FLOAT:
+                    if digits:
+                        raise BananaError("a FLOAT token carries no prefix")
+                    if end - after < 8:
+                        break
+                    item = _unpack_double(buf, after)[0]
+                    after += 8
+                else:
+                    raise BananaError(f"unknown banana type byte 0x{kind:02x}")
                 pos = after
-                if number:
-                    stack.append((number, []))
-                    continue
-                item = []
-            elif kind == INT or kind == LONGINT:
-                item = number
-            elif kind == NEG or kind == LONGNEG:
-                item = -number
-            elif kind == VOCAB:
-                if not self.vocabulary:
-                    raise BananaError("a VOCAB token before the pb dialect was chosen")
-                item = _WORDS.get(number)
-                if item is None:
-                    raise BananaError(f"VOCAB {number} is not in the pb vocabulary")
-            elif kind == FLOAT:
-                if digits:
-                    raise BananaError("a FLOAT token carries no prefix")
-                if end - after < 8:
-                    break
-                item = _unpack_double(buf, after)[0]
-                after += 8
-            else:
-                raise BananaError(f"unknown banana type byte 0x{kind:02x}")
-            pos = after
-            # Hand the item to its list, closing every list it completes.
-            while stack:
-                top = stack[-1]
-                items = top[1]
-                items.append(item)
-                if len(items) < top[0]:
-                    break
-                stack.pop()
-                item = items
-            else:
-                done.append(item)
-                if not self.vocabulary:
-                    # Still negotiating: what follows may use the vocabulary
-                    # the answer switches on, so stop after this expression.
-                    self._pos = pos
-                    return
-        self._pos = pos
+                # Hand the item to its list, closing every list it completes.
+                while stack:
+                    top = stack[-1]
+                    top[1].append(item)
+                    top[0] -= 1
+                    if top[0]:
+                        break
+                    stack.pop()
+                    item = top[1]
+                else:
+                    done.append(item)
+                    if not vocabulary:
+                        # Still negotiating: what follows may use the vocabulary
+                        # the answer switches on, so stop after this expression.
+                        return
+        finally:
+            self._pos = pos
+            self._start = start
+            self._lists = lists
         if stack or pos < end:
             self._check_size(end)
 
