@@ -279,7 +279,8 @@ class TwistedProtocol(asyncio.Protocol):
                         self._handshake_timer.cancel()
                     if not self._ready.done():
                         self._ready.set_result(None)
-            self._run_stopped()
+            if self.core.stopped:
+                self._run_stopped()
         except ProtocolError as exc:
             # Garbage: close, as Twisted does; the peer gets no traceback.
             log.info("closing a Twisted-dialect connection", peer=str(self.peer_address),

@@ -114,8 +114,12 @@ def _encode(value: Any, out: bytearray, words: dict[bytes, int]) -> None:
         # twisted-client->pb, burst and dicts).
         for item in value:
             kind = type(item)
-            if kind is int and 0 <= item < 128:
-                out.append(item)
+            if kind is int and 0 <= item < 16384:  # a request id, say: two bytes at most
+                if item < 128:
+                    out.append(item)
+                else:
+                    out.append(item & 0x7F)
+                    out.append(item >> 7)
                 out.append(INT)
             elif kind is bytes and len(item) < 128:
                 number = words.get(item)
@@ -219,9 +223,9 @@ class Decoder:
                 if not stack:
                     start = pos
                     lists = 0
-                # Most tokens have a prefix of one byte or none (vocabulary
-                # words, short strings, small ints): read those directly and
-                # leave the regex to longer prefixes.
+                # Most tokens have a prefix of two bytes or fewer (vocabulary
+                # words, short strings, small ints, request ids): read those
+                # directly and leave the regex to longer prefixes.
                 first = buf[pos]
                 if first & 0x80:
                     kind = first
@@ -232,6 +236,11 @@ class Decoder:
                     number = first
                     digits = 1
                     after = pos + 2
+                elif pos + 2 < end and buf[pos + 2] & 0x80:
+                    kind = buf[pos + 2]
+                    number = first | buf[pos + 1] << 7
+                    digits = 2
+                    after = pos + 3
                 else:
                     m = match(buf, pos)
                     if m is None:

@@ -17,6 +17,7 @@ VALUES = [
     b"", b"x", b"y" * 127, b"z" * 128, b"w" * 20_000,
     b"message", b"answer", b"tuple", b"unicode", b"dictionary", b"None",  # vocabulary
     [], [1, [2, [3, []]]], list(range(300)), [b"answer", 7, [b"unicode", b"hello"]],
+    [b"answer", 9000, 127, 128, 16383, 16384, 2**21, -200], list(range(0, 40000, 97)),
     [b"message", 12, b"root", b"echo", 1, [b"tuple", [b"unicode", b"hi"], 5, -3, 1.5],
      [b"dictionary", [[b"unicode", b"k"], [b"list", b"v" * 200, 2**40]]]],
     [[b"tuple"] + [[b"unicode", b"item%d" % i], i, i * 0.5] for i in range(200)],
