@@ -50,6 +50,8 @@ VOCABULARY: dict[bytes, int] = {
 }
 _WORDS: dict[int, bytes] = {number: word for word, number in VOCABULARY.items()}
 
+#: A two-item LIST and the STRING ``unicode`` (not a vocabulary word).
+_UNICODE_HEAD = bytes([2, LIST, 7, STRING]) + b"unicode"
 _pack_double = struct.Struct("!d").pack
 _unpack_double = struct.Struct("!d").unpack_from
 # A token's prefix and type byte, or (second branch) a prefix past the limit.
@@ -130,6 +132,13 @@ def _encode(value: Any, out: bytearray, words: dict[bytes, int]) -> None:
                     out.append(len(item))
                     out.append(STRING)
                     out += item
+            elif (kind is list and len(item) == 2 and item[0] == b"unicode"
+                  and type(item[1]) is bytes and len(item[1]) < 128):
+                # Jelly's text, [b"unicode", utf-8]: the commonest list of all.
+                out += _UNICODE_HEAD
+                out.append(len(item[1]))
+                out.append(STRING)
+                out += item[1]
             else:
                 _encode(item, out, words)
     elif kind is int:
@@ -185,13 +194,28 @@ class Decoder:
         Raises :class:`BananaError` for anything that is not acceptable
         banana: the connection must then close."""
         buf = self._buffer
-        if self._pos and self._pos == len(buf):
-            buf.clear()
-            self._pos = self._start = 0
-        buf += data
         done: list[Any] = []
+        if self._pos == len(buf):
+            # Nothing left over: decode straight from ``data``, and keep only
+            # what it leaves unfinished (most reads end on a message's end;
+            # strings are then sliced from bytes, one copy, not two).
+            self._start -= self._pos
+            self._pos = 0
+            buf.clear()
+            if type(data) is not bytes:
+                data = bytes(data)
+            try:
+                self._run(done, data)
+            finally:
+                pos = self._pos
+                if pos < len(data):
+                    buf += memoryview(data)[pos:]
+                self._start -= pos
+                self._pos = 0
+            return done
+        buf += data
         try:
-            self._run(done)
+            self._run(done, buf)
         finally:
             # Drop what has been consumed, unless it is cheaper to wait.
             pos = self._pos
@@ -201,11 +225,10 @@ class Decoder:
                 self._pos = 0
         return done
 
-    def _run(self, done: list[Any]) -> None:
+    def _run(self, done: list[Any], buf: bytes | bytearray) -> None:
         # Everything the loop reads per token is a local; the message-size
         # check runs per string and once per feed, not per token
         # (bench_calls: twisted-client->pb, seq, burst and dicts).
-        buf = self._buffer
         stack = self._stack  # [items still wanted, list being filled] per open list
         end = len(buf)
         pos = self._pos
@@ -218,6 +241,7 @@ class Decoder:
         vocabulary = self.vocabulary
         words = _WORDS
         match = _TOKEN.match
+        in_bytearray = type(buf) is not bytes
         try:
             while pos < end:
                 if not stack:
@@ -268,7 +292,9 @@ class Decoder:
                                           f"(SIZE_LIMIT {SIZE_LIMIT}, max_frame {max_bytes})")
                     if end - after < number:
                         break
-                    item = bytes(buf[after:after + number])
+                    item = buf[after:after + number]
+                    if in_bytearray:
+                        item = bytes(item)
                     after += number
                 elif kind == LIST:
                     if number > max_items:
@@ -319,8 +345,8 @@ class Decoder:
             self._start = start
             self._lists = lists
         if stack or pos < end:
-            self._check_size(end)
+            self._check_size(end, start)
 
-    def _check_size(self, upto: int) -> None:
-        if upto - self._start > self.max_bytes:
+    def _check_size(self, upto: int, start: int) -> None:
+        if upto - start > self.max_bytes:
             raise BananaError(f"one message is longer than max_frame={self.max_bytes} bytes")

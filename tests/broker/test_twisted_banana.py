@@ -18,6 +18,8 @@ VALUES = [
     b"message", b"answer", b"tuple", b"unicode", b"dictionary", b"None",  # vocabulary
     [], [1, [2, [3, []]]], list(range(300)), [b"answer", 7, [b"unicode", b"hello"]],
     [b"answer", 9000, 127, 128, 16383, 16384, 2**21, -200], list(range(0, 40000, 97)),
+    [[b"unicode", b"a"], [b"unicode", b"b" * 127], [b"unicode", b"c" * 128], [b"unicode", 5],
+     [b"unicode"], [b"unicode", b"d", b"e"], [b"none", b"x"]],
     [b"message", 12, b"root", b"echo", 1, [b"tuple", [b"unicode", b"hi"], 5, -3, 1.5],
      [b"dictionary", [[b"unicode", b"k"], [b"list", b"v" * 200, 2**40]]]],
     [[b"tuple"] + [[b"unicode", b"item%d" % i], i, i * 0.5] for i in range(200)],
