@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 pytest.importorskip("twisted.spread.pb", reason="Twisted is not installed (the test extra "
                     "pulls it in): the Twisted-dialect interop tests need a real Twisted peer")
 
+from tests.clients.test_readme_tour import free_port, wait_for_port  # noqa: E402
 from tests.services.test_echo import pb, pb_env  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "coming-from-twisted.md"
@@ -49,24 +48,6 @@ def session(step: str) -> tuple[str, str, list[str]]:
     return server, client, lines[2:]
 
 
-def free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
-
-def wait_listening(port: int, server: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert server.poll() is None, server.communicate()[1]
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listening on {port}"
-            time.sleep(0.05)
-
-
 def test_the_doc_has_both_steps_with_their_programs():
     first, second = steps()
     assert first.startswith("Step 1") and second.startswith("Step 2")
@@ -91,7 +72,7 @@ def test_a_migration_step_runs_as_written(tmp_path, index):
     server = subprocess.Popen([sys.executable, server_name], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_listening(int(ports["8787"]), server)
+        wait_for_port(ports["8787"], server)
         client = subprocess.run([sys.executable, client_name], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=60)
         assert client.returncode == 0, client.stderr
