@@ -42,6 +42,13 @@ async def connect_twisted(host: str | None = None, port: int | None = None, *,
         return TwistedProtocol(root=root, limits=limits, is_client=True,
                                unsafe_tracebacks=unsafe_tracebacks)
 
+    # The same address rules as the native connect(): a path or a port, and
+    # server_hostname only means something with ssl.
+    if path is None and port is None:
+        raise ValueError("connect() needs a port (or a path for a UNIX socket)")
+    if not ssl:
+        server_hostname = None
+
     async def open_() -> TwistedConnection:
         if path is not None:
             _, protocol = await loop.create_unix_connection(

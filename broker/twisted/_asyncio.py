@@ -29,6 +29,9 @@ __all__ = ["TwistedProtocol", "TwistedConnection"]
 log = get_logger("broker.twisted")
 
 _EXIT = (KeyboardInterrupt, SystemExit)
+#: Results that cannot be awaited, told apart without inspect (bench_calls:
+#: twisted-client->pb, burst).
+_NEVER_AWAITABLE = frozenset({str, bytes, int, float, bool, type(None), list, tuple, dict})
 
 
 class TwistedProtocol(asyncio.Protocol):
@@ -276,7 +279,8 @@ class TwistedProtocol(asyncio.Protocol):
                         self._handshake_timer.cancel()
                     if not self._ready.done():
                         self._ready.set_result(None)
-            self._run_stopped()
+            if self.core.stopped:
+                self._run_stopped()
         except ProtocolError as exc:
             # Garbage: close, as Twisted does; the peer gets no traceback.
             log.info("closing a Twisted-dialect connection", peer=str(self.peer_address),
@@ -303,7 +307,7 @@ class TwistedProtocol(asyncio.Protocol):
     def _run_call(self, event: CallEvent) -> None:
         try:
             result = event.func(*event.args, **event.kwargs)
-            if inspect.isawaitable(result):
+            if type(result) not in _NEVER_AWAITABLE and inspect.isawaitable(result):
                 task = self.loop.create_task(self._finish(event, result))
                 self._tasks[id(task)] = task
                 task.add_done_callback(lambda t: self._tasks.pop(id(t), None))

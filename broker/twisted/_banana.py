@@ -50,6 +50,8 @@ VOCABULARY: dict[bytes, int] = {
 }
 _WORDS: dict[int, bytes] = {number: word for word, number in VOCABULARY.items()}
 
+#: A two-item LIST and the STRING ``unicode`` (not a vocabulary word).
+_UNICODE_HEAD = bytes([2, LIST, 7, STRING]) + b"unicode"
 _pack_double = struct.Struct("!d").pack
 _unpack_double = struct.Struct("!d").unpack_from
 # A token's prefix and type byte, or (second branch) a prefix past the limit.
@@ -109,10 +111,34 @@ def _encode(value: Any, out: bytearray, words: dict[bytes, int]) -> None:
         else:
             _b128(size, out)
         out.append(LIST)
+        # The commonest items (small ints, vocabulary words, short strings)
+        # are written here rather than through a call each (bench_calls:
+        # twisted-client->pb, burst and dicts).
         for item in value:
-            if type(item) is int and 0 <= item < 128:
-                out.append(item)
+            kind = type(item)
+            if kind is int and 0 <= item < 16384:  # a request id, say: two bytes at most
+                if item < 128:
+                    out.append(item)
+                else:
+                    out.append(item & 0x7F)
+                    out.append(item >> 7)
                 out.append(INT)
+            elif kind is bytes and len(item) < 128:
+                number = words.get(item)
+                if number is not None:
+                    out.append(number)
+                    out.append(VOCAB)
+                else:
+                    out.append(len(item))
+                    out.append(STRING)
+                    out += item
+            elif (kind is list and len(item) == 2 and item[0] == b"unicode"
+                  and type(item[1]) is bytes and len(item[1]) < 128):
+                # Jelly's text, [b"unicode", utf-8]: the commonest list of all.
+                out += _UNICODE_HEAD
+                out.append(len(item[1]))
+                out.append(STRING)
+                out += item[1]
             else:
                 _encode(item, out, words)
     elif kind is int:
@@ -154,8 +180,8 @@ class Decoder:
         self.vocabulary = False
         self._buffer = bytearray()
         self._pos = 0
-        # Per expression: (items still wanted, list being filled) for each open list.
-        self._stack: list[tuple[int, list]] = []
+        # Per expression: [items still wanted, list being filled] for each open list.
+        self._stack: list[list] = []
         self._start = 0      # where the expression being decoded started
         self._lists = 0      # lists opened in it
 
@@ -168,13 +194,28 @@ class Decoder:
         Raises :class:`BananaError` for anything that is not acceptable
         banana: the connection must then close."""
         buf = self._buffer
-        if self._pos and self._pos == len(buf):
-            buf.clear()
-            self._pos = self._start = 0
-        buf += data
         done: list[Any] = []
+        if self._pos == len(buf):
+            # Nothing left over: decode straight from ``data``, and keep only
+            # what it leaves unfinished (most reads end on a message's end;
+            # strings are then sliced from bytes, one copy, not two).
+            self._start -= self._pos
+            self._pos = 0
+            buf.clear()
+            if type(data) is not bytes:
+                data = bytes(data)
+            try:
+                self._run(done, data)
+            finally:
+                pos = self._pos
+                if pos < len(data):
+                    buf += memoryview(data)[pos:]
+                self._start -= pos
+                self._pos = 0
+            return done
+        buf += data
         try:
-            self._run(done)
+            self._run(done, buf)
         finally:
             # Drop what has been consumed, unless it is cheaper to wait.
             pos = self._pos
@@ -184,101 +225,128 @@ class Decoder:
                 self._pos = 0
         return done
 
-    def _run(self, done: list[Any]) -> None:
-        # One regex match per token finds its prefix and type byte; the
-        # message-size check runs per string and once per feed, not per
-        # token (bench_calls: twisted-client->pb, dicts).
-        buf = self._buffer
-        stack = self._stack
+    def _run(self, done: list[Any], buf: bytes | bytearray) -> None:
+        # Everything the loop reads per token is a local; the message-size
+        # check runs per string and once per feed, not per token
+        # (bench_calls: twisted-client->pb, seq, burst and dicts).
+        stack = self._stack  # [items still wanted, list being filled] per open list
         end = len(buf)
         pos = self._pos
+        start = self._start
+        lists = self._lists
+        max_bytes = self.max_bytes
+        max_items = self.max_items
+        max_depth = self.max_depth
+        max_objects = self.max_objects
+        vocabulary = self.vocabulary
+        words = _WORDS
         match = _TOKEN.match
-        while pos < end:
-            if not stack:
-                self._start = pos
-                self._lists = 0
-            m = match(buf, pos)
-            if m is None:
-                break  # the type byte has not arrived yet
-            after = m.end()
-            if m.lastindex is None:
-                raise BananaError(f"more than {PREFIX_LIMIT} bytes of prefix: not banana, "
-                                  "or a number no peer may send")
-            kind = buf[after - 1]
-            digits = after - 1 - pos
-            if digits == 1:
-                number = buf[pos]
-            elif digits == 0:
-                number = 0
-            else:
-                number = 0
-                shift = 0
-                for i in range(pos, after - 1):
-                    number |= buf[i] << shift
-                    shift += 7
-            if kind == STRING:
-                if number > SIZE_LIMIT or after + number - self._start > self.max_bytes:
-                    raise BananaError(f"a string of {number} bytes is past the limit "
-                                      f"(SIZE_LIMIT {SIZE_LIMIT}, max_frame {self.max_bytes})")
-                if end - after < number:
-                    break
-                item: Any = bytes(buf[after:after + number])
-                after += number
-            elif kind == LIST:
-                if number > self.max_items:
-                    raise BananaError(f"a list of {number} items is past the limit "
-                                      f"(max_items {self.max_items})")
-                if len(stack) >= self.max_depth:
-                    raise BananaError(f"lists nested deeper than max_depth={self.max_depth}")
-                self._lists += 1
-                if self._lists > self.max_objects:
-                    raise BananaError(f"more than max_objects={self.max_objects} lists in "
-                                      "one message")
+        in_bytearray = type(buf) is not bytes
+        try:
+            while pos < end:
+                if not stack:
+                    start = pos
+                    lists = 0
+                # Most tokens have a prefix of two bytes or fewer (vocabulary
+                # words, short strings, small ints, request ids): read those
+                # directly and leave the regex to longer prefixes.
+                first = buf[pos]
+                if first & 0x80:
+                    kind = first
+                    number = digits = 0
+                    after = pos + 1
+                elif pos + 1 < end and buf[pos + 1] & 0x80:
+                    kind = buf[pos + 1]
+                    number = first
+                    digits = 1
+                    after = pos + 2
+                elif pos + 2 < end and buf[pos + 2] & 0x80:
+                    kind = buf[pos + 2]
+                    number = first | buf[pos + 1] << 7
+                    digits = 2
+                    after = pos + 3
+                else:
+                    m = match(buf, pos)
+                    if m is None:
+                        break  # the type byte has not arrived yet
+                    after = m.end()
+                    if m.lastindex is None:
+                        raise BananaError(f"more than {PREFIX_LIMIT} bytes of prefix: not "
+                                          "banana, or a number no peer may send")
+                    kind = buf[after - 1]
+                    digits = after - 1 - pos
+                    number = 0
+                    shift = 0
+                    for i in range(pos, after - 1):
+                        number |= buf[i] << shift
+                        shift += 7
+                if kind == VOCAB:
+                    if not vocabulary:
+                        raise BananaError("a VOCAB token before the pb dialect was chosen")
+                    item: Any = words.get(number)
+                    if item is None:
+                        raise BananaError(f"VOCAB {number} is not in the pb vocabulary")
+                elif kind == STRING:
+                    if number > SIZE_LIMIT or after + number - start > max_bytes:
+                        raise BananaError(f"a string of {number} bytes is past the limit "
+                                          f"(SIZE_LIMIT {SIZE_LIMIT}, max_frame {max_bytes})")
+                    if end - after < number:
+                        break
+                    item = buf[after:after + number]
+                    if in_bytearray:
+                        item = bytes(item)
+                    after += number
+                elif kind == LIST:
+                    if number > max_items:
+                        raise BananaError(f"a list of {number} items is past the limit "
+                                          f"(max_items {max_items})")
+                    if len(stack) >= max_depth:
+                        raise BananaError(f"lists nested deeper than max_depth={max_depth}")
+                    lists += 1
+                    if lists > max_objects:
+                        raise BananaError(f"more than max_objects={max_objects} lists in "
+                                          "one message")
+                    pos = after
+                    if number:
+                        stack.append([number, []])
+                        continue
+                    item = []
+                elif kind == INT or kind == LONGINT:
+                    item = number
+                elif kind == NEG or kind == LONGNEG:
+                    item = -number
+                elif kind == FLOAT:
+                    if digits:
+                        raise BananaError("a FLOAT token carries no prefix")
+                    if end - after < 8:
+                        break
+                    item = _unpack_double(buf, after)[0]
+                    after += 8
+                else:
+                    raise BananaError(f"unknown banana type byte 0x{kind:02x}")
                 pos = after
-                if number:
-                    stack.append((number, []))
-                    continue
-                item = []
-            elif kind == INT or kind == LONGINT:
-                item = number
-            elif kind == NEG or kind == LONGNEG:
-                item = -number
-            elif kind == VOCAB:
-                if not self.vocabulary:
-                    raise BananaError("a VOCAB token before the pb dialect was chosen")
-                item = _WORDS.get(number)
-                if item is None:
-                    raise BananaError(f"VOCAB {number} is not in the pb vocabulary")
-            elif kind == FLOAT:
-                if digits:
-                    raise BananaError("a FLOAT token carries no prefix")
-                if end - after < 8:
-                    break
-                item = _unpack_double(buf, after)[0]
-                after += 8
-            else:
-                raise BananaError(f"unknown banana type byte 0x{kind:02x}")
-            pos = after
-            # Hand the item to its list, closing every list it completes.
-            while stack:
-                top = stack[-1]
-                items = top[1]
-                items.append(item)
-                if len(items) < top[0]:
-                    break
-                stack.pop()
-                item = items
-            else:
-                done.append(item)
-                if not self.vocabulary:
-                    # Still negotiating: what follows may use the vocabulary
-                    # the answer switches on, so stop after this expression.
-                    self._pos = pos
-                    return
-        self._pos = pos
+                # Hand the item to its list, closing every list it completes.
+                while stack:
+                    top = stack[-1]
+                    top[1].append(item)
+                    top[0] -= 1
+                    if top[0]:
+                        break
+                    stack.pop()
+                    item = top[1]
+                else:
+                    done.append(item)
+                    if not vocabulary:
+                        # Still negotiating: what follows may use the vocabulary
+                        # the answer switches on, so stop after this expression.
+                        return
+        finally:
+            self._pos = pos
+            self._start = start
+            self._lists = lists
         if stack or pos < end:
-            self._check_size(end)
+            self._check_size(end, start)
 
-    def _check_size(self, upto: int) -> None:
-        if upto - self._start > self.max_bytes:
+    def _check_size(self, upto: int, start: int) -> None:
+        if upto - start > self.max_bytes:
             raise BananaError(f"one message is longer than max_frame={self.max_bytes} bytes")

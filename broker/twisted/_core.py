@@ -30,7 +30,7 @@ from .._limits import Limits
 from .._messages import brief
 from .._references import CACHE, CACHED, LCACHE, LOCAL, REMOTE, ROOT_ID, ReferenceTables
 from ._banana import BananaError, Decoder, encode
-from ._jelly import Jellier, failure_state, unjelly
+from ._jelly import PLAIN, Jellier, failure_state, unjelly
 
 __all__ = ["TwistedBroker", "CallEvent", "AnswerEvent", "FailureEvent", "ReadyEvent",
            "PB_VERSION"]
@@ -125,6 +125,9 @@ class TwistedBroker:
         self._out.append(data)
 
     def _jellied(self, value: Any, perspective: Any = None) -> Any:
+        plain = PLAIN.get(type(value))
+        if plain is not None:  # no container, no flavor: no reference tables
+            return plain(value)
         refs = self.refs
         refs.begin_encode(perspective)
         ok = False
@@ -359,14 +362,21 @@ class TwistedBroker:
             if func is None:
                 what = type(target.viewable if type(target) is ViewPoint else target).__qualname__
                 raise PBError(f"{what} has no remote method {name!r}")
-            call_args = self._unjelly(net_args)
-            call_kwargs = self._unjelly(net_kwargs)
-            if type(call_args) is not tuple or type(call_kwargs) is not dict:
-                raise InsecureJelly("message arguments must be a tuple and a dictionary")
-            call_kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
-                           for k, v in call_kwargs.items()}
-            if not all(type(k) is str for k in call_kwargs):
-                raise InsecureJelly("keyword argument names must be text")
+            call_args = _plain_args(net_args)
+            if call_args is None:
+                call_args = self._unjelly(net_args)
+            if net_kwargs == _NO_KWARGS:  # what Twisted sends for no keywords
+                call_kwargs = {}
+            else:
+                call_kwargs = self._unjelly(net_kwargs)
+                if type(call_kwargs) is not dict:
+                    raise InsecureJelly("message keyword arguments must be a dictionary")
+                call_kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
+                               for k, v in call_kwargs.items()}
+                if not all(type(k) is str for k in call_kwargs):
+                    raise InsecureJelly("keyword argument names must be text")
+            if type(call_args) is not tuple:
+                raise InsecureJelly("message arguments must be a tuple")
         except (PBError, ValueError) as exc:
             if answer_wanted:
                 self.fail(req_id, exc)
@@ -428,6 +438,28 @@ class TwistedBroker:
             self.refs.uncache(self._object_id(args[0]))
         except ValueError:
             pass  # Twisted uncaches what it never lost track of; nothing to undo here
+
+
+_NO_KWARGS = [b"dictionary"]
+
+
+def _plain_args(sexp: Any) -> tuple | None:
+    """A message's arguments when they are all plain values (ints, floats,
+    bytes, text), without an unjellier; None for anything else."""
+    if type(sexp) is not list or not sexp or sexp[0] != b"tuple":
+        return None
+    args = []
+    for item in sexp[1:]:
+        kind = type(item)
+        if kind is list:
+            if len(item) != 2 or item[0] != b"unicode" or type(item[1]) is not bytes:
+                return None
+            try:
+                item = item[1].decode("utf-8")
+            except UnicodeDecodeError:
+                return None  # the unjellier says what is wrong with it
+        args.append(item)
+    return tuple(args)
 
 
 def _type_name(kind: type) -> str:

@@ -38,7 +38,7 @@ from .._flavors import Referenceable, Viewable
 from .._messages import brief
 from .._remote import RemoteReference
 
-__all__ = ["Jellier", "unjelly", "FAILURE_TAG", "failure_state"]
+__all__ = ["Jellier", "unjelly", "FAILURE_TAG", "failure_state", "PLAIN"]
 
 #: The class name Twisted gives the failures it sends.
 FAILURE_TAG = b"twisted.spread.pb.CopyableFailure"
@@ -64,6 +64,23 @@ class Context(Protocol):
 _ATOMS = {list: b"list", tuple: b"tuple", set: b"set", frozenset: b"frozenset"}
 
 
+def _as_itself(value: Any) -> Any:
+    return value
+
+
+#: Values that jelly to themselves or to one fixed form, by exact type.  The
+#: broker sends these without a Jellier or the reference tables (the answer
+#: to most calls is one; bench_calls: twisted-client->pb, seq and burst).
+PLAIN: dict[type, Any] = {
+    str: lambda v: [b"unicode", v.encode("utf-8", "surrogatepass")],
+    bytes: _as_itself,
+    int: _as_itself,
+    float: _as_itself,
+    type(None): lambda v: [b"None"],
+    bool: lambda v: [b"boolean", b"true" if v else b"false"],
+}
+
+
 class Jellier:
     """Jellies one message's values; shared containers become
     reference/dereference pairs, as Twisted writes them."""
@@ -83,14 +100,9 @@ class Jellier:
 
     def jelly(self, value: Any) -> Any:
         kind = type(value)
-        if kind is str:
-            return [b"unicode", value.encode("utf-8", "surrogatepass")]
-        if kind is int or kind is bytes or kind is float:
-            return value
-        if value is None:
-            return [b"None"]
-        if kind is bool:
-            return [b"boolean", b"true" if value else b"false"]
+        plain = PLAIN.get(kind)
+        if plain is not None:
+            return plain(value)
         atom = _ATOMS.get(kind)
         if atom is not None or kind is dict:
             return self._container(value, atom)
@@ -105,12 +117,31 @@ class Jellier:
         self._seen[key] = sexp
         self._keep.append(value)
         jelly_ = self.jelly
+        # Text, ints, floats and bytes are jellied here, not through a call
+        # each: they are most of what containers hold (bench_calls:
+        # twisted-client->pb, dicts).
         if atom is None:
             for k, v in value.items():
-                sexp.append([jelly_(k), jelly_(v)])
+                kind = type(k)
+                if kind is str:
+                    k = [b"unicode", k.encode("utf-8", "surrogatepass")]
+                elif kind is not int and kind is not bytes:
+                    k = jelly_(k)
+                kind = type(v)
+                if kind is str:
+                    v = [b"unicode", v.encode("utf-8", "surrogatepass")]
+                elif kind is not int and kind is not float and kind is not bytes:
+                    v = jelly_(v)
+                sexp.append([k, v])
         else:
             for item in value:
-                sexp.append(jelly_(item))
+                kind = type(item)
+                if kind is str:
+                    sexp.append([b"unicode", item.encode("utf-8", "surrogatepass")])
+                elif kind is int or kind is float or kind is bytes:
+                    sexp.append(item)
+                else:
+                    sexp.append(jelly_(item))
         self._done.add(key)
         refid = self._wrap.pop(key, None)
         if refid is not None:  # referred to from inside itself
@@ -217,6 +248,14 @@ class _Unjellier:
         if not sexp:
             raise InsecureJelly("an empty list is not jelly")
         head = sexp[0]
+        if head == b"unicode" and len(sexp) == 2 and type(sexp[1]) is bytes:
+            # Text is most of what arrives: decoded here rather than through
+            # its handler (bench_calls: twisted-client->pb, dicts); bad
+            # UTF-8 goes on to the handler, which says what is wrong.
+            try:
+                return sexp[1].decode("utf-8")
+            except UnicodeDecodeError:
+                pass
         handler = _HANDLERS.get(head)
         if handler is not None:
             return handler(self, sexp)
@@ -239,9 +278,12 @@ class _Unjellier:
         for pair in sexp[1:]:
             if type(pair) is not list or len(pair) != 2:
                 raise InsecureJelly(f"a dictionary item must be a [key, value] pair, not {brief(pair)}")
-            key = unjelly(pair[0])
+            key = pair[0]
+            if type(key) is list:
+                key = unjelly(key)
+            value = pair[1]
             try:
-                out[key] = unjelly(pair[1])
+                out[key] = unjelly(value) if type(value) is list else value
             except TypeError:
                 raise InsecureJelly(f"unhashable dictionary key {brief(key)}") from None
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import weakref
@@ -128,6 +129,11 @@ async def test_a_twisted_client_uses_every_flavor_of_our_server():
     server = await broker.serve(service, "127.0.0.1", 0, dialect="twisted")
     async with server:
         out = await run_peer(PEERS / "client.py", str(server.port))
+    check_client_results(out, service)
+
+
+def check_client_results(out: str, service: Service) -> None:
+    """What client.py printed, after a run against ``service``."""
     results = json.loads(out.strip().splitlines()[-1])
     assert results["echo"] == []
     assert results["kwargs"] is True
@@ -167,10 +173,11 @@ VALUES = [None, True, False, 0, 1, -1, 2**31, -(2**31) - 5, 2**100, -(2**90), 1.
           {"a": 1, "b": [True]}, {(1, 2): "tuple key"}, {1, 2, 3}, frozenset({"x"})]
 
 
-@pytest.fixture
-async def twisted_server():
+@contextlib.asynccontextmanager
+async def start_twisted_server(*args: str):
+    """server.py running; yields the ports (and paths) it printed."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(PEERS / "server.py"), stdout=asyncio.subprocess.PIPE,
+        sys.executable, str(PEERS / "server.py"), *args, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 20)
@@ -179,6 +186,12 @@ async def twisted_server():
     finally:
         proc.kill()
         await proc.wait()
+
+
+@pytest.fixture
+async def twisted_server():
+    async with start_twisted_server() as ports:
+        yield ports
 
 
 async def wait_for(predicate, timeout=5.0):

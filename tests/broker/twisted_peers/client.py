@@ -1,6 +1,7 @@
 """A real Twisted PB client, run as a subprocess against our server.
 
-Usage: python client.py PORT.  Prints one JSON object: check name -> result.
+Usage: python client.py PORT, or python client.py UNIX_PATH (through
+``reactor.connectUNIX``).  Prints one JSON object: check name -> result.
 """
 
 import gc
@@ -48,9 +49,12 @@ VALUES = [None, True, False, 0, 1, -1, 2**31, -(2**31) - 5, 2**100, -(2**90), 1.
 
 
 @defer.inlineCallbacks
-def main(reactor, port):
+def main(reactor, where):
     factory = pb.PBClientFactory()
-    reactor.connectTCP("127.0.0.1", port, factory)
+    if where.isdigit():
+        reactor.connectTCP("127.0.0.1", int(where), factory)
+    else:
+        reactor.connectUNIX(where, factory)
     root = yield factory.getRootObject()
 
     mismatches = []
@@ -120,4 +124,4 @@ def main(reactor, port):
     factory.disconnect()
 
 
-task.react(main, [int(sys.argv[1])])
+task.react(main, [sys.argv[1]])

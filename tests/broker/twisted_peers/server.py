@@ -1,8 +1,11 @@
 """A real Twisted PB server, run as a subprocess for our client.
 
-Prints one JSON line with its ports ({"root": port, "portal": port}) and
-serves until killed.  The portal has user alice / password "secret"; its
-avatars record attached/detached calls, readable through ``events``.
+Usage: python server.py [UNIX_PATH].  Prints one JSON line with its
+ports ({"root": port, "portal": port}, plus "unix" and "unix_portal" paths
+when given one: the same root and portal on UNIX sockets) and serves until
+killed.  The portal has users alice / "secret" and bob / "builder"; its
+avatars record attached/detached calls, readable through ``events``, and
+hand out one shared Viewable that answers with its caller's name.
 """
 
 import gc
@@ -110,6 +113,21 @@ class Service(pb.Root):
 EVENTS = []
 
 
+class Noticeboard(pb.Viewable):
+    """One object for every avatar; Twisted tells each call who makes it."""
+
+    def view_whoami(self, perspective):
+        return perspective.name
+
+    def view_same_avatar(self, perspective, avatar):
+        # The avatar went out wrapped in pb.AsReferenceable (a pb.Avatar is
+        # not Referenceable) and comes home as that wrapper.
+        return avatar.remoteMessageReceived.__self__ is perspective
+
+
+NOTICEBOARD = Noticeboard()
+
+
 class Avatar(pb.Avatar):
     def __init__(self, name):
         self.name = name
@@ -130,6 +148,9 @@ class Avatar(pb.Avatar):
     def perspective_events(self):
         return list(EVENTS)
 
+    def perspective_noticeboard(self):
+        return NOTICEBOARD
+
 
 @implementer(portal.IRealm)
 class Realm:
@@ -140,12 +161,18 @@ class Realm:
 
 
 def main():
-    root_port = reactor.listenTCP(0, pb.PBServerFactory(Service()), interface="127.0.0.1")
-    db = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+    service = Service()
+    root_port = reactor.listenTCP(0, pb.PBServerFactory(service), interface="127.0.0.1")
+    db = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret", bob=b"builder")
     the_portal = portal.Portal(Realm(), [db, checkers.AllowAnonymousAccess()])
     portal_port = reactor.listenTCP(0, pb.PBServerFactory(the_portal), interface="127.0.0.1")
-    print(json.dumps({"root": root_port.getHost().port, "portal": portal_port.getHost().port}),
-          flush=True)
+    ports = {"root": root_port.getHost().port, "portal": portal_port.getHost().port}
+    if len(sys.argv) > 1:
+        ports["unix"] = sys.argv[1]
+        ports["unix_portal"] = sys.argv[1] + ".portal"
+        reactor.listenUNIX(ports["unix"], pb.PBServerFactory(service))
+        reactor.listenUNIX(ports["unix_portal"], pb.PBServerFactory(the_portal))
+    print(json.dumps(ports), flush=True)
     reactor.run()
 
 
