@@ -157,3 +157,56 @@ async def test_a_server_sends_its_hello_before_the_answer_to_a_first_call():
         finally:
             writer.close()
             await writer.wait_closed()
+
+
+# -- Limits(coalesce_writes=True): one write per loop turn, outside receive passes --
+
+
+class Later(Root):
+    async def remote_later(self, value):
+        await asyncio.sleep(0)  # answered from the task, outside the receive pass
+        return value
+
+
+async def calls_from_tasks(root, count):
+    # Each call is made by its own task: outside any receive pass.
+    return await asyncio.gather(*(asyncio.ensure_future(root.call_remote("later", i))
+                                  for i in range(count)))
+
+
+async def test_calls_made_by_tasks_in_one_turn_leave_in_one_write_when_coalescing():
+    async with await broker.serve(Later(), "127.0.0.1", 0) as server:
+        limits = broker.Limits(coalesce_writes=True)
+        async with await broker.connect("127.0.0.1", server.port, limits=limits) as conn:
+            root = await conn.root()
+            writes = count_writes(conn)
+            assert await calls_from_tasks(root, 10) == list(range(10))
+            assert len(writes) == 1
+            # Ten CALLs (the HELLO, never sent before, rides in front of them).
+            assert [m[0] for m in messages(writes[0]) if m[0] != 0] == [1] * 10
+
+
+async def test_without_coalescing_each_call_made_by_a_task_is_its_own_write():
+    async with await broker.serve(Later(), "127.0.0.1", 0) as server:
+        async with await broker.connect("127.0.0.1", server.port) as conn:
+            root = await conn.root()
+            writes = count_writes(conn)
+            assert await calls_from_tasks(root, 10) == list(range(10))
+            assert len(writes) == 10
+
+
+async def test_answers_of_async_methods_finishing_in_one_turn_leave_in_one_write():
+    limits = broker.Limits(coalesce_writes=True)
+    async with await broker.serve(Later(), "127.0.0.1", 0, limits=limits) as server:
+        async with await broker.connect("127.0.0.1", server.port, limits=limits) as conn:
+            root = await conn.root()
+            await root.call_remote("later", -1)
+            (served,) = server.connections
+            writes = count_writes(served)
+            assert await calls_from_tasks(root, 10) == list(range(10))
+            assert len(writes) == 1
+            assert [m[0] for m in messages(writes[0])] == [2] * 10  # ten ANSWERs
+
+
+def test_coalesce_writes_is_off_by_default():
+    assert broker.DEFAULT_LIMITS.coalesce_writes is False
