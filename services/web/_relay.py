@@ -47,6 +47,11 @@ _log = logging.getLogger("pb.web.relay")
 #: Response chunks are cut to this size: well under the broker's 4 MiB frame.
 CHUNK = 256 * 1024
 
+#: The relay's PB connections (both ends): many requests share one
+#: connection, so what their tasks send in one loop turn leaves in one write
+#: and wakes the other process once, not once per request.
+RELAY_LIMITS = broker.Limits(coalesce_writes=not os.environ.get("PB_WEB_NO_COALESCE"))
+
 # Hop-by-hop headers (RFC 9110 7.6.1) are the front's business, not the backend's.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                          "transfer-encoding", "upgrade", "proxy-authenticate",
@@ -91,9 +96,9 @@ class RelayedRequest(jelly.Copyable, jelly.RemoteCopy):
             if not isinstance(value, str) or len(value) > _MAX_TEXT:
                 raise TypeError(f"RelayedRequest.{name} must be a str of at most {_MAX_TEXT}")
         headers = state.get("headers")
-        if not isinstance(headers, list) or len(headers) > _MAX_HEADERS or not all(
-                isinstance(h, (list, tuple)) and len(h) == 2
-                and all(isinstance(x, str) for x in h) for h in headers):
+        if type(headers) is not list or len(headers) > _MAX_HEADERS or not all(
+                (type(h) is list or type(h) is tuple) and len(h) == 2
+                and type(h[0]) is str and type(h[1]) is str for h in headers):
             raise TypeError("RelayedRequest.headers must be a list of [name, value] strs")
         client = state.get("client")
         if client is not None and not (isinstance(client, (list, tuple)) and len(client) == 2
@@ -106,7 +111,7 @@ class RelayedRequest(jelly.Copyable, jelly.RemoteCopy):
             raise TypeError("RelayedRequest.target must start with /")
         self.method = state["method"]
         self.target = state["target"]
-        self.headers = [[k, v] for k, v in headers]
+        self.headers = headers
         self.client = list(client) if client is not None else None
         self.scheme = state["scheme"]
         self.http_version = state["http_version"]
@@ -449,7 +454,8 @@ class SocketConnector:
             await self.close()
             self._check_socket()
             try:
-                conn = await broker.connect(path=self.path, timeout=self.connect_timeout)
+                conn = await broker.connect(path=self.path, timeout=self.connect_timeout,
+                                             limits=RELAY_LIMITS)
             except (OSError, broker.PBError) as exc:
                 raise Unavailable(f"{self.mount.name}'s personal server does not answer "
                                   f"({type(exc).__name__})") from None
@@ -571,9 +577,10 @@ class RelayResource(Resource):
                                      f"{type(exc).__name__}") from None
             status, headers, first, rest = self._check_answer(answer)
             request.set_status(status)
-            for name, value in headers:
-                if name.lower() not in _HOP_BY_HOP:
-                    request.add_header(name, value)
+            # Fresh, checked str pairs: appended directly (add_header checks
+            # and converts each one again).
+            request.response_headers.extend(
+                [pair for pair in headers if pair[0].lower() not in _HOP_BY_HOP])
             mount.bytes_out += len(first)
             await request.write(first)
             if rest is not None:
@@ -620,14 +627,15 @@ class RelayResource(Resource):
                 and type(answer[2]) is bytes
                 and (answer[3] is None or isinstance(answer[3], broker.RemoteReference))):
             raise HTTPError(502, "the personal server sent a malformed answer")
-        pairs = answer[1]
-        if not all(type(pair) is list and len(pair) == 2 and type(pair[0]) is str
-                   and type(pair[1]) is str for pair in pairs):
-            raise HTTPError(502, "the personal server sent a malformed header")
         # Checked here, so a personal server cannot split the front's
         # response (CR/LF) or smuggle a malformed name through it: all names
-        # in one match, all values in one search.
-        if pairs and (not _TOKENS.fullmatch(":".join([pair[0] for pair in pairs]))
-                      or _BAD_VALUE.search("".join([pair[1] for pair in pairs]))):
+        # in one match, all values in one search (join refuses a non-str).
+        try:
+            headers = [(name, value) for name, value in answer[1]]
+            names = ":".join([name for name, _ in headers])
+            values = "".join([value for _, value in headers])
+        except (TypeError, ValueError):
+            raise HTTPError(502, "the personal server sent a malformed header") from None
+        if headers and (not _TOKENS.fullmatch(names) or _BAD_VALUE.search(values)):
             raise HTTPError(502, "the personal server sent a malformed header")
-        return answer[0], [(name, value) for name, value in pairs], answer[2], answer[3]
+        return answer[0], headers, answer[2], answer[3]
