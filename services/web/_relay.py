@@ -38,6 +38,7 @@ import broker
 import jelly
 
 from ._core import HTTPError, Request, Resource, ResponseAborted, render_resource
+from ._http import headers_are_valid
 
 __all__ = ["BodySource", "Mount", "Publisher", "RelayResource", "RelayedRequest",
            "SocketConnector"]
@@ -59,10 +60,6 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "
 
 _MAX_HEADERS = 256
 _HOST = re.compile(r"[0-9A-Za-z.\-:\[\]]+")
-_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-# Header names joined with ":", which no name contains.
-_TOKENS = re.compile(f"{_TOKEN_CHARS}(?::{_TOKEN_CHARS})*")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MAX_TEXT = 65536
 
 
@@ -628,14 +625,13 @@ class RelayResource(Resource):
                 and (answer[3] is None or isinstance(answer[3], broker.RemoteReference))):
             raise HTTPError(502, "the personal server sent a malformed answer")
         # Checked here, so a personal server cannot split the front's
-        # response (CR/LF) or smuggle a malformed name through it: all names
-        # in one match, all values in one search (join refuses a non-str).
+        # response (CR/LF) or smuggle a malformed name through it (join, in
+        # headers_are_valid, refuses a name or value that is not a str).
         try:
             headers = [(name, value) for name, value in answer[1]]
-            names = ":".join([name for name, _ in headers])
-            values = "".join([value for _, value in headers])
+            valid = headers_are_valid(headers)
         except (TypeError, ValueError):
-            raise HTTPError(502, "the personal server sent a malformed header") from None
-        if headers and (not _TOKENS.fullmatch(names) or _BAD_VALUE.search(values)):
+            valid = False
+        if not valid:
             raise HTTPError(502, "the personal server sent a malformed header")
         return answer[0], headers, answer[2], answer[3]

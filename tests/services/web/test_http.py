@@ -607,7 +607,8 @@ def test_machine_frames_responses_and_refuses_to_break_the_framing() -> None:
     assert machine.data(b"abc") == b"3\r\nabc\r\n" and machine.end() == b"0\r\n\r\n"
     for headers, body in (([("Content-Length", "2")], b"abc"),
                           ([("X-Evil", "a\r\nSet-Cookie: x=1")], b""),
-                          ([("Bad Name", "v")], b"")):
+                          ([("Bad Name", "v")], b""),
+                          ([("Content-Type", "text/plain"), ("X:Location", "v")], b"")):
         machine = HTTPMachine()
         machine.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         machine.next_event()

@@ -346,6 +346,17 @@ class _Splitter(Resource):
         return b"body"
 
 
+class _NameSmuggler(Resource):
+    """Tries to pass a header of its choosing inside another header's name."""
+
+    is_leaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.set_header("X-Ok", "fine")
+        request.set_header("X:Set-Cookie", "stolen=1")
+        return b"body"
+
+
 async def test_a_personal_server_cannot_split_the_front_s_response(tmp_path: Path) -> None:
     alice = make_home(tmp_path, "alice")
     async with front(tmp_path) as web, personal(alice, _Splitter()):
@@ -354,6 +365,15 @@ async def test_a_personal_server_cannot_split_the_front_s_response(tmp_path: Pat
         assert status_of(out) == 502
         assert b"stolen" not in out
         assert (await get(web.port, "/"))[0] == 200
+
+
+async def test_a_personal_server_cannot_smuggle_a_header_in_a_name(tmp_path: Path) -> None:
+    alice = make_home(tmp_path, "alice")
+    async with front(tmp_path) as web, personal(alice, _NameSmuggler()):
+        out = await raw_exchange(web.port, b"GET /alice.twistd/ HTTP/1.1\r\nHost: x\r\n"
+                                           b"Connection: close\r\n\r\n")
+        assert status_of(out) == 502
+        assert b"stolen" not in out
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (apt-get install curl)")
