@@ -294,7 +294,9 @@ class HTTPMachine:
         start = len(raw) - len(raw.lstrip(b"\r\n"))  # tolerated blank lines
         end = raw.find(b"\n", start)
         if end < 0:
-            if len(raw) - start > limits.max_request_line:
+            # A read may end between the line's CR and its LF: the CR does
+            # not count (as below, where the whole line is in).
+            if len(raw) - start - raw.endswith(b"\r") > limits.max_request_line:
                 self._fail(HTTPError(414, f"the request line is longer than "
                                           f"{limits.max_request_line} bytes", close=True))
             return
