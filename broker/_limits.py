@@ -62,11 +62,6 @@ class Limits:
     #: limit from its HELLO), a new call waits for a slot (True) or fails at
     #: once with LimitExceeded (False).
     wait_for_call_slot: bool = True
-    #: Messages sent outside a receive pass (calls made by tasks, answers of
-    #: async methods) wait for the end of the loop turn and leave in one
-    #: write (True), or leave at once, one write each (False: a lone call
-    #: is never delayed by a loop turn).
-    coalesce_writes: bool = False
     # (New fields go last, so that positional Limits(...) calls keep their meaning.)
 
     def __post_init__(self) -> None:

@@ -620,11 +620,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._run_stopped()
         if self._receiving:
             return  # the end of the receive pass writes everything at once
-        if self.limits.coalesce_writes and self.is_open:
-            # Opted in (many concurrent callers on one connection, as the
-            # web relay has): the peer wakes once per loop turn, not per call.
-            self.flush_at_end_of_turn()
-            return
         # A message sent outside a receive pass goes out now: a lone call is
         # never delayed, and a burst costs one small write per call, which
         # measured cheaper than scheduling a flush per loop turn.
@@ -786,9 +781,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _end_of_turn(self) -> None:
         self._end_of_turn_flush = False
         if self.is_open:
-            if self.core.stopped:
-                self._run_stopped()
-            self._write_now()
+            self._flush_soon()
 
     def _send_decrefs(self) -> None:
         self._dead_scheduled = False
