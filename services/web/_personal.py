@@ -20,7 +20,7 @@ from services import Service, get_logger
 from ._asgi import ASGIResource
 from ._core import Resource
 from ._pb import PUBLISH_SERVICE
-from ._relay import RELAY_LIMITS, Publisher
+from ._relay import Publisher
 from ._wsgi import WSGIResource
 
 __all__ = ["PersonalService"]
@@ -82,7 +82,7 @@ class PersonalService(Service):
         # gives nobody else access, then make sure of the mode.
         old = os.umask(0o177)
         try:
-            self.server = await broker.serve(self.publisher, path=path, limits=RELAY_LIMITS)
+            self.server = await broker.serve(self.publisher, path=path)
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
@@ -97,7 +97,6 @@ class PersonalService(Service):
                 perspective = await broker.login(
                     host, port, self.user or "", self.password or "",
                     service=PUBLISH_SERVICE, mind=self.publisher, ssl=self.publish_ssl,
-                    limits=RELAY_LIMITS,
                     server_hostname=self.server_hostname, timeout=10)
             except broker.Unauthorized:
                 _log.error("the front refused the login; check the account and its "

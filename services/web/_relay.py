@@ -48,11 +48,6 @@ _log = logging.getLogger("pb.web.relay")
 #: Response chunks are cut to this size: well under the broker's 4 MiB frame.
 CHUNK = 256 * 1024
 
-#: The relay's PB connections (both ends): many requests share one
-#: connection, so what their tasks send in one loop turn leaves in one write
-#: and wakes the other process once, not once per request.
-RELAY_LIMITS = broker.Limits(coalesce_writes=not os.environ.get("PB_WEB_NO_COALESCE"))
-
 # Hop-by-hop headers (RFC 9110 7.6.1) are the front's business, not the backend's.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                          "transfer-encoding", "upgrade", "proxy-authenticate",
@@ -451,8 +446,7 @@ class SocketConnector:
             await self.close()
             self._check_socket()
             try:
-                conn = await broker.connect(path=self.path, timeout=self.connect_timeout,
-                                             limits=RELAY_LIMITS)
+                conn = await broker.connect(path=self.path, timeout=self.connect_timeout)
             except (OSError, broker.PBError) as exc:
                 raise Unavailable(f"{self.mount.name}'s personal server does not answer "
                                   f"({type(exc).__name__})") from None
