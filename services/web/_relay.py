@@ -2,19 +2,22 @@
 
 On the wire, one request is one call::
 
-    stream = await publisher.call_remote("handle", RelayedRequest(...), body)
+    status, headers, first, rest = await publisher.call_remote(
+        "handle", RelayedRequest(...), body)
 
 * ``RelayedRequest`` is a registered copy (method, target, headers, client
   address, scheme, mount path); nothing else of the front travels.
-* ``body`` is a :class:`BodySource`, a ``Referenceable`` with the same
-  ``pull``/``close`` methods as a broker stream, so the personal server
-  reads it with a plain ``broker.RemoteStream``: the body crosses as the
-  client sends it, a window of pulls at a time, never whole.
-* The answer is a broker stream: first ``[status, headers]``, then bytes
-  chunks until the end of the body.  The front pulls the next chunk only
-  after writing the last one to the client (whose socket pushes back), and
-  the personal server's writes wait on a small queue: backpressure end to
-  end, with at most a window of chunks in flight.
+* ``body`` is a :class:`BodySource` (None for a request without a body), a
+  ``Referenceable`` with the same ``pull``/``close`` methods as a broker
+  stream, so the personal server reads it with a plain
+  ``broker.RemoteStream``: the body crosses as the client sends it, a
+  window of pulls at a time, never whole.
+* ``first`` is what the resource wrote by the time its head was ready (up
+  to CHUNK): a small page's whole body, with ``rest`` None, in one round
+  trip.  Otherwise ``rest.stream()`` is a broker stream of the other
+  chunks.  The front pulls the next chunk only after writing the last one
+  to the client (whose socket pushes back), and the resource's writes wait
+  once ``_RelayChannel.WINDOW`` bytes are waiting: backpressure end to end.
 
 A client that goes away makes the front close the stream, which closes the
 generator in the personal server, which cancels the rendering.
