@@ -193,6 +193,7 @@ def serve_twisted(kind: str, args: list[str]) -> None:
 class Servers:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
+        self.last_pid = 0
 
     def start(self, kind: str, *args: str) -> int:
         env = dict(os.environ)
@@ -206,6 +207,7 @@ class Servers:
                                 text=True, env=env)
         log.close()
         self.procs.append(proc)
+        self.last_pid = proc.pid
         line = proc.stdout.readline()  # type: ignore[union-attr]
         if not line.strip().isdigit():
             raise RuntimeError(f"{kind} did not start (said {line!r})")
@@ -224,6 +226,16 @@ class Servers:
             for stream in (proc.stdout, proc.stdin):
                 if stream:
                     stream.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ok(url_port: int, path: str) -> None:
@@ -339,6 +351,7 @@ def main() -> int:
 
     servers = Servers()
     targets: dict[str, tuple[int, str]] = {}
+    pids: dict[str, list[int]] = {}  # each system's server processes (front first)
     skipped: dict[str, str] = {}
     wanted = set(args.only.split(",")) if args.only else None
 
@@ -348,30 +361,40 @@ def main() -> int:
     try:
         if want("ours-static"):
             targets["ours-static"] = (servers.start("static", site), "/index.html")
+            pids["ours-static"] = [servers.last_pid]
         if want("ours-front") or want("ours-asgi-front"):
             servers.start("personal-file", site, os.path.join(homes, "bench", ".pb-web.sock"))
+            file_pid = servers.last_pid
             servers.start("personal-asgi", site, os.path.join(homes, "asgi", ".pb-web.sock"))
+            asgi_pid = servers.last_pid
             front = servers.start("front", homes)
             if want("ours-front"):
                 targets["ours-front"] = (front, "/bench.twistd/index.html")
+                pids["ours-front"] = [servers.last_pid, file_pid]
             if want("ours-asgi-front"):
                 targets["ours-asgi-front"] = (front, "/asgi.twistd/")
+                pids["ours-asgi-front"] = [servers.last_pid, asgi_pid]
         if want("ours-asgi"):
             targets["ours-asgi"] = (servers.start("asgi"), "/")
+            pids["ours-asgi"] = [servers.last_pid]
         try:
             import twisted  # noqa: F401
             if want("twisted-static"):
                 targets["twisted-static"] = (servers.start("twisted-static", site), "/index.html")
+                pids["twisted-static"] = [servers.last_pid]
             if want("twisted-distrib"):
                 servers.start("twisted-personal", site, twisted_sock)
+                personal_pid = servers.last_pid
                 targets["twisted-distrib"] = (servers.start("twisted-front", twisted_sock),
                                               "/bench.twistd/index.html")
+                pids["twisted-distrib"] = [servers.last_pid, personal_pid]
         except ImportError:
             skipped["twisted-*"] = "twisted not installed (pip install -e '.[bench]')"
         try:
             import uvicorn  # noqa: F401
             if want("uvicorn"):
                 targets["uvicorn"] = (servers.start("uvicorn"), "/")
+                pids["uvicorn"] = [servers.last_pid]
         except ImportError:
             skipped["uvicorn"] = "uvicorn not installed (pip install -e '.[bench]')"
         for name, (port, path) in targets.items():
@@ -379,17 +402,31 @@ def main() -> int:
             load(port, path, 0.5, args.connections)  # warm up
 
         results: dict[str, list[float]] = {name: [] for name in targets}
+        # CPU time (user + system) per request of each system's server
+        # processes: steadier than req/s on a shared machine, where a
+        # process's rate depends on how often it gets a core.
+        cpu: dict[str, list[list[float]]] = {name: [] for name in targets}
+        window = max(1, round(args.seconds)) if load is run_wrk else args.seconds
         for round_no in range(args.rounds):
             for name, (port, path) in targets.items():
+                before = [cpu_seconds(pid) for pid in pids[name]]
                 rate = load(port, path, args.seconds, args.connections)
+                after = [cpu_seconds(pid) for pid in pids[name]]
                 results[name].append(rate)
+                requests = max(1.0, rate * window)
+                cpu[name].append([(a - b) / requests * 1e6 for a, b in zip(after, before)])
                 print(f"  round {round_no + 1}: {name:16s} {rate:10.0f} req/s", file=sys.stderr)
         medians = {name: statistics.median(rates) for name, rates in results.items()}
 
         print(f"\nsmall page (1 KiB), keep-alive, {args.connections} connections "
-              f"(median of {args.rounds} x {args.seconds:g} s)")
+              f"(median of {args.rounds} x {args.seconds:g} s); server CPU per request "
+              f"(median; front + personal server where there are two)")
         for name, rate in medians.items():
-            print(f"  {name:16s} {rate:10.0f} req/s")
+            per_process = [statistics.median(column) for column in zip(*cpu[name])]
+            shown = " + ".join(f"{us:.0f}" for us in per_process)
+            if len(per_process) > 1:
+                shown += f" = {sum(per_process):.0f}"
+            print(f"  {name:16s} {rate:10.0f} req/s   {shown:>16s} us CPU/request")
         for name, reason in skipped.items():
             print(f"  {name:16s} skipped: {reason}")
 

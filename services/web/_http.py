@@ -112,8 +112,35 @@ class ResponseFramingError(RuntimeError):
     relayed backend that must not be trusted."""
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_TOKEN_CHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_TOKEN = re.compile(_TOKEN_CHARS + r"\Z")
+# Header names joined with ":", which no valid name contains.
+_TOKENS = re.compile(rf"{_TOKEN_CHARS}(?::{_TOKEN_CHARS})*\Z")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def headers_are_valid(headers: list[tuple[str, str]]) -> bool:
+    """Every name a token, no value with a control character (a CR or LF
+    would split the head): one match and one search for all the headers,
+    as every response (and every relayed one) is checked."""
+    if not headers:
+        return True
+    names = ":".join([name for name, _ in headers])
+    # The count: a name with a ":" of its own must not pass as two names.
+    return (names.count(":") == len(headers) - 1 and _TOKENS.match(names) is not None
+            and _BAD_VALUE.search("".join([value for _, value in headers])) is None)
+
+
+_STATUS_LINES: dict[int, str] = {}
+
+
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
+        if len(_STATUS_LINES) < 1000:  # statuses are 3-digit: bounded anyway
+            _STATUS_LINES[status] = line
+    return line
 _NO_BODY_STATUS = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -267,7 +294,9 @@ class HTTPMachine:
         start = len(raw) - len(raw.lstrip(b"\r\n"))  # tolerated blank lines
         end = raw.find(b"\n", start)
         if end < 0:
-            if len(raw) - start > limits.max_request_line:
+            # A read may end between the line's CR and its LF: the CR does
+            # not count (as below, where the whole line is in).
+            if len(raw) - start - raw.endswith(b"\r") > limits.max_request_line:
                 self._fail(HTTPError(414, f"the request line is longer than "
                                           f"{limits.max_request_line} bytes", close=True))
             return
@@ -391,7 +420,8 @@ class HTTPMachine:
         head = self.head
         no_body = status in _NO_BODY_STATUS or 100 <= status < 200 or (
             head is not None and head.method == "HEAD")
-        lines = [f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"]
+        valid = headers_are_valid(headers)
+        lines = [_status_line(status)]
         date = server = True
         length: int | None = None
         close = head is None or not head.keep_alive or self._upgraded
@@ -415,7 +445,7 @@ class HTTPMachine:
                 date = False
             elif lower == "server":
                 server = False
-            if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            if not valid and (not _TOKEN.match(name) or _BAD_VALUE.search(value)):
                 raise ResponseFramingError(f"response header {name!r} is not valid")
             lines.append(f"{name}: {value}\r\n")
         if server:

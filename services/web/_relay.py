@@ -2,19 +2,22 @@
 
 On the wire, one request is one call::
 
-    stream = await publisher.call_remote("handle", RelayedRequest(...), body)
+    status, headers, first, rest = await publisher.call_remote(
+        "handle", RelayedRequest(...), body)
 
 * ``RelayedRequest`` is a registered copy (method, target, headers, client
   address, scheme, mount path); nothing else of the front travels.
-* ``body`` is a :class:`BodySource`, a ``Referenceable`` with the same
-  ``pull``/``close`` methods as a broker stream, so the personal server
-  reads it with a plain ``broker.RemoteStream``: the body crosses as the
-  client sends it, a window of pulls at a time, never whole.
-* The answer is a broker stream: first ``[status, headers]``, then bytes
-  chunks until the end of the body.  The front pulls the next chunk only
-  after writing the last one to the client (whose socket pushes back), and
-  the personal server's writes wait on a small queue: backpressure end to
-  end, with at most a window of chunks in flight.
+* ``body`` is a :class:`BodySource` (None for a request without a body), a
+  ``Referenceable`` with the same ``pull``/``close`` methods as a broker
+  stream, so the personal server reads it with a plain
+  ``broker.RemoteStream``: the body crosses as the client sends it, a
+  window of pulls at a time, never whole.
+* ``first`` is what the resource wrote by the time its head was ready (up
+  to CHUNK): a small page's whole body, with ``rest`` None, in one round
+  trip.  Otherwise ``rest.stream()`` is a broker stream of the other
+  chunks.  The front pulls the next chunk only after writing the last one
+  to the client (whose socket pushes back), and the resource's writes wait
+  once ``_RelayChannel.WINDOW`` bytes are waiting: backpressure end to end.
 
 A client that goes away makes the front close the stream, which closes the
 generator in the personal server, which cancels the rendering.
@@ -29,6 +32,7 @@ import os
 import re
 import stat
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -37,6 +41,7 @@ import broker
 import jelly
 
 from ._core import HTTPError, Request, Resource, ResponseAborted, render_resource
+from ._http import headers_are_valid
 
 __all__ = ["BodySource", "Mount", "Publisher", "RelayResource", "RelayedRequest",
            "SocketConnector"]
@@ -52,8 +57,7 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "
                          "proxy-authorization"})
 
 _MAX_HEADERS = 256
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HOST = re.compile(r"[0-9A-Za-z.\-:\[\]]+")
 _MAX_TEXT = 65536
 
 
@@ -87,9 +91,9 @@ class RelayedRequest(jelly.Copyable, jelly.RemoteCopy):
             if not isinstance(value, str) or len(value) > _MAX_TEXT:
                 raise TypeError(f"RelayedRequest.{name} must be a str of at most {_MAX_TEXT}")
         headers = state.get("headers")
-        if not isinstance(headers, list) or len(headers) > _MAX_HEADERS or not all(
-                isinstance(h, (list, tuple)) and len(h) == 2
-                and all(isinstance(x, str) for x in h) for h in headers):
+        if type(headers) is not list or len(headers) > _MAX_HEADERS or not all(
+                (type(h) is list or type(h) is tuple) and len(h) == 2
+                and type(h[0]) is str and type(h[1]) is str for h in headers):
             raise TypeError("RelayedRequest.headers must be a list of [name, value] strs")
         client = state.get("client")
         if client is not None and not (isinstance(client, (list, tuple)) and len(client) == 2
@@ -102,7 +106,7 @@ class RelayedRequest(jelly.Copyable, jelly.RemoteCopy):
             raise TypeError("RelayedRequest.target must start with /")
         self.method = state["method"]
         self.target = state["target"]
-        self.headers = [[k, v] for k, v in headers]
+        self.headers = headers
         self.client = list(client) if client is not None else None
         self.scheme = state["scheme"]
         self.http_version = state["http_version"]
@@ -112,17 +116,28 @@ class RelayedRequest(jelly.Copyable, jelly.RemoteCopy):
 # -- the personal server's side ---------------------------------------------------
 
 
-_END = object()
-
-
 class _RelayChannel:
-    """A request's channel inside a personal server: body from the front,
-    response into a bounded queue that the answer stream drains."""
+    """A request's channel inside a personal server: the body comes from
+    the front; the response waits in a byte buffer that the answer (and
+    then the rest stream) drains.
+
+    The buffer is bounded: a write that leaves more than ``WINDOW`` bytes
+    waiting makes the resource wait until the front has taken some, so a
+    large or endless response never piles up here (backpressure)."""
+
+    #: Bytes a resource may have written ahead of the front.
+    WINDOW = 4 * CHUNK
 
     def __init__(self, body: Any, head_request: bool) -> None:
         self._body = body
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         self.head_request = head_request
+        self.head: list[Any] | None = None  # [status, [[name, value], ...]]
+        self.ended = False
+        self.buffered = 0
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # into _chunks[0], taken already
+        self._reader: asyncio.Future[None] | None = None  # waits for data or the end
+        self._writer: asyncio.Future[None] | None = None  # waits for room
 
     def body(self) -> AsyncIterator[bytes]:
         return self._read_body()
@@ -135,15 +150,24 @@ class _RelayChannel:
                 raise TypeError("the front sent a body chunk that is not bytes")
             yield chunk
 
+    # -- the resource's side ----------------------------------------------------
+
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
-        await self.queue.put([status, [[k, v] for k, v in headers]])
+        self.head = [status, [[k, v] for k, v in headers]]
+        self._wake_reader()
 
     async def write(self, data: bytes) -> None:
-        if self.head_request:
+        if self.head_request or not data:
             return
-        view = memoryview(data)
-        for start in range(0, len(view), CHUNK):
-            await self.queue.put(bytes(view[start:start + CHUNK]))
+        self._chunks.append(bytes(data))
+        self.buffered += len(data)
+        self._wake_reader()
+        while self.buffered > self.WINDOW:
+            self._writer = asyncio.get_running_loop().create_future()
+            try:
+                await self._writer
+            finally:
+                self._writer = None
 
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> None:
         if self.head_request:
@@ -154,10 +178,58 @@ class _RelayChannel:
             if not chunk:
                 raise OSError("the file became shorter while it was sent")
             count -= len(chunk)
-            await self.queue.put(chunk)
+            await self.write(chunk)
 
     async def end_response(self) -> None:
-        await self.queue.put(_END)
+        self.ended = True
+        self._wake_reader()
+
+    # -- the answer's side ----------------------------------------------------------
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    def take(self, limit: int) -> bytes:
+        """Up to ``limit`` buffered bytes (small writes joined, large ones
+        cut), without waiting."""
+        chunks = self._chunks
+        out: list[bytes] = []
+        size = 0
+        while chunks and size < limit:
+            head = chunks[0]
+            want = limit - size
+            if self._offset == 0 and len(head) <= want:
+                out.append(chunks.popleft())
+                size += len(head)
+                continue
+            piece = memoryview(head)[self._offset:self._offset + want]
+            out.append(bytes(piece))
+            size += len(piece)
+            self._offset += len(piece)
+            if self._offset == len(head):
+                chunks.popleft()
+                self._offset = 0
+        self.buffered -= size
+        if self._writer is not None and self.buffered <= self.WINDOW and not self._writer.done():
+            self._writer.set_result(None)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    async def wait(self, task: asyncio.Task[None]) -> None:
+        """Until the resource has written something, ended, or stopped
+        (``task`` done)."""
+        waiter = self._reader = asyncio.get_running_loop().create_future()
+
+        def stopped(_: Any) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        task.add_done_callback(stopped)
+        try:
+            await waiter
+        finally:
+            self._reader = None
+            task.remove_done_callback(stopped)
 
 
 class Publisher(broker.Root):
@@ -196,29 +268,22 @@ class Publisher(broker.Root):
         rest: _ResponseRest | None = None
         try:
             # One turn of the loop lets the task start: a small page is
-            # usually rendered and queued whole by then, so _next_item finds
-            # it without a getter task and an asyncio.wait (bench row
-            # ours-front).
+            # usually rendered whole by then, and answers without a wait.
             await asyncio.sleep(0)
-            head = await _next_item(channel, task)
-            if head is _END or not isinstance(head, list):
+            while channel.head is None and not task.done():
+                await channel.wait(task)
+            if channel.head is None:
+                task.result()  # raises what the rendering raised
                 raise RuntimeError("the resource ended without a response")
-            first = bytearray()
-            ended = False
-            # Take what is ready now, without waiting: the whole body of a
-            # small page is usually there already.
-            while not channel.queue.empty() and len(first) < CHUNK:
-                item = channel.queue.get_nowait()
-                if item is _END:
-                    ended = True
-                    break
-                first += item
-            if not ended and task.done() and channel.queue.empty():
-                task.result()
-                ended = True
-            if not ended:
-                rest = _ResponseRest(channel, task, stream, self.claim_timeout)
-            return [head[0], head[1], bytes(first), rest]
+            # What is written already goes with the head: for a small page,
+            # all of it.
+            first = channel.take(CHUNK)
+            if not (channel.ended and not channel.buffered):
+                if task.done() and not channel.buffered:
+                    task.result()  # it stopped without ending: raise why
+                else:
+                    rest = _ResponseRest(channel, task, stream, self.claim_timeout)
+            return [channel.head[0], channel.head[1], first, rest]
         finally:
             if rest is None:
                 await _finish(task, stream)
@@ -241,25 +306,6 @@ class Publisher(broker.Root):
             detail = "".join(traceback.format_exception(exc)) if self.debug else None
             await request.respond_error(HTTPError(500, "the server failed to answer this request"),
                                         detail)
-
-
-async def _next_item(channel: _RelayChannel, task: asyncio.Task[None]) -> Any:
-    """The next thing the resource queued; what the rendering raised if it
-    stopped first; _END if it ended without finishing."""
-    if not channel.queue.empty():
-        return channel.queue.get_nowait()
-    getter = asyncio.ensure_future(channel.queue.get())
-    try:
-        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not getter.done():
-            getter.cancel()
-    if getter in done:
-        return getter.result()
-    if not channel.queue.empty():
-        return channel.queue.get_nowait()
-    task.result()  # raises what the rendering raised
-    return _END
 
 
 async def _finish(task: asyncio.Task[None], stream: Any) -> None:
@@ -300,17 +346,17 @@ class _ResponseRest(broker.Referenceable):
         channel, task = self._channel, self._task
         try:
             while True:
-                item = await _next_item(channel, task)
-                if item is _END:
+                if channel.buffered:
+                    # Small writes are joined, so a chatty application does
+                    # not cost one PB round trip per write.
+                    yield channel.take(CHUNK)
+                elif channel.ended:
                     return
-                # Small writes are joined, so a chatty application does not
-                # cost one PB round trip per write.
-                while len(item) < CHUNK and not channel.queue.empty():
-                    nxt = channel.queue._queue[0]  # type: ignore[attr-defined]
-                    if nxt is _END or len(item) + len(nxt) > CHUNK:
-                        break
-                    item += channel.queue.get_nowait()
-                yield item
+                elif task.done():
+                    task.result()  # raises what the rendering raised
+                    return
+                else:
+                    await channel.wait(task)
         finally:
             await _finish(task, self._body)
 
@@ -442,23 +488,33 @@ class PublishedConnector:
                 await conn.close("unmounted by an administrator")
 
 
+# Request headers the front replaces with its own.
+_REPLACED = _HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                           "forwarded"}
+
+
 def _forwarded_headers(request: Request) -> list[list[str]]:
-    headers = [[k, v] for k, v in request.headers if k not in _HOP_BY_HOP]
+    headers = []
+    xff = host = old = None
+    # One pass over the headers (this runs for every relayed request).
+    for name, value in request.headers:
+        if name not in _REPLACED:
+            headers.append([name, value])
+            if name == "host" and host is None:
+                host = value
+        elif name == "x-forwarded-for":
+            xff = value if xff is None else xff
+        elif name == "forwarded":
+            old = value if old is None else old
     client_ip = request.client[0] if request.client else "unknown"
-    xff = request.get_header("x-forwarded-for")
-    headers = [h for h in headers if h[0] not in ("x-forwarded-for", "x-forwarded-proto",
-                                                  "x-forwarded-host")]
     headers.append(["x-forwarded-for", f"{xff}, {client_ip}" if xff else client_ip])
     headers.append(["x-forwarded-proto", request.scheme])
-    host = request.get_header("host")
     if host:
         headers.append(["x-forwarded-host", host])
     node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
     element = f"for={node};proto={request.scheme}"
-    if host and all(c.isalnum() or c in ".-:[]" for c in host):
+    if host and _HOST.fullmatch(host):
         element += f";host={host}"
-    old = request.get_header("forwarded")
-    headers = [h for h in headers if h[0] != "forwarded"]
     headers.append(["forwarded", f"{old}, {element}" if old else element])
     return headers
 
@@ -498,9 +554,10 @@ class RelayResource(Resource):
         stream: Any = None
         try:
             try:
-                async with asyncio.timeout(self.timeout):
-                    answer = await publisher.call_remote("handle", copy, body)
-            except TimeoutError:
+                # The call's own timeout (one timer) rather than a timeout
+                # block: this is the relay's per-request path.
+                answer = await publisher.call_remote("handle", copy, body, timeout=self.timeout)
+            except broker.CallTimeout:
                 mount.errors += 1
                 raise HTTPError(504, f"{mount.name}'s personal server did not answer within "
                                      f"{self.timeout:g} s") from None
@@ -514,9 +571,10 @@ class RelayResource(Resource):
                                      f"{type(exc).__name__}") from None
             status, headers, first, rest = self._check_answer(answer)
             request.set_status(status)
-            for name, value in headers:
-                if name.lower() not in _HOP_BY_HOP:
-                    request.add_header(name, value)
+            # Fresh, checked str pairs: appended directly (add_header checks
+            # and converts each one again).
+            request.response_headers.extend(
+                [pair for pair in headers if pair[0].lower() not in _HOP_BY_HOP])
             mount.bytes_out += len(first)
             await request.write(first)
             if rest is not None:
@@ -558,18 +616,19 @@ class RelayResource(Resource):
     @staticmethod
     def _check_answer(answer: Any) -> tuple[int, list[tuple[str, str]], bytes, Any]:
         # 1xx answers belong to the hop between client and front, not here.
-        if not (isinstance(answer, list) and len(answer) == 4 and isinstance(answer[0], int)
-                and 200 <= answer[0] <= 599 and isinstance(answer[1], list)
-                and isinstance(answer[2], bytes)
+        if not (type(answer) is list and len(answer) == 4 and type(answer[0]) is int
+                and 200 <= answer[0] <= 599 and type(answer[1]) is list
+                and type(answer[2]) is bytes
                 and (answer[3] is None or isinstance(answer[3], broker.RemoteReference))):
             raise HTTPError(502, "the personal server sent a malformed answer")
-        headers = []
-        for pair in answer[1]:
-            # Checked here, so a personal server cannot split the front's
-            # response (CR/LF) or smuggle a malformed name through it.
-            if not (isinstance(pair, list) and len(pair) == 2
-                    and all(isinstance(x, str) for x in pair)
-                    and _TOKEN.fullmatch(pair[0]) and not _BAD_VALUE.search(pair[1])):
-                raise HTTPError(502, "the personal server sent a malformed header")
-            headers.append((pair[0], pair[1]))
+        # Checked here, so a personal server cannot split the front's
+        # response (CR/LF) or smuggle a malformed name through it (join, in
+        # headers_are_valid, refuses a name or value that is not a str).
+        try:
+            headers = [(name, value) for name, value in answer[1]]
+            valid = headers_are_valid(headers)
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise HTTPError(502, "the personal server sent a malformed header")
         return answer[0], headers, answer[2], answer[3]

@@ -607,7 +607,8 @@ def test_machine_frames_responses_and_refuses_to_break_the_framing() -> None:
     assert machine.data(b"abc") == b"3\r\nabc\r\n" and machine.end() == b"0\r\n\r\n"
     for headers, body in (([("Content-Length", "2")], b"abc"),
                           ([("X-Evil", "a\r\nSet-Cookie: x=1")], b""),
-                          ([("Bad Name", "v")], b"")):
+                          ([("Bad Name", "v")], b""),
+                          ([("Content-Type", "text/plain"), ("X:Location", "v")], b"")):
         machine = HTTPMachine()
         machine.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         machine.next_event()
@@ -698,3 +699,17 @@ def test_machine_sees_the_same_requests_however_the_bytes_are_split(cuts: list[i
 @given(data=st.binary(max_size=300), cut=st.integers(min_value=0, max_value=300))
 def test_machine_refuses_garbage_with_http_errors_only(data: bytes, cut: int) -> None:
     _events_of([data[:cut], data[cut:]], HTTPLimits(max_request_line=64, max_header_bytes=64))
+
+
+def test_a_request_line_at_the_limit_cut_between_its_cr_and_lf_is_accepted() -> None:
+    line = b"GET /" + b"d" * 40 + b" HTTP/1.1"  # 54 bytes
+    machine = HTTPMachine(HTTPLimits(max_request_line=len(line)))
+    machine.receive_data(line + b"\r")
+    machine.receive_data(b"\nHost: x\r\n\r\n")
+    head = machine.next_event()
+    assert isinstance(head, RequestHead) and head.target == "/" + "d" * 40
+    machine = HTTPMachine(HTTPLimits(max_request_line=len(line) - 1))
+    machine.receive_data(line + b"\r")
+    with pytest.raises(HTTPError) as error:
+        machine.next_event()
+    assert error.value.status == 414

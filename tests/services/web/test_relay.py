@@ -336,19 +336,30 @@ async def test_garbage_on_the_personal_socket_leaves_it_serving(tmp_path: Path,
         assert (await get(web.port, "/alice.twistd/info"))[0] == 200
 
 
-class _Splitter(Resource):
-    """Tries to split the front's response with a header value."""
+class _EvilHeaders(Resource):
+    """Sets the headers it is given: a personal server trying to split the
+    front's response or to pass a header of its own inside a name."""
 
     is_leaf = True
 
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.headers = headers
+
     def render_GET(self, request: Request) -> bytes:
-        request.set_header("X-Evil", "a\r\nSet-Cookie: stolen=1")
+        for name, value in self.headers:
+            request.set_header(name, value)
         return b"body"
 
 
-async def test_a_personal_server_cannot_split_the_front_s_response(tmp_path: Path) -> None:
+@pytest.mark.parametrize("headers", [
+    [("X-Evil", "a\r\nSet-Cookie: stolen=1")],  # a value that splits the head
+    [("X-Ok", "fine"), ("X:Set-Cookie", "stolen=1")],  # a header inside a name
+])
+async def test_a_personal_server_cannot_split_the_front_s_response(
+        tmp_path: Path, headers: list[tuple[str, str]]) -> None:
     alice = make_home(tmp_path, "alice")
-    async with front(tmp_path) as web, personal(alice, _Splitter()):
+    async with front(tmp_path) as web, personal(alice, _EvilHeaders(headers)):
         out = await raw_exchange(web.port, b"GET /alice.twistd/ HTTP/1.1\r\nHost: x\r\n"
                                            b"Connection: close\r\n\r\n")
         assert status_of(out) == 502
