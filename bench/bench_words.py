@@ -12,7 +12,8 @@ Three systems, side by side in one run:
 Each server runs in its own subprocess; the clients (one sender and
 ``--members`` receivers, 100 by default, all in the room) run in this
 process on one event loop.  Messages go one at a time: the next is sent
-when every member got the previous one.  For each message and member, the
+when every member got the previous one (``--burst K``: K at once, then
+wait for all K).  For each message and member, the
 latency is the time from the sender's write to that member's receipt; the
 table gives p50 and p99 over all of them, and p99 of the time until the
 *last* member had it.  Systems take turns in rounds, so that all see the
@@ -27,6 +28,7 @@ Twisted's server has no flood control to compare with.
     .venv/bin/python bench/bench_words.py --quick      # a smoke run
     .venv/bin/python bench/bench_words.py --members 20 --messages 100 --rounds 5
     .venv/bin/python bench/bench_words.py --baseline /tmp/words-main   # A/B in one run
+    .venv/bin/python bench/bench_words.py --burst 10   # 10 messages at once, a busy room
 
 ``--baseline DIR`` runs our server a second time from the source tree DIR
 (say ``git archive main | tar -x -C DIR``), rows ``pb@base`` and
@@ -257,8 +259,10 @@ async def irc_room(port: int, members: int, fanout: Fanout) -> tuple[Any, list[A
     await asyncio.wait_for(asyncio.gather(*(p.joined for p in protocols)), 60)
     sender = transports[0]
 
-    def send(seq: int) -> None:
-        sender.write(f"PRIVMSG #{IRC_ROOM} :m{seq} hello everybody\r\n".encode())
+    def send(seqs: range) -> None:
+        # A burst is one write, as a client that pastes several lines.
+        sender.write("".join(f"PRIVMSG #{IRC_ROOM} :m{seq} hello everybody\r\n"
+                             for seq in seqs).encode())
 
     return send, transports
 
@@ -298,8 +302,9 @@ async def pb_room(port: int, members: int, fanout: Fanout) -> tuple[Any, list[An
         perspectives.append(perspective)
     sender = rooms[0]
 
-    def send(seq: int) -> None:
-        sender.call_remote_only("send", f"m{seq} hello everybody")
+    def send(seqs: range) -> None:
+        for seq in seqs:
+            sender.call_remote_only("send", f"m{seq} hello everybody")
 
     return send, perspectives
 
@@ -335,6 +340,7 @@ async def run(args: argparse.Namespace, servers: list[tuple[str, int, int, int]]
         systems["twisted-irc"] = (fan, send)
         closers += [t.close for t in transports]
     names = list(systems)
+    burst = args.burst
     seq = 0
     try:
         for round_ in range(args.rounds + 1):  # round 0 warms up and is discarded
@@ -342,12 +348,14 @@ async def run(args: argparse.Namespace, servers: list[tuple[str, int, int, int]]
                 name = names[(round_ + offset) % len(names)]
                 fan, send = systems[name]
                 count = args.messages if round_ else max(10, args.messages // 10)
+                count -= count % burst
                 server_before = cpu_seconds(fan.server_pid) if fan.server_pid else 0.0
                 client_before = time.process_time()
-                for _ in range(count):
-                    seq += 1
-                    done = fan.start(seq)
-                    send(seq)
+                for _ in range(count // burst):
+                    seqs = range(seq + 1, seq + burst + 1)
+                    seq += burst
+                    done = asyncio.gather(*(fan.start(n) for n in seqs))
+                    send(seqs)
                     try:
                         await asyncio.wait_for(done, 30)
                     except TimeoutError:
@@ -371,7 +379,8 @@ async def run(args: argparse.Namespace, servers: list[tuple[str, int, int, int]]
     base = systems.get("twisted-irc")
     base_p99 = percentile(base[0].latencies, 0.99) if base else None
     print(f"\nfan-out of one message to {members} members of a room "
-          f"({args.rounds} rounds x {args.messages} messages; times in ms; "
+          f"({args.rounds} rounds x {args.messages} messages"
+          f"{f', {args.burst} at a time' if args.burst > 1 else ''}; times in ms; "
           f"our server on {args.loop}, Twisted on its default reactor, "
           f"clients on {args.client_loop})\n")
     print(f"{'system':<12} {'p50':>8} {'p99':>8} {'last p50':>9} {'last p99':>9} "
@@ -398,6 +407,10 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round of 50 messages")
+    parser.add_argument("--burst", type=int, default=1, metavar="K",
+                        help="send K messages at once (IRC: in one write) and wait for all "
+                             "of them: a busy room, where several messages reach a member "
+                             "in one server loop turn (default 1: one at a time)")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                         help="our server's event loop; auto: uvloop where installed, as "
                              "`pb run --loop auto` does")
@@ -421,6 +434,8 @@ def main() -> int:
     if args.serve == "twisted":
         serve_twisted(args.members)
         return 0
+    if args.burst < 1:
+        parser.error("--burst must be at least 1")
     if args.quick:
         args.rounds, args.messages = 1, 50
     with Children() as children:
