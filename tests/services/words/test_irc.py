@@ -625,13 +625,10 @@ async def test_a_burst_in_one_write_reaches_every_member_once_and_in_order(tmp_p
         mind = Mind()
         dave = await pb_login(words, "dave", mind)
         try:
-            for client in (sender, bob, carol):
-                client.send("JOIN #one")
+            for client, room in ((sender, "one"), (bob, "one"), (carol, "one"),
+                                 (bob, "two"), (sender, "two")):
+                client.send(f"JOIN #{room}")
                 await client.expect(" 366 ")
-            bob.send("JOIN #two")
-            await bob.expect(" 366 ")
-            sender.send("JOIN #two")
-            await sender.expect(" 366 ")
             await dave.call_remote("join", "one")
             await bob.expect("dave!dave@words JOIN #one")
             await carol.expect("dave!dave@words JOIN #one")
