@@ -306,7 +306,13 @@ class IRCServer:
         self.flush_scheduled = False
         waiting, self.waiting = self.waiting, []
         for protocol in waiting:
-            protocol._flush()
+            try:
+                protocol._flush()
+            except Exception:
+                # One broken connection must not leave the others' output
+                # waiting (their machines would not ask again).
+                _log.exception("IRC output could not be written: peer=%s", protocol.host)
+                protocol.abort()
 
     async def listen(self, host: str, port: int, *, ssl: _ssl.SSLContext | None = None,
                      path: str | None = None) -> int | str:

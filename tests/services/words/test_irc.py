@@ -655,3 +655,32 @@ async def test_a_burst_in_one_write_reaches_every_member_once_and_in_order(tmp_p
             await sender.close()
             await bob.close()
             await carol.close()
+
+
+async def test_a_connection_whose_output_cannot_be_written_does_not_hold_up_the_room(words):
+    # Output from a fan-out is written for every waiting client in one
+    # pass; one that fails there is dropped and the others still get theirs.
+    sender = await RawIRC.connect(words.irc_port, "alice")
+    bob = await RawIRC.connect(words.irc_port, "bob")
+    carol = await RawIRC.connect(words.irc_port, "carol")
+    try:
+        for client in (sender, carol, bob):
+            client.send("JOIN #room")
+            await client.expect(" 366 ")
+        await sender.expect("bob!bob@words JOIN")
+        broken = next(p for p in words.irc.protocols
+                      if p.machine is not None and p.machine.nick == "carol")
+
+        def fail() -> None:
+            raise OSError("injected: this connection cannot be written")
+
+        broken._flush = fail
+        sender.send("PRIVMSG #room :still here")
+        await bob.expect(":still here$")
+        await wait_until(lambda: not words.chat.is_online("carol"))
+        sender.send("PRIVMSG #room :and again")
+        await bob.expect(":and again$")
+    finally:
+        await sender.close()
+        await bob.close()
+        await carol.close()
