@@ -31,7 +31,7 @@ Twisted's server has no flood control to compare with.
     .venv/bin/python bench/bench_words.py --burst 10   # 10 messages at once, a busy room
 
 ``--baseline DIR`` runs our server a second time from the source tree DIR
-(say ``git archive main | tar -x -C DIR``), rows ``pb@base`` and
+(say ``mkdir DIR && git archive main | tar -x -C DIR``), rows ``pb@base`` and
 ``irc@base``, interleaved with the others: a change and what it replaces,
 on the same machine at the same moments.
 
