@@ -12,7 +12,8 @@ Three systems, side by side in one run:
 Each server runs in its own subprocess; the clients (one sender and
 ``--members`` receivers, 100 by default, all in the room) run in this
 process on one event loop.  Messages go one at a time: the next is sent
-when every member got the previous one.  For each message and member, the
+when every member got the previous one (``--burst K``: K at once, then
+wait for all K).  For each message and member, the
 latency is the time from the sender's write to that member's receipt; the
 table gives p50 and p99 over all of them, and p99 of the time until the
 *last* member had it.  Systems take turns in rounds, so that all see the
@@ -26,6 +27,18 @@ Twisted's server has no flood control to compare with.
     .venv/bin/python bench/bench_words.py              # 100 members, 3 rounds x 200 messages
     .venv/bin/python bench/bench_words.py --quick      # a smoke run
     .venv/bin/python bench/bench_words.py --members 20 --messages 100 --rounds 5
+    .venv/bin/python bench/bench_words.py --baseline /tmp/words-main   # A/B in one run
+    .venv/bin/python bench/bench_words.py --burst 10   # 10 messages at once, a busy room
+
+``--baseline DIR`` runs our server a second time from the source tree DIR
+(say ``mkdir DIR && git archive main | tar -x -C DIR``), rows ``pb@base`` and
+``irc@base``, interleaved with the others: a change and what it replaces,
+on the same machine at the same moments.
+
+Besides latency, the table gives CPU time per message: the server's (all
+its threads, from ``/proc/PID/task/*/schedstat``, while that system had
+the turn) and the clients' (this process).  CPU time is far less noisy
+than latency on a shared machine, and says which side the time is on.
 """
 
 from __future__ import annotations
@@ -53,8 +66,11 @@ IRC_ROOM = "benchirc"
 # -- the servers (children) ------------------------------------------------------------------
 
 
-def serve_ours(members: int, loop: str) -> None:
-    """Our words service, PB and IRC, in this process; prints both ports."""
+def serve_ours(members: int, loop: str, code_from: str | None = None) -> None:
+    """Our words service, PB and IRC, in this process; prints both ports.
+    *code_from*: a source tree to import the service from (``--baseline``)."""
+    if code_from:
+        sys.path.insert(0, os.path.abspath(code_from))
     import cred
     from services import Application, plugin_parser
     from services.words import plugin
@@ -142,11 +158,32 @@ def serve_twisted(members: int) -> None:
 # -- measuring ---------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of process *pid* so far, in seconds (the
+    scheduler's nanoseconds where readable, else clock ticks)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that just ended
+        return total / 1e9
+    except OSError:
+        times = os.times() if pid == os.getpid() else None
+        return times.user + times.system if times else float("nan")
+
+
 class Fanout:
     """Send times and arrivals of the messages of one system."""
 
-    def __init__(self, members: int) -> None:
+    def __init__(self, members: int, server_pid: int | None = None) -> None:
         self.members = members
+        self.server_pid = server_pid
+        self.server_cpu = 0.0
+        self.client_cpu = 0.0
+        self.messages = 0
         self.sent: dict[int, float] = {}
         self.count: dict[int, int] = {}
         self.done: dict[int, asyncio.Future[None]] = {}
@@ -222,8 +259,10 @@ async def irc_room(port: int, members: int, fanout: Fanout) -> tuple[Any, list[A
     await asyncio.wait_for(asyncio.gather(*(p.joined for p in protocols)), 60)
     sender = transports[0]
 
-    def send(seq: int) -> None:
-        sender.write(f"PRIVMSG #{IRC_ROOM} :m{seq} hello everybody\r\n".encode())
+    def send(seqs: range) -> None:
+        # A burst is one write, as a client that pastes several lines.
+        sender.write("".join(f"PRIVMSG #{IRC_ROOM} :m{seq} hello everybody\r\n"
+                             for seq in seqs).encode())
 
     return send, transports
 
@@ -263,8 +302,9 @@ async def pb_room(port: int, members: int, fanout: Fanout) -> tuple[Any, list[An
         perspectives.append(perspective)
     sender = rooms[0]
 
-    def send(seq: int) -> None:
-        sender.call_remote_only("send", f"m{seq} hello everybody")
+    def send(seqs: range) -> None:
+        for seq in seqs:
+            sender.call_remote_only("send", f"m{seq} hello everybody")
 
     return send, perspectives
 
@@ -275,35 +315,57 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
-async def run(args: argparse.Namespace, ours: tuple[int, int], twisted_port: int | None) -> None:
+async def run(args: argparse.Namespace, servers: list[tuple[str, int, int, int]],
+              twisted: tuple[int, int] | None) -> None:
+    """*servers*: ``(suffix, pid, pb port, irc port)`` of each of our servers;
+    *twisted*: ``(pid, port)`` of Twisted's."""
     members = args.members
     systems: dict[str, tuple[Fanout, Any]] = {}
     closers: list[Any] = []
-    fan = Fanout(members)
-    send, perspectives = await pb_room(ours[0], members, fan)
-    systems["pb"] = (fan, send)
-    closers += [p.connection.close for p in perspectives]
-    fan = Fanout(members)
-    send, transports = await irc_room(ours[1], members, fan)
-    systems["irc"] = (fan, send)
-    closers += [t.close for t in transports]
-    if twisted_port is not None:
-        fan = Fanout(members)
-        send, transports = await irc_room(twisted_port, members, fan)
+    # Held to the end: dropping a perspective's proxy logs that session out.
+    perspectives: list[Any] = []
+    for suffix, pid, pb_port, irc_port in servers:
+        fan = Fanout(members, pid)
+        send, logins = await pb_room(pb_port, members, fan)
+        systems["pb" + suffix] = (fan, send)
+        perspectives += logins
+        closers += [p.connection.close for p in logins]
+        fan = Fanout(members, pid)
+        send, transports = await irc_room(irc_port, members, fan)
+        systems["irc" + suffix] = (fan, send)
+        closers += [t.close for t in transports]
+    if twisted is not None:
+        fan = Fanout(members, twisted[0])
+        send, transports = await irc_room(twisted[1], members, fan)
         systems["twisted-irc"] = (fan, send)
         closers += [t.close for t in transports]
     names = list(systems)
+    burst = args.burst
     seq = 0
     try:
         for round_ in range(args.rounds + 1):  # round 0 warms up and is discarded
             for offset in range(len(names)):
                 name = names[(round_ + offset) % len(names)]
                 fan, send = systems[name]
-                for _ in range(args.messages if round_ else max(10, args.messages // 10)):
-                    seq += 1
-                    done = fan.start(seq)
-                    send(seq)
-                    await asyncio.wait_for(done, 30)
+                count = args.messages if round_ else max(10, args.messages // 10)
+                count -= count % burst
+                server_before = cpu_seconds(fan.server_pid) if fan.server_pid else 0.0
+                client_before = time.process_time()
+                for _ in range(count // burst):
+                    seqs = range(seq + 1, seq + burst + 1)
+                    seq += burst
+                    done = asyncio.gather(*(fan.start(n) for n in seqs))
+                    send(seqs)
+                    try:
+                        await asyncio.wait_for(done, 30)
+                    except TimeoutError:
+                        raise TimeoutError(f"{name}: message {seq} did not reach every "
+                                           f"member within 30 s") from None
+                if round_:
+                    fan.client_cpu += time.process_time() - client_before
+                    if fan.server_pid:
+                        fan.server_cpu += cpu_seconds(fan.server_pid) - server_before
+                    fan.messages += count
             if round_ == 0:
                 for fan, _ in systems.values():
                     fan.latencies.clear()
@@ -317,20 +379,25 @@ async def run(args: argparse.Namespace, ours: tuple[int, int], twisted_port: int
     base = systems.get("twisted-irc")
     base_p99 = percentile(base[0].latencies, 0.99) if base else None
     print(f"\nfan-out of one message to {members} members of a room "
-          f"({args.rounds} rounds x {args.messages} messages; times in ms; "
+          f"({args.rounds} rounds x {args.messages} messages"
+          f"{f', {args.burst} at a time' if args.burst > 1 else ''}; times in ms; "
           f"our server on {args.loop}, Twisted on its default reactor, "
           f"clients on {args.client_loop})\n")
     print(f"{'system':<12} {'p50':>8} {'p99':>8} {'last p50':>9} {'last p99':>9} "
-          f"{'p99 / twisted':>14}")
+          f"{'p99 / twisted':>14} {'server us/msg':>14} {'client us/msg':>14}")
     for name, (fan, _) in systems.items():
         p50 = percentile(fan.latencies, 0.5) * 1000
         p99 = percentile(fan.latencies, 0.99) * 1000
         last50 = statistics.median(fan.last) * 1000
         last99 = percentile(fan.last, 0.99) * 1000
         ratio = f"{p99 / (base_p99 * 1000):.2f}" if base_p99 else "-"
-        print(f"{name:<12} {p50:8.2f} {p99:8.2f} {last50:9.2f} {last99:9.2f} {ratio:>14}")
+        server = fan.server_cpu / fan.messages * 1e6 if fan.messages else float("nan")
+        client = fan.client_cpu / fan.messages * 1e6 if fan.messages else float("nan")
+        print(f"{name:<12} {p50:8.2f} {p99:8.2f} {last50:9.2f} {last99:9.2f} {ratio:>14} "
+              f"{server:14.0f} {client:14.0f}")
     print("\np50/p99: over every (message, member) delivery; last: the time until the last "
-          "member had the message.\nTarget (issue 17): our p99 <= 0.5 x Twisted's.")
+          "member had the message;\nus/msg: CPU time per message (server: all its threads; "
+          "client: this process).\nTarget (issue 17): our p99 <= 0.5 x Twisted's.")
 
 
 def main() -> int:
@@ -340,6 +407,10 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round of 50 messages")
+    parser.add_argument("--burst", type=int, default=1, metavar="K",
+                        help="send K messages at once (IRC: in one write) and wait for all "
+                             "of them: a busy room, where several messages reach a member "
+                             "in one server loop turn (default 1: one at a time)")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                         help="our server's event loop; auto: uvloop where installed, as "
                              "`pb run --loop auto` does")
@@ -347,34 +418,45 @@ def main() -> int:
                         help="the clients' event loop (default: uvloop where installed); "
                              "the clients' own time is in every system's figures, so the "
                              "faster it is, the more the figures show the servers")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run our server from the source tree DIR (rows pb@base, "
+                             "irc@base), interleaved with the others")
     parser.add_argument("--serve", choices=["ours", "twisted"], help=argparse.SUPPRESS)
+    parser.add_argument("--code-from", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loop == "auto":
         args.loop = "asyncio" if uvloop_missing() else "uvloop"
     if args.client_loop is None:
         args.client_loop = "asyncio" if uvloop_missing() else "uvloop"
     if args.serve == "ours":
-        serve_ours(args.members, args.loop)
+        serve_ours(args.members, args.loop, args.code_from)
         return 0
     if args.serve == "twisted":
         serve_twisted(args.members)
         return 0
+    if args.burst < 1:
+        parser.error("--burst must be at least 1")
     if args.quick:
         args.rounds, args.messages = 1, 50
     with Children() as children:
-        ours_child = children.start("bench_words", "--serve", "ours", "--loop", args.loop,
-                                    "--members", str(args.members), ready_timeout=60)
-        pb_port, irc_port = (int(p) for p in ours_child.handshake.split())
+        servers = []
+        trees = [("", None)] + ([("@base", args.baseline)] if args.baseline else [])
+        for suffix, tree in trees:
+            extra = ["--code-from", tree] if tree else []
+            child = children.start("bench_words", "--serve", "ours", "--loop", args.loop,
+                                   "--members", str(args.members), *extra, ready_timeout=60)
+            pb_port, irc_port = (int(p) for p in child.handshake.split())
+            servers.append((suffix, child.proc.pid, pb_port, irc_port))
         try:
             import twisted.words  # noqa: F401
         except ImportError:
             print("skipped: twisted-irc (pip install -e '.[bench]')", file=sys.stderr)
-            twisted_port = None
+            twisted = None
         else:
             twisted_child = children.start("bench_words", "--serve", "twisted",
                                            "--members", str(args.members), ready_timeout=60)
-            twisted_port = int(twisted_child.handshake)
-        run_loop(lambda: run(args, (pb_port, irc_port), twisted_port), args.client_loop)
+            twisted = (twisted_child.proc.pid, int(twisted_child.handshake))
+        run_loop(lambda: run(args, servers, twisted), args.client_loop)
     return 0
 
 

@@ -91,6 +91,21 @@ class IRCWorld:
             self._event = event
         return self._lines
 
+    def mask(self, name: str) -> str:
+        """*name*'s IRC prefix (``nick!user@host``) on this server."""
+        return f"{name}!{name}@{self.server_name}"
+
+    def message_lines(self, event: Message) -> list[bytes]:
+        """The lines of a group message, made for its first member and
+        reused for the others (the hot path of a fan-out: no closure per
+        member)."""
+        if event is not self._event:
+            command = "PRIVMSG" if event.kind == "message" else "NOTICE"
+            self._lines = text_lines(self.mask(event.sender), command, f"#{event.group}",
+                                     event.text)
+            self._event = event
+        return self._lines
+
 
 # Numerics whose last parameter is a value, not text (no ':' unless needed).
 _NO_TEXT = frozenset({"004", "221", "324", "329", "333"})
@@ -120,7 +135,8 @@ class IRCConnection:
         self._welcomed = False
         self._in_chat = False
         #: Called (no arguments) when events from other connections leave
-        #: output here; the adapter sets it to write that output out.
+        #: output here and none was waiting before; the adapter sets it to
+        #: write that output out (at once, or once per loop turn).
         self.wakeup: Callable[[], None] | None = None
 
     # -- output ---------------------------------------------------------------
@@ -150,7 +166,7 @@ class IRCConnection:
             self._send(line)
 
     def _mask(self, name: str) -> str:
-        return f"{name}!{name}@{self.world.server_name}"
+        return self.world.mask(name)
 
     def close(self, reason: str) -> None:
         """Say ERROR and ask the adapter to close once the output is sent."""
@@ -638,10 +654,11 @@ class IRCConnection:
             return
         kind = type(event)
         world = self.world
+        # Wake the adapter only when output starts to wait: it writes
+        # everything waiting at once, so more events before then ride along.
+        idle = not self._out
         if kind is Message:
-            command = "PRIVMSG" if event.kind == "message" else "NOTICE"
-            self._out.extend(world.lines_for(event, lambda: text_lines(
-                self._mask(event.sender), command, f"#{event.group}", event.text)))
+            self._out += world.message_lines(event)
         elif kind is PrivateMessage:
             command = "PRIVMSG" if event.kind == "message" else "NOTICE"
             self._out.extend(text_lines(self._mask(event.sender), command, self.user,
@@ -661,7 +678,7 @@ class IRCConnection:
                 self._mask(event.by), "TOPIC", f"#{event.group}", event.topic)))
         elif kind is PresenceChanged:
             return  # IRC shows presence on request (WHO, WHOIS), not as events
-        if self.wakeup is not None:
+        if idle and self.wakeup is not None:
             self.wakeup()
 
 

@@ -11,9 +11,14 @@ Per connection, in this order:
   handled at the flood-control rate (a :class:`~._irc.TokenBucket`): a
   client that sends faster is slowed down, and one whose queue overflows
   is disconnected ("Excess Flood");
-* output is written at once; when the kernel and asyncio hold more than
-  ``max_output`` bytes unsent for one client (it stopped reading), that
-  client is dropped, so a fan-out to the others never waits for it;
+* a client's answers to its own lines are written at once; what other
+  clients' events leave for it (a fan-out) is written once per loop turn,
+  every waiting client in one pass, so that several messages to one
+  client in the same turn make one socket write and a fan-out is one tight
+  loop of writes after the chat has done its part;
+* when the kernel and asyncio hold more than ``max_output`` bytes unsent
+  for one client (it stopped reading), that client is dropped, so a
+  fan-out to the others never waits for it;
 * password checks go to the portal (``service="words"``, offered only
   ``{"words"}``, throttled per account and per source like PB logins).
 """
@@ -113,7 +118,7 @@ class _IRCProtocol(asyncio.Protocol):
             # per socket, which would hide a reader that stopped reading.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.socket_send_buffer)
         self.machine = IRCConnection(self.server.world, peer=host)
-        self.machine.wakeup = self._flush
+        self.machine.wakeup = self._flush_soon
         server = self.server
         self.source = _source_key(host)
         reason = None
@@ -191,6 +196,15 @@ class _IRCProtocol(asyncio.Protocol):
             if machine.login_request is not None:
                 self.server.start_login(self)
         self._flush()
+
+    def _flush_soon(self) -> None:
+        """Write this connection's output with the others' at the end of
+        this loop turn (its machine calls this when output starts to wait)."""
+        server = self.server
+        server.waiting.append(self)
+        if not server.flush_scheduled:
+            server.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(server.flush_waiting)
 
     def _flush(self) -> None:
         machine, transport = self.machine, self.transport
@@ -281,6 +295,24 @@ class IRCServer:
         self.listeners: list[asyncio.base_events.Server] = []
         self.closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: connections whose machine has output from other connections'
+        #: events, written by flush_waiting at the end of the loop turn
+        self.waiting: list[_IRCProtocol] = []
+        self.flush_scheduled = False
+
+    def flush_waiting(self) -> None:
+        """Write the output of every connection that waits for it, in the
+        order their output started to wait."""
+        self.flush_scheduled = False
+        waiting, self.waiting = self.waiting, []
+        for protocol in waiting:
+            try:
+                protocol._flush()
+            except Exception:
+                # One broken connection must not leave the others' output
+                # waiting (their machines would not ask again).
+                _log.exception("IRC output could not be written: peer=%s", protocol.host)
+                protocol.abort()
 
     async def listen(self, host: str, port: int, *, ssl: _ssl.SSLContext | None = None,
                      path: str | None = None) -> int | str:

@@ -268,3 +268,50 @@ def test_administrators_set_topics_remove_members_and_groups(tmp_path, chat):
     finally:
         store.close()
     assert list(again.groups) == ["kept"] and not again.group("kept").members
+
+
+def test_one_store_batch_keeps_order_trims_and_forgets_a_removed_group(tmp_path, chat):
+    # Everything below reaches the writer as one batch (one transaction):
+    # messages go in together and each group is trimmed once, yet a group
+    # removed in the middle loses the lines said before, not those after.
+    import sqlite3
+
+    path = tmp_path / "words.sqlite3"
+    store = WordsStore(path, scrollback=3, batch_delay=0.5)
+    store.open()
+    store.attach(chat)
+    alice = Sink("alice")
+    chat.connect(alice)
+    chat.join(alice, "room")
+    for n in range(6):
+        chat.send(alice, "room", f"old{n}")
+    chat.remove_group("room")
+    chat.join(alice, "room")
+    chat.send(alice, "room", "new0")
+    chat.send(alice, "room", "new1")
+    chat.join(alice, "busy")
+    for n in range(50):
+        chat.send(alice, "busy", f"b{n}")
+    store.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT group_key, text FROM lines ORDER BY id").fetchall()
+    assert rows == [("room", "new0"), ("room", "new1"),
+                    ("busy", "b47"), ("busy", "b48"), ("busy", "b49")]
+
+
+def test_a_store_without_scrollback_stores_no_lines(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "words.sqlite3"
+    chat = Chat(scrollback=0)
+    store = WordsStore(path, scrollback=0)
+    store.open()
+    store.attach(chat)
+    alice = Sink("alice")
+    chat.connect(alice)
+    chat.join(alice, "room")
+    chat.send(alice, "room", "not kept")
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM lines").fetchone() == (0,)
+        assert conn.execute("SELECT name FROM groups").fetchall() == [("room",)]

@@ -610,3 +610,77 @@ async def test_removing_a_group_parts_irc_clients_and_empties_pb_views(words):
     finally:
         await irc_client.close()
         await pb.connection.close()
+
+
+async def test_a_burst_in_one_write_reaches_every_member_once_and_in_order(tmp_path):
+    # Forty lines in one write are handled in one server loop turn: the IRC
+    # members get them written together (one write each per turn), the PB
+    # member as calls; each message exactly once, in order per room, also
+    # with a second room's messages interleaved in the same burst.
+    async with running_words(tmp_path / "data", "--flood-burst", "1000",
+                             "--max-queued", "1000", users=("alice", "bob", "carol", "dave")) as words:
+        sender = await RawIRC.connect(words.irc_port, "alice")
+        bob = await RawIRC.connect(words.irc_port, "bob")
+        carol = await RawIRC.connect(words.irc_port, "carol")
+        mind = Mind()
+        dave = await pb_login(words, "dave", mind)
+        try:
+            for client, room in ((sender, "one"), (bob, "one"), (carol, "one"),
+                                 (bob, "two"), (sender, "two")):
+                client.send(f"JOIN #{room}")
+                await client.expect(" 366 ")
+            await dave.call_remote("join", "one")
+            await bob.expect("dave!dave@words JOIN #one")
+            await carol.expect("dave!dave@words JOIN #one")
+            burst = b"".join(f"PRIVMSG #{'one' if n % 4 else 'two'} :n{n}\r\n".encode()
+                             for n in range(40))
+            sender.send(burst)
+            sender.send("PING :after")
+            await sender.expect("PONG .*after")
+            one = [f"n{n}" for n in range(40) if n % 4]
+            two = [f"n{n}" for n in range(40) if not n % 4]
+            await mind.wait_for(lambda m: len(m.of("message")) >= len(one))
+            assert [e[3] for e in mind.of("message")] == one
+            await carol.expect(f":{one[-1]}$")
+            assert [line.rsplit(":", 1)[1] for line in carol.seen
+                    if "PRIVMSG #one" in line] == one
+            await bob.expect(f":{one[-1]}$|:{two[-1]}$")
+            bob.send("PING :end")
+            await bob.expect("PONG .*end")
+            said = [line for line in bob.seen if " PRIVMSG #" in line]
+            assert [line.rsplit(":", 1)[1] for line in said if "#one" in line] == one
+            assert [line.rsplit(":", 1)[1] for line in said if "#two" in line] == two
+            assert not [line for line in sender.seen if " PRIVMSG #" in line]
+        finally:
+            await sender.close()
+            await bob.close()
+            await carol.close()
+
+
+async def test_a_connection_whose_output_cannot_be_written_does_not_hold_up_the_room(words):
+    # Output from a fan-out is written for every waiting client in one
+    # pass; one that fails there is dropped and the others still get theirs.
+    sender = await RawIRC.connect(words.irc_port, "alice")
+    bob = await RawIRC.connect(words.irc_port, "bob")
+    carol = await RawIRC.connect(words.irc_port, "carol")
+    try:
+        for client in (sender, carol, bob):
+            client.send("JOIN #room")
+            await client.expect(" 366 ")
+        await sender.expect("bob!bob@words JOIN")
+        broken = next(p for p in words.irc.protocols
+                      if p.machine is not None and p.machine.nick == "carol")
+
+        def fail() -> None:
+            raise OSError("injected: this connection cannot be written")
+
+        broken._flush = fail
+        sender.send("PRIVMSG #room :still here")
+        await bob.expect(":still here$")
+        await wait_until(lambda: not words.chat.is_online("carol"))
+        sender.send("PRIVMSG #room :and again")
+        await bob.expect(":and again$")
+    finally:
+        await sender.close()
+        await bob.close()
+        await carol.close()
