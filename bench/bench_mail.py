@@ -205,12 +205,13 @@ def serve_twisted(root: str, nodelay: bool = False, fsync: bool = True) -> None:
 
 
 class Server:
-    def __init__(self, name: str, root: Path) -> None:
+    def __init__(self, name: str, root: Path, base: str | None = None) -> None:
         self.name = name
         self.root = root
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # pb-base: the same server from another checkout, for before/after runs.
+        env = {**os.environ, "PYTHONPATH": str(base if name == "pb-base" else REPO)}
         env.pop("PYTHONASYNCIODEBUG", None)
-        if name in ("pb", "pb-uvloop"):
+        if name in ("pb", "pb-uvloop", "pb-base"):
             loop = "uvloop" if name == "pb-uvloop" else "asyncio"  # the floor runs on asyncio
             command = [sys.executable, "-m", "clients._cli", "run", "--loop", loop,
                        "--data-dir", str(root / "data"), "--log-level", "warning", "mail",
@@ -246,7 +247,14 @@ class Server:
             self.proc.stdout.close()
 
 
-def smtp_window(port: int, seconds: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def smtp_window(port: int, seconds: float) -> tuple[float, int]:
+    """(messages/s answered 250, messages) for one window of SENDERS clients."""
     counts = [0] * SENDERS
     stop = time.monotonic() + seconds
     errors: list[BaseException] = []
@@ -270,7 +278,7 @@ def smtp_window(port: int, seconds: float) -> float:
         thread.join()
     if errors:
         raise RuntimeError(f"a sender failed: {errors[0]!r}")
-    return sum(counts) / (time.monotonic() - started)
+    return sum(counts) / (time.monotonic() - started), sum(counts)
 
 
 def preload(maildir: Path) -> None:
@@ -324,6 +332,9 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=3, help="windows per system")
     parser.add_argument("--only", default="pb,pb-uvloop,floor,twisted,twisted-nofsync,twisted-nodelay",
                         help="systems to run")
+    parser.add_argument("--base", metavar="DIR",
+                        help="another checkout of this project: adds the row pb-base, its "
+                             "pb run mail on asyncio (e.g. `git worktree add DIR main`)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("root", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -335,6 +346,8 @@ def main() -> int:
                       fsync=args.serve != "twisted-nofsync")
         return 0
     names = [n for n in args.only.split(",") if n]
+    if args.base and "pb-base" not in names:
+        names.insert(1 if names[:1] == ["pb"] else 0, "pb-base")
     if "pb-uvloop" in names:
         try:
             import uvloop  # noqa: F401
@@ -348,6 +361,7 @@ def main() -> int:
             log("skipped: twisted not installed (pip install -e '.[bench]')")
             names = [n for n in names if not n.startswith("twisted")]
     smtp: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     pop: dict[str, list[float]] = {n: [] for n in names if n != "floor"}
     with tempfile.TemporaryDirectory(prefix="bench-mail-") as tmp:
         servers = {}
@@ -355,12 +369,16 @@ def main() -> int:
             for name in names:
                 root = Path(tmp) / name
                 root.mkdir()
-                servers[name] = Server(name, root)
+                servers[name] = Server(name, root, args.base)
             for window in range(args.windows):
                 for name in names:
-                    rate = smtp_window(servers[name].smtp, args.seconds)
+                    before = cpu_seconds(servers[name].proc.pid)
+                    rate, sent = smtp_window(servers[name].smtp, args.seconds)
+                    used = (cpu_seconds(servers[name].proc.pid) - before) / max(sent, 1)
                     smtp[name].append(rate)
-                    log(f"smtp window {window + 1} {name}: {rate:.0f} msg/s")
+                    cpu[name].append(used * 1e6)
+                    log(f"smtp window {window + 1} {name}: {rate:.0f} msg/s, "
+                        f"server CPU {used * 1e6:.0f} us/msg")
             for name in pop:
                 preload(servers[name].maildir)
             for window in range(args.windows):
@@ -375,7 +393,8 @@ def main() -> int:
           f"({args.windows} x {args.seconds:g} s windows, median)")
     medians = {n: statistics.median(v) for n, v in smtp.items()}
     for name, value in medians.items():
-        print(f"  {name:16} {value:8.0f} msg/s  {_ratios(name, value, medians, ('floor', 'twisted'))}")
+        print(f"  {name:16} {value:8.0f} msg/s  {statistics.median(cpu[name]):6.0f} us CPU/msg  "
+              f"{_ratios(name, value, medians, ('floor', 'twisted'))}")
     if pop:
         print(f"\nPOP3 retrieval: {POP_MESSAGES} messages of {POP_SIZE // 1024} KiB, RETR one at a time (median)")
         pmed = {n: statistics.median(v) for n, v in pop.items()}
