@@ -39,6 +39,7 @@ import base64
 import binascii
 import collections
 import ipaddress
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -232,6 +233,15 @@ class MailSMTP(SMTP):
             if rest and not rest.startswith(" "):
                 return None, None
             return _NULL_SENDER, rest.strip()
+        simple = _SIMPLE_PATH.match(stripped)
+        if simple is not None:
+            # The common <dot-atom@host.name>: what the stdlib parser would
+            # return, without its cost (a quarter of the server's Python time
+            # per message in bench_mail before this).
+            local = simple.group(1)
+            if self.local_part_limit and len(local) > self.local_part_limit:
+                return None, None
+            return f"{local}@{simple.group(2)}", stripped[simple.end():]
         try:
             return super()._getaddr(arg)
         except Exception:
@@ -241,6 +251,13 @@ class MailSMTP(SMTP):
             # a syntax error (501/553), not a 451 and a logged traceback.
             return None, None
 
+
+# <local@domain> with a dot-atom local part and a domain of letter, digit
+# and hyphen labels, then the parameters after blanks; anything else (quoted
+# parts, source routes, literals, UTF-8, a comment after the path) goes to
+# the stdlib parser.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?![ \t]*\()[ \t]*")
 
 # aiosmtpd treats an empty address as a syntax error; this marker stands for
 # "<>" until the policy's MAIL hook turns it back into "".

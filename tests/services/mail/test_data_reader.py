@@ -166,3 +166,32 @@ async def test_a_message_trickled_a_byte_at_a_time_is_stored_whole(mail):
     assert (await in_thread(session)).startswith(b"250")
     (stored,) = mail.stored("alice@example.com")
     assert stored.endswith(b"line 39\n")
+
+
+# -- the fast path for addresses -----------------------------------------------------------
+
+
+def test_simple_paths_parse_as_the_stdlib_parser_does():
+    from aiosmtpd.smtp import SMTP
+
+    from services.mail._smtp import _SIMPLE_PATH, MailSMTP
+
+    server = MailSMTP.__new__(MailSMTP)
+    server.local_part_limit = 64
+    rng = random.Random(5321)
+    atoms = ["alice", "a.b", "x+tag", "o'neil", "UPPER", "a" * 64, "a" * 65, "a..b", ".a", "a.",
+             "we{ird}|~", "\"q\"", "\"a b\"", "é"]
+    domains = ["example.com", "EXAMPLE.com", "a-b.c", "x", "[127.0.0.1]", "a..b", "a_b.c", "-x.y", "é.test"]
+    suffixes = ["", " SIZE=100", "  BODY=8BITMIME SMTPUTF8", "\tSIZE=1", "x", " (comment) SIZE=1",
+                "(c)", " ", ">", "<"]
+    fast = 0
+    for _ in range(3000):
+        arg = (rng.choice(["", " "]) + "<" + rng.choice(atoms) + "@" + rng.choice(domains) + ">"
+               + rng.choice(suffixes))
+        try:
+            expected = SMTP._getaddr(server, arg)
+        except Exception:
+            expected = (None, None)
+        assert MailSMTP._getaddr(server, arg) == expected, arg
+        fast += _SIMPLE_PATH.match(arg.lstrip()) is not None
+    assert fast > 500  # the fast path was taken often enough to mean something
