@@ -23,7 +23,6 @@ import socket
 import ssl as _ssl
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,6 @@ __all__ = ["MailService", "SERVICE_NAME", "Pop3Protocol"]
 SERVICE_NAME = "mail"
 
 _log = get_logger("pb.mail")
-
-#: Deliveries written and fsync'd at once (beyond this they wait for a thread).
-DELIVERY_THREADS = 16
 
 #: RFC 1939 §3: an autologout timer must be at least 10 minutes.
 MIN_AUTOLOGOUT = 600.0
@@ -140,7 +136,6 @@ class MailService(Service):
         self.pop3_gate = ConnectionGate(max_connections, max_connections_per_host)
         self._last_refresh = 0.0
         self._in_flight = 0
-        self._pool: ThreadPoolExecutor | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         #: Called with (mailbox, folder, key) after each local delivery (the PB face's minds).
@@ -225,9 +220,6 @@ class MailService(Service):
             if services.get(self.service_name) is self.realm_service:
                 del services[self.service_name]
             await asyncio.to_thread(self.store.close)
-            pool, self._pool = self._pool, None
-            if pool is not None:
-                pool.shutdown(wait=False)  # idle by now: no delivery is in flight
 
     async def _close_listeners(self) -> None:
         pb_server, self.pb_server = self.pb_server, None
@@ -282,15 +274,6 @@ class MailService(Service):
         if box is None:
             box = self._maildirs[path] = Maildir(path, create=False, fsync=self.fsync)
         return box
-
-    def _delivery_pool(self) -> ThreadPoolExecutor:
-        """The threads that write, fsync and rename deliveries: their own,
-        so that as many deliveries as there are senders can wait on the disk
-        at once (and share its flushes, see GroupSync) while the loop reads
-        the next messages.  asyncio's default pool has cores + 4 threads."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="mail-delivery")
-        return self._pool
 
     @staticmethod
     def _store(box: Maildir, content: bytes) -> str:
@@ -361,8 +344,7 @@ class MailService(Service):
                 if self.personal is not None:
                     key = await self.personal.deliver(local.mailbox, content)
                 if key is None:
-                    key = await asyncio.get_running_loop().run_in_executor(
-                        self._delivery_pool(), self._store, self.maildir(local), content)
+                    key = await asyncio.to_thread(self._store, self.maildir(local), content)
                 self.delivered += 1
                 for listener in list(self.new_mail_listeners):
                     try:
