@@ -14,7 +14,11 @@ own Maildir under a temporary directory, fsync on for all):
   a worker thread: no recipient checks, no Received: header, no POP3;
 * ``twisted``: ``twisted.mail.smtp.ESMTP`` with an ``IMessageDelivery``
   writing tmp → fsync → rename → fsync new/ on the reactor (Twisted mail
-  has no thread for this); POP3 is ``twisted.mail.pop3.POP3`` over
+  has no thread for this); Twisted answers 250 only when the Deferred of
+  ``eomReceived`` fires, so only after both flushes; ``twisted-threads``
+  does the same writes in the reactor's thread pool (``deferToThread``),
+  as ours uses a pool: one flush no longer holds up every connection, which
+  is what a Twisted user would write for a slow disk; POP3 is ``twisted.mail.pop3.POP3`` over
   ``twisted.mail.maildir.MaildirMailbox``.  Twisted leaves Nagle's
   algorithm on, which stalls each POP3 answer's last segment until the
   client's delayed ACK (about 40 ms on Linux); ``twisted-nodelay`` is the
@@ -31,7 +35,11 @@ messages for ``--seconds`` per window; messages/s answered 250.  POP3:
 logs in, RETRs every message one at a time (reading to the terminating
 ``.``) and quits; MB/s of message data.  Windows alternate between systems
 and the median is reported, with ratios against ``floor`` (SMTP) and
-``twisted``.  Ratios in one run are what to compare: absolute numbers drift.
+``twisted``, plus the server process's CPU time (user + system, all
+threads) per message accepted, which a busy machine disturbs less than the
+rate.  Ratios in one run are what to compare: absolute numbers drift.
+``--base DIR`` adds ``pb-base``, the same server from another checkout, for
+before/after comparisons in one run.
 """
 
 from __future__ import annotations
