@@ -164,9 +164,10 @@ class MailSMTP(SMTP):
         self._reset_timeout(self._data_timeout)
         try:
             # What the stream reader already holds (the client may send the
-            # text without waiting for the 354) is the start of the text;
-            # aiosmtpd itself reaches into this buffer at STARTTLS; read()
-            # takes it whole and resumes a transport paused for its size.
+            # text without waiting for the 354) is the start of the text.
+            # Its size is only in the private buffer, which aiosmtpd itself
+            # reaches into at STARTTLS; read() then takes it whole and
+            # resumes a transport paused because it was large.
             held = len(self._reader._buffer)  # type: ignore[attr-defined]
             if held:
                 self._feed_data(await self._reader.read(held))
