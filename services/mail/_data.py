@@ -90,7 +90,8 @@ class DataReader:
         self._line_start = stop - len(partial)
         longest = max(map(len, lines), default=0) + len(_CRLF)
         partial_long = not finished and len(partial.rstrip(b"\r")) + len(_CRLF) > self.line_limit
-        over_size = bool(self.size_limit) and self._line_start - len(_CRLF) > self.size_limit
+        limit = self.size_limit  # None or 0: no limit, as in aiosmtpd
+        over_size = limit is not None and 0 < limit < self._line_start - len(_CRLF)
         if longest > self.line_limit or partial_long or over_size:
             self.state = self._first_refusal(lines, before, partial_long)
 
