@@ -5,6 +5,7 @@ command reader (over real sockets)."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -195,3 +196,29 @@ def test_simple_paths_parse_as_the_stdlib_parser_does():
         assert MailSMTP._getaddr(server, arg) == expected, arg
         fast += _SIMPLE_PATH.match(arg.lstrip()) is not None
     assert fast > 500  # the fast path was taken often enough to mean something
+
+
+# -- the one timer of a connection ----------------------------------------------------------
+
+
+async def test_after_a_message_the_short_data_timer_gives_way_to_the_command_timeout(tmp_path):
+    from .conftest import start_mail
+
+    env = await start_mail(tmp_path, data_timeout=0.4, command_timeout=4)
+    try:
+        def session() -> tuple[bytes, bytes, bool]:
+            with Raw(env.smtp) as raw:
+                _envelope(raw)
+                raw.cmd(b"DATA")
+                stored = raw.cmd(b"Subject: t\r\n\r\nbody\r\n.")
+                # Idle well past the data timeout, inside the command timeout:
+                # the timer armed for the text fires, finds the later
+                # deadline and waits on.
+                time.sleep(1.2)
+                alive = raw.cmd(b"NOOP")
+                raw.sock.settimeout(30)
+                return stored, alive, raw.closed()  # then the command timeout ends it
+        stored, alive, closed = await in_thread(session)
+        assert stored.startswith(b"250") and alive.startswith(b"250") and closed
+    finally:
+        await env.application.stop(grace=2)
