@@ -14,7 +14,11 @@ own Maildir under a temporary directory, fsync on for all):
   a worker thread: no recipient checks, no Received: header, no POP3;
 * ``twisted``: ``twisted.mail.smtp.ESMTP`` with an ``IMessageDelivery``
   writing tmp → fsync → rename → fsync new/ on the reactor (Twisted mail
-  has no thread for this); POP3 is ``twisted.mail.pop3.POP3`` over
+  has no thread for this); Twisted answers 250 only when the Deferred of
+  ``eomReceived`` fires, so only after both flushes; ``twisted-threads``
+  does the same writes in the reactor's thread pool (``deferToThread``),
+  as ours uses a pool: one flush no longer holds up every connection, which
+  is what a Twisted user would write for a slow disk; POP3 is ``twisted.mail.pop3.POP3`` over
   ``twisted.mail.maildir.MaildirMailbox``.  Twisted leaves Nagle's
   algorithm on, which stalls each POP3 answer's last segment until the
   client's delayed ACK (about 40 ms on Linux); ``twisted-nodelay`` is the
@@ -31,12 +35,17 @@ messages for ``--seconds`` per window; messages/s answered 250.  POP3:
 logs in, RETRs every message one at a time (reading to the terminating
 ``.``) and quits; MB/s of message data.  Windows alternate between systems
 and the median is reported, with ratios against ``floor`` (SMTP) and
-``twisted``.  Ratios in one run are what to compare: absolute numbers drift.
+``twisted``, plus the server process's CPU time (user + system, all
+threads) per message accepted, which a busy machine disturbs less than the
+rate.  Ratios in one run are what to compare: absolute numbers drift.
+``--base DIR`` adds ``pb-base``, the same server from another checkout, for
+before/after comparisons in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import smtplib
@@ -79,13 +88,11 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-_counter = 0
+_counter = itertools.count(1)  # next() is atomic: the writers may be threads
 
 
 def _write_maildir(root: str, data: bytes, fsync: bool = True) -> None:
-    global _counter
-    _counter += 1
-    name = f"{time.time():.6f}.P{os.getpid()}Q{_counter}.bench"
+    name = f"{time.time():.6f}.P{os.getpid()}Q{next(_counter)}.bench"
     tmp = os.path.join(root, "tmp", name)
     with open(tmp, "wb") as handle:
         handle.write(data)
@@ -120,9 +127,10 @@ def serve_floor(root: str) -> None:
     asyncio.run(main())
 
 
-def serve_twisted(root: str, nodelay: bool = False, fsync: bool = True) -> None:
+def serve_twisted(root: str, nodelay: bool = False, fsync: bool = True, threads: bool = False) -> None:
     from twisted.cred import checkers, portal
     from twisted.internet import defer, protocol, reactor
+    from twisted.internet.threads import deferToThread
     from twisted.mail import maildir, pop3, smtp
     from zope.interface import implementer
 
@@ -139,7 +147,10 @@ def serve_twisted(root: str, nodelay: bool = False, fsync: bool = True) -> None:
             self.lines.append(line)
 
         def eomReceived(self):
-            _write_maildir(box, b"\n".join(self.lines) + b"\n", fsync=fsync)
+            data = b"\n".join(self.lines) + b"\n"
+            if threads:  # in the reactor's thread pool (10 threads), as ours uses a pool
+                return deferToThread(_write_maildir, box, data, fsync)
+            _write_maildir(box, data, fsync=fsync)
             return defer.succeed(None)
 
         def connectionLost(self) -> None:
@@ -205,12 +216,13 @@ def serve_twisted(root: str, nodelay: bool = False, fsync: bool = True) -> None:
 
 
 class Server:
-    def __init__(self, name: str, root: Path) -> None:
+    def __init__(self, name: str, root: Path, base: str | None = None) -> None:
         self.name = name
         self.root = root
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # pb-base: the same server from another checkout, for before/after runs.
+        env = {**os.environ, "PYTHONPATH": str(base if name == "pb-base" else REPO)}
         env.pop("PYTHONASYNCIODEBUG", None)
-        if name in ("pb", "pb-uvloop"):
+        if name in ("pb", "pb-uvloop", "pb-base"):
             loop = "uvloop" if name == "pb-uvloop" else "asyncio"  # the floor runs on asyncio
             command = [sys.executable, "-m", "clients._cli", "run", "--loop", loop,
                        "--data-dir", str(root / "data"), "--log-level", "warning", "mail",
@@ -246,7 +258,14 @@ class Server:
             self.proc.stdout.close()
 
 
-def smtp_window(port: int, seconds: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def smtp_window(port: int, seconds: float) -> tuple[float, int]:
+    """(messages/s answered 250, messages) for one window of SENDERS clients."""
     counts = [0] * SENDERS
     stop = time.monotonic() + seconds
     errors: list[BaseException] = []
@@ -270,7 +289,7 @@ def smtp_window(port: int, seconds: float) -> float:
         thread.join()
     if errors:
         raise RuntimeError(f"a sender failed: {errors[0]!r}")
-    return sum(counts) / (time.monotonic() - started)
+    return sum(counts) / (time.monotonic() - started), sum(counts)
 
 
 def preload(maildir: Path) -> None:
@@ -322,45 +341,57 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one SMTP window")
     parser.add_argument("--windows", type=int, default=3, help="windows per system")
-    parser.add_argument("--only", default="pb,pb-uvloop,floor,twisted,twisted-nofsync,twisted-nodelay",
+    parser.add_argument("--only", default="pb,pb-uvloop,floor,twisted,twisted-threads,twisted-nofsync,"
+                                          "twisted-nodelay",
                         help="systems to run")
+    parser.add_argument("--base", metavar="DIR",
+                        help="another checkout of this project: adds the row pb-base, its "
+                             "pb run mail on asyncio (e.g. `git worktree add DIR main`)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("root", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "floor":
         serve_floor(args.root)
         return 0
-    if args.serve in ("twisted", "twisted-nodelay", "twisted-nofsync"):
+    if args.serve in ("twisted", "twisted-nodelay", "twisted-nofsync", "twisted-threads"):
         serve_twisted(args.root, nodelay=args.serve == "twisted-nodelay",
-                      fsync=args.serve != "twisted-nofsync")
+                      fsync=args.serve != "twisted-nofsync", threads=args.serve == "twisted-threads")
         return 0
     names = [n for n in args.only.split(",") if n]
+    if args.base and "pb-base" not in names:
+        names.insert(1 if names[:1] == ["pb"] else 0, "pb-base")
     if "pb-uvloop" in names:
         try:
             import uvloop  # noqa: F401
         except ImportError:
             log("skipped: pb-uvloop, uvloop not installed (pip install -e '.[uvloop]')")
             names.remove("pb-uvloop")
-    if "twisted" in names or "twisted-nodelay" in names:
+    if any(n.startswith("twisted") for n in names):
         try:
             import twisted.mail  # noqa: F401
         except ImportError:
             log("skipped: twisted not installed (pip install -e '.[bench]')")
             names = [n for n in names if not n.startswith("twisted")]
     smtp: dict[str, list[float]] = {n: [] for n in names}
-    pop: dict[str, list[float]] = {n: [] for n in names if n != "floor"}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    # twisted-threads differs from twisted in SMTP delivery only.
+    pop: dict[str, list[float]] = {n: [] for n in names if n not in ("floor", "twisted-threads")}
     with tempfile.TemporaryDirectory(prefix="bench-mail-") as tmp:
         servers = {}
         try:
             for name in names:
                 root = Path(tmp) / name
                 root.mkdir()
-                servers[name] = Server(name, root)
+                servers[name] = Server(name, root, args.base)
             for window in range(args.windows):
                 for name in names:
-                    rate = smtp_window(servers[name].smtp, args.seconds)
+                    before = cpu_seconds(servers[name].proc.pid)
+                    rate, sent = smtp_window(servers[name].smtp, args.seconds)
+                    used = (cpu_seconds(servers[name].proc.pid) - before) / max(sent, 1)
                     smtp[name].append(rate)
-                    log(f"smtp window {window + 1} {name}: {rate:.0f} msg/s")
+                    cpu[name].append(used * 1e6)
+                    log(f"smtp window {window + 1} {name}: {rate:.0f} msg/s, "
+                        f"server CPU {used * 1e6:.0f} us/msg")
             for name in pop:
                 preload(servers[name].maildir)
             for window in range(args.windows):
@@ -375,7 +406,8 @@ def main() -> int:
           f"({args.windows} x {args.seconds:g} s windows, median)")
     medians = {n: statistics.median(v) for n, v in smtp.items()}
     for name, value in medians.items():
-        print(f"  {name:16} {value:8.0f} msg/s  {_ratios(name, value, medians, ('floor', 'twisted'))}")
+        print(f"  {name:16} {value:8.0f} msg/s  {statistics.median(cpu[name]):6.0f} us CPU/msg  "
+              f"{_ratios(name, value, medians, ('floor', 'twisted', 'twisted-threads'))}")
     if pop:
         print(f"\nPOP3 retrieval: {POP_MESSAGES} messages of {POP_SIZE // 1024} KiB, RETR one at a time (median)")
         pmed = {n: statistics.median(v) for n, v in pop.items()}

@@ -152,22 +152,26 @@ class Maildir:
         self.path = Path(path)
         self.fsync = fsync
         self._new_sync = GroupSync(self.path / "new")
+        self._create_lock = threading.Lock()
         if create:
             self.create()
 
     def create(self) -> None:
-        made = not self.path.exists()
-        for sub in ("tmp", "new", "cur"):
-            try:
-                (self.path / sub).mkdir(mode=0o700, parents=True)
-                made = True
-            except FileExistsError:
-                pass
-        if made and self.fsync:
-            # A first delivery's fsync of new/ does not make new/ itself (nor
-            # the Maildir) durable: their entries live in the parents.
-            _fsync_dir(self.path)
-            _fsync_dir(self.path.parent)
+        # Under a lock: a delivery that finds the directories made by another
+        # thread must not return before that thread has fsync'd them.
+        with self._create_lock:
+            made = not self.path.exists()
+            for sub in ("tmp", "new", "cur"):
+                try:
+                    (self.path / sub).mkdir(mode=0o700, parents=True)
+                    made = True
+                except FileExistsError:
+                    pass
+            if made and self.fsync:
+                # A first delivery's fsync of new/ does not make new/ itself (nor
+                # the Maildir) durable: their entries live in the parents.
+                _fsync_dir(self.path)
+                _fsync_dir(self.path.parent)
 
     def exists(self) -> bool:
         return all((self.path / sub).is_dir() for sub in ("tmp", "new", "cur"))

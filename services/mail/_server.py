@@ -280,9 +280,11 @@ class MailService(Service):
         try:
             return box.deliver(content)
         except MaildirError:
-            if box.exists():
-                raise
-            box.create()  # first delivery, or the directory was removed: make it and retry once
+            # First delivery, or the directory was removed: make it and retry
+            # once.  Not only when it is missing now: a concurrent first
+            # delivery may have made it since this one failed (create() then
+            # waits for that one to finish making it durable).
+            box.create()
             return box.deliver(content)
 
     def maildir_of(self, mailbox: str) -> Maildir | None:

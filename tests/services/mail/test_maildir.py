@@ -180,3 +180,53 @@ def test_a_foreign_name_with_unicode_digits_is_listed_not_a_crash(tmp_path, name
     (tmp_path / "box" / "new" / name).write_bytes(b"Subject: x\n\nbody\n")
     (found,) = box.messages()
     assert found.key == name and box.read(found) == b"Subject: x\n\nbody\n"
+
+
+def test_a_first_delivery_that_lost_the_race_to_make_the_maildir_retries(tmp_path):
+    from services.mail._server import MailService
+
+    path = tmp_path / "fresh"
+
+    class Raced(Maildir):
+        """Fails its first delivery for want of tmp/, and another delivery
+        makes the Maildir just after: what concurrent first deliveries do."""
+
+        failed = False
+
+        def deliver(self, content: bytes) -> str:
+            if not self.failed:
+                self.failed = True
+                try:
+                    return super().deliver(content)
+                finally:
+                    Maildir(path)  # the other thread's create()
+            return super().deliver(content)
+
+    box = Raced(path, create=False)
+    key = MailService._store(box, b"Subject: raced\n\nbody\n")
+    assert [info.key for info in box.messages()] == [key]
+
+
+def test_concurrent_first_deliveries_to_a_new_maildir_all_succeed(tmp_path):
+    import threading
+
+    from services.mail._server import MailService
+
+    box = Maildir(tmp_path / "new", create=False)
+    start = threading.Barrier(16)
+    results: list[object] = []
+
+    def deliver(n: int) -> None:
+        start.wait()
+        try:
+            results.append(MailService._store(box, b"Subject: %d\n\nbody\n" % n))
+        except Exception as exc:  # collected: the assertion below names it
+            results.append(exc)
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(result, str) for result in results), results
+    assert len(box.messages()) == 16
