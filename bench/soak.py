@@ -113,22 +113,26 @@ def _server_stats(census: bool) -> dict:
 
 
 class StallWatch:
-    """Notices when the server's event loop stops turning.
+    """Notices when the server's event loop stops turning, and whose fault
+    it was.
 
-    A callback on the loop notes the time every 10 ms; a thread checks the
-    note every 10 ms and, while it is older than ``threshold``, samples
-    the main thread's stack.  So a stall is reported with what the loop
-    was doing during it, not only with the clients' latencies."""
+    A callback on the loop notes the time and the main thread's CPU time
+    every 10 ms; a thread checks the note every 10 ms and, while it is
+    older than ``threshold``, samples the main thread's stack.  A stall is
+    reported with its length, the CPU time the main thread used during it
+    (about the length: the loop was busy with our own work; much less: the
+    thread was waiting for a core, the machine's doing, or in a blocking
+    call) and what the loop was doing."""
 
     def __init__(self, threshold: float = 0.05) -> None:
         self.threshold = threshold
-        self.beat = time.monotonic()
+        self.beat = (time.monotonic(), 0.0)  # (monotonic, main thread CPU) at the last beat
         self.stalls: list[dict] = []  # since the last stats
         self._main = threading.main_thread().ident or 0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         def beat() -> None:
-            self.beat = time.monotonic()
+            self.beat = (time.monotonic(), time.thread_time())
             loop.call_later(0.01, beat)
 
         loop.call_soon(beat)
@@ -139,10 +143,10 @@ class StallWatch:
         import traceback
 
         stacks: collections.Counter | None = None
-        started = 0.0
+        started = (0.0, 0.0)
         while True:
             time.sleep(0.01)
-            if time.monotonic() - self.beat > self.threshold:
+            if time.monotonic() - self.beat[0] > self.threshold:
                 if stacks is None:
                     stacks, started = collections.Counter(), self.beat
                 frame = sys._current_frames().get(self._main)
@@ -153,9 +157,11 @@ class StallWatch:
                              for f in traceback.extract_stack(frame)[-12:]]
                     stacks[" < ".join(reversed(lines[-6:]))] += 1
             elif stacks is not None:
-                top = stacks.most_common(2)
-                self.stalls.append({"ms": round((self.beat - started) * 1000),
-                                    "at": time.time() - (time.monotonic() - started), "stacks": top})
+                ended = self.beat
+                self.stalls.append({"ms": round((ended[0] - started[0]) * 1000),
+                                    "cpu_ms": round((ended[1] - started[1]) * 1000),
+                                    "at": time.time() - (time.monotonic() - started[0]),
+                                    "stacks": stacks.most_common(2)})
                 stacks = None
 
     def take(self) -> list[dict]:
@@ -830,6 +836,7 @@ async def run(args: argparse.Namespace) -> int:
     spies: list[subprocess.Popen] = []
     starts: dict[str, float] = {}  # wall-clock time each phase began
     cpu: dict[str, float] = {}  # each process's CPU seconds: who had the cores
+    stalls: list[dict] = []  # the server loop's, from StallWatch
     load_average = [os.getloadavg()]
     try:
         await _wait_relay(ports["http"])
@@ -842,8 +849,12 @@ async def run(args: argparse.Namespace) -> int:
                   + (f", brokers {stats.get('brokers')}, table entries {stats.get('table_entries')}"
                      if census else ""), flush=True)
             for stall in stats.get("stalls", []):
-                print(f"      server loop stalled {stall['ms']} ms at {_when(stall['at'], starts)}: "
-                      + " | ".join(f"{n}x {stack}" for stack, n in stall["stacks"]), flush=True)
+                stalls.append(stall)
+                if stall["ms"] >= 100 and stall["cpu_ms"] >= stall["ms"] / 2:
+                    # The loop's own work: say what it was.
+                    print(f"      server loop busy {stall['ms']} ms (CPU {stall['cpu_ms']} ms) at "
+                          f"{_when(stall['at'], starts)}: "
+                          + " | ".join(f"{n}x {stack}" for stack, n in stall["stacks"]), flush=True)
 
         def spy(phase: str, seconds: float) -> None:
             if args.spy:
@@ -931,6 +942,15 @@ async def run(args: argparse.Namespace) -> int:
     print("CPU seconds: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
           + f"; machine load average (1 min) {load_average[0][0]:.1f} at the start, "
           f"{load_average[-1][0]:.1f} at the end, on {os.cpu_count()} CPUs")
+    print(f"server loop stalls of {StallWatch().threshold * 1000:.0f} ms or more (count, longest, "
+          "and the share of the stalled time its main thread was on a CPU: low means it waited "
+          "for a core):")
+    for phase in PHASES:
+        mine = [s for s in stalls if _phase_at(s["at"], starts) == phase]
+        if mine:
+            total = sum(s["ms"] for s in mine)
+            print(f"  {phase:<15}{len(mine):>5}, longest {max(s['ms'] for s in mine):>5} ms, "
+                  f"on CPU {sum(s['cpu_ms'] for s in mine) / total:4.0%}")
     print("slowest per phase (ms, and when: seconds from the phase's start):")
     for phase in PHASES[1:]:
         worst = sorted(((seconds, at, face) for face in FACES
@@ -991,13 +1011,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _when(at: float, starts: dict[str, float]) -> str:
-    """``at`` (wall clock) as "+S.S s into PHASE"."""
+def _phase_at(at: float, starts: dict[str, float]) -> str | None:
     began = [(start, phase) for phase, start in starts.items() if start <= at]
-    if not began:
-        return "before the load"
-    start, phase = max(began)
-    return f"{phase}+{at - start:.1f}s"
+    return max(began)[1] if began else None
+
+
+def _when(at: float, starts: dict[str, float]) -> str:
+    """``at`` (wall clock) as "PHASE+S.Ss"."""
+    phase = _phase_at(at, starts)
+    return f"{phase}+{at - starts[phase]:.1f}s" if phase else "before the load"
 
 
 def _print_spies(work: Path, phases: dict[str, float]) -> None:
