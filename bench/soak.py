@@ -763,7 +763,7 @@ def child(mode: str, name: str, config_json: str) -> int:
                 await go.wait()
                 await ABUSE[name](config, stop, report)
         except Exception as exc:  # reported, so that the coordinator's FAIL says why
-            report.setdefault("failures", []).append(f"{name}: {exc!r}")
+            report.setdefault("failures", []).append(f"the {name} process failed: {exc!r}")
         # Microseconds, as integers: the 30-minute run has a million samples.
         report["latencies"] = [[phase, face, [round(v * 1e6) for v in values], lat.worst[phase, face]]
                                for (phase, face), values in lat.data.items()]
