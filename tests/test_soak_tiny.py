@@ -31,5 +31,7 @@ def test_soak_tiny_mode_runs_every_face_and_phase_and_cleans_up():
                     "did not stop"):
         assert failure not in out, out
     assert "after the clients left" not in out, out
+    # What a reader needs to tell a slow server from a busy machine.
+    assert "CPU seconds: " in out and "server loop stalls of" in out, out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("calm ")}
     assert "calm" in rows and rows["calm"].count("(") >= 4, out  # most faces answered
