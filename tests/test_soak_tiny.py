@@ -1,6 +1,8 @@
 """bench/soak.py in its tiny mode (5 s, a few clients, small abuse), so the
-soak cannot rot: it must start its server, drive every face, run every abuse
-phase, lose no mail and leave no broker, task or table entry behind.  Its
+soak cannot rot: it must start its server and its load and abuse
+processes, drive every face, run every abuse phase and pass its checks
+(the uploads come back byte for byte, the guesser gets nowhere), lose no
+mail and leave no broker, task or table entry behind.  Its
 latency criteria are not asserted here (no timing in tests); the soak's own
 PASS/FAIL judges them on a quiet machine."""
 
@@ -24,6 +26,12 @@ def test_soak_tiny_mode_runs_every_face_and_phase_and_cleans_up():
         assert f"[{phase}]" in out, f"phase {phase} did not run:\n{out}"
     assert "lost none" in out, out
     assert "a load client failed" not in out, out
+    assert "'uploads_checked': " in out and "'uploads_checked': 0" not in out, out
+    for failure in ("not a 413", "upload 1:", "logged in", "process failed", "gave no report",
+                    "did not stop"):
+        assert failure not in out, out
     assert "after the clients left" not in out, out
+    # What a reader needs to tell a slow server from a busy machine.
+    assert "CPU seconds: " in out and "server loop stalls of" in out, out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("calm ")}
     assert "calm" in rows and rows["calm"].count("(") >= 4, out  # most faces answered
