@@ -73,6 +73,7 @@ class InMemoryChecker:
     ) -> None:
         self.iterations = iterations
         self._secret = server_secret if server_secret is not None else secrets.token_bytes(32)
+        self._fakes = scram._FakeVerifiers(self._secret)
         self._verifiers: dict[str, scram.ScramVerifier] = {}
         self._keyrings: dict[str, set[tuple[str, str]]] = {}
         for name, password in (users or {}).items():
@@ -100,7 +101,7 @@ class InMemoryChecker:
         return self._verifiers.get(username)
 
     async def fake_scram_verifier(self, username: str) -> scram.ScramVerifier:
-        return scram.fake_verifier(self._secret, username, iterations=self.iterations)
+        return self._fakes(username, iterations=self.iterations)
 
     async def get_keyring(self, username: str) -> set[tuple[str, str]] | None:
         pairs = self._keyrings.get(username)

@@ -24,7 +24,6 @@ failed: a client must not learn the database's path or SQLite's message).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import secrets
 import time
@@ -169,7 +168,10 @@ class Portal:
         self._refused_full = 0
         self._full_logged_at = -math.inf
         self._secret = server_secret if server_secret is not None else secrets.token_bytes(32)
+        self._fakes = scram._FakeVerifiers(self._secret)
         self._checkers: list[Any] = []
+        #: the first checker that is an IScramVerifierSource (None: fakes only)
+        self._verifier_source: Any = None
         for checker in checkers:
             self.register_checker(checker)
 
@@ -177,6 +179,8 @@ class Portal:
         if not ICredentialsChecker.providedBy(checker):
             raise TypeError(f"{checker!r} does not provide ICredentialsChecker")
         self._checkers.append(checker)
+        if self._verifier_source is None and IScramVerifierSource.providedBy(checker):
+            self._verifier_source = checker
 
     @property
     def checkers(self) -> tuple[Any, ...]:
@@ -291,8 +295,9 @@ class Portal:
         if plausible:
             expected = server.start(verifier)
             if self.tickets.redeem(ticket, username) and server_first == expected:
+                # Answered at once: no expiry timer to arm (and cancel).
                 challenge = self._challenge(server, expected, checker, known, source, offered,
-                                            attempt, connection)
+                                            attempt, connection, expires=False)
                 result = await challenge.finish(client_final, service=service, perspective=perspective,
                                                 mind=mind, interfaces=interfaces)
                 return challenge, result
@@ -363,12 +368,13 @@ class Portal:
 
     def _challenge(self, server: scram.ScramServer, server_first: str, checker: Any, known: bool,
                    source: Hashable | None, offered: Collection[str] | None, attempt: Attempt,
-                   connection: Hashable | None) -> ScramChallenge:
+                   connection: Hashable | None, expires: bool = True) -> ScramChallenge:
         challenge = ScramChallenge(self, server, server_first, checker, known, source, offered,
                                    attempt=attempt, connection=connection)
         self._challenges.add(challenge)
-        challenge._timer = asyncio.get_running_loop().call_later(self.challenge_timeout,
-                                                                 challenge.abandon, "expired")
+        if expires:
+            challenge._timer = asyncio.get_running_loop().call_later(self.challenge_timeout,
+                                                                     challenge.abandon, "expired")
         return challenge
 
     # --- what a ScramChallenge calls (ChallengeHost) ----------------------------
@@ -400,14 +406,14 @@ class Portal:
         step does the same work either way: an unknown name used to cost
         the fake's derivation on top (about 28 µs, enough to tell which
         users exist)."""
-        checker = next((c for c in self._checkers if IScramVerifierSource.providedBy(c)), None)
+        checker = self._verifier_source
         try:
             if checker is not None:
                 real = await checker.get_scram_verifier(username)
                 fake = await checker.fake_scram_verifier(username)
             else:
                 real = None
-                fake = scram.fake_verifier(self._secret, username)
+                fake = self._fakes(username)
         except StoreError as exc:
             _log_store_failure(exc, username, source, attempt)
             raise Unauthorized() from None
@@ -482,7 +488,7 @@ class Portal:
                       interfaces: tuple[Any, ...]) -> LoginResult:
         try:
             result = self.realm.request_avatar(key, mind, *interfaces)
-            if inspect.isawaitable(result):
+            if _is_awaitable(result):
                 result = await result
             interface, avatar, logout = result
         except (KeyError, CredError) as exc:
@@ -506,6 +512,12 @@ class Portal:
         else:  # refused before any attempt started, or a replay of one that ended
             self.throttle.failure(account, source)
         log.info("login refused", account=account, source=source, reason=reason, **fields)
+
+
+def _is_awaitable(value: Any) -> bool:
+    # inspect.isawaitable asks the Awaitable ABC, which is slow for the plain
+    # values (tuples, perspectives) realms and services mostly return.
+    return asyncio.iscoroutine(value) or hasattr(type(value), "__await__")
 
 
 def _settle(exc: BaseException, host: ChallengeHost, account: str | None,

@@ -10,7 +10,6 @@ already checked by the portal; the realm only finds (or makes) the object.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from zope.interface import implementer
 
 from .errors import Unauthorized
 from .interfaces import IRealm, IService
+from .portal import _is_awaitable
 from .perspective import PerspectiveKey
 
 __all__ = ["Service", "ServiceRealm", "ANONYMOUS_PERSPECTIVE"]
@@ -27,7 +27,7 @@ ANONYMOUS_PERSPECTIVE = "anonymous"
 
 
 async def _resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+    return await value if _is_awaitable(value) else value
 
 
 @implementer(IService)

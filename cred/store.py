@@ -169,6 +169,7 @@ class AccountStore:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._secret: bytes | None = None
+        self._fakes: scram._FakeVerifiers | None = None  # made from the secret once read
 
     # --- connection ------------------------------------------------------------
 
@@ -355,7 +356,10 @@ class AccountStore:
 
     def fake_verifier(self, name: str) -> scram.ScramVerifier:
         """A stable verifier for an unknown ``name``, shaped like a real one."""
-        return scram.fake_verifier(self.server_secret(), name, iterations=self.iterations)
+        fakes = self._fakes
+        if fakes is None:
+            fakes = self._fakes = scram._FakeVerifiers(self.server_secret())
+        return fakes(name, iterations=self.iterations)
 
     # --- accounts --------------------------------------------------------------
 

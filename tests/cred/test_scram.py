@@ -402,3 +402,20 @@ def test_fake_verifiers_are_stable_per_name_and_shaped_like_real_ones():
     assert one.salt != scram.fake_verifier(b"t" * 32, "nobody").salt
     real = ScramVerifier.from_password("secret")
     assert len(one.salt) == len(real.salt) and one.iterations == real.iterations
+
+
+def test_fake_verifiers_keep_their_derivation():
+    # A store's fakes must not change across versions: an unknown name's
+    # salt that changed would tell an observer it was never an account's.
+    import hashlib
+    import hmac
+
+    secret, name = b"s" * 32, "nobödy".encode()
+
+    def mac(label: bytes) -> bytes:
+        return hmac.digest(secret, label + b"\0" + name, hashlib.sha256)
+
+    fake = scram.fake_verifier(secret, "nobödy", iterations=5000)
+    assert fake == ScramVerifier(mac(b"cred fake salt")[:16], 5000, mac(b"cred fake stored key"),
+                                 mac(b"cred fake server key"))
+    assert scram._FakeVerifiers(secret)("nobödy", iterations=5000) == fake
