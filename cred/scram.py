@@ -195,6 +195,13 @@ def _hmac(key: bytes, message: bytes) -> bytes:
     return hmac.digest(key, message, _HASH)
 
 
+try:  # OpenSSL's HMAC object itself: copy, update and digest without hmac.HMAC's Python layer
+    from _hashlib import hmac_new as _keyed_hmac
+except ImportError:  # pragma: no cover - a Python built without OpenSSL
+    def _keyed_hmac(key: bytes, *, digestmod: str) -> object:
+        return hmac.new(key, digestmod=digestmod)
+
+
 class _Mac:
     """HMAC-SHA-256 under one key that signs many messages: the key is
     processed once and each message starts from a copy of that state, which
@@ -204,7 +211,7 @@ class _Mac:
     __slots__ = ("_keyed",)
 
     def __init__(self, key: bytes) -> None:
-        self._keyed = hmac.new(key, digestmod=_HASH)
+        self._keyed = _keyed_hmac(key, digestmod=_HASH)
 
     def __call__(self, message: bytes) -> bytes:
         mac = self._keyed.copy()
@@ -389,20 +396,23 @@ def _check_nonce(nonce: str, what: str) -> str:
 
 def _b64decode(text: str, what: str) -> bytes:
     try:
-        data = base64.b64decode(text.encode("ascii"), validate=True)
+        raw = text.encode("ascii")
+        # strict_mode: only the alphabet, padding only at the end (what
+        # b64decode(validate=True) checks, without its regular expression)
+        data = binascii.a2b_base64(raw, strict_mode=True)
     except (binascii.Error, UnicodeError, ValueError):
         raise ScramError(f"malformed {what}: not base64") from None
-    if base64.b64encode(data).decode("ascii") != text:  # one spelling per value
+    if binascii.b2a_base64(data, newline=False) != raw:  # one spelling per value
         raise ScramError(f"malformed {what}: non-canonical base64")
     return data
 
 
 def _new_nonce() -> str:
-    return base64.b64encode(secrets.token_bytes(_NONCE_BYTES)).decode("ascii")
+    return _b64(secrets.token_bytes(_NONCE_BYTES))
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _valid_ticket(value: object) -> bool:
