@@ -8,7 +8,7 @@ One login = a new TCP connection, log in as alice to the pbecho service, one
 ``echo("hi")`` on the perspective, close (waiting until closed).  Two
 workloads: one login at a time, and 8 logins in flight.  The tables show
 median, min–max and the ratio to Twisted PB measured in the same run; the
-target is ours ≥ 2× Twisted PB.
+targets are ours ≥ 2× Twisted PB on uvloop and ≥ 1.5× on the stdlib loop.
 
 ``pb`` is the shipped client: its first login to an account runs PBKDF2 and
 takes two calls; later ones take the keys from its key cache (RFC 5802
@@ -38,7 +38,10 @@ from _harness import System
 from peers import login_floor, login_pb, login_twisted
 from peers.login_common import CONCURRENCY, PASSWORD
 
-TARGET = 2.0  # ours ÷ twisted-pb
+#: Targets, ours ÷ twisted-pb (issue 16): 2x on the loop `pb run` picks with
+#: the production install (uvloop), and the stdlib loop must stay at 1.5x.
+#: The cold-key row is there to show what the key cache saves; it has none.
+TARGETS = {"pb-uvloop": 2.0, "pb": 1.5}
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,8 @@ def print_profile(drivers: list[Accounted], runners: h.Runners, logins: int, out
 
 
 def print_summary(tables: dict[str, dict[str, h.Result]], out=sys.stdout) -> None:
-    title = f"Summary: ours ÷ twisted-pb (ratio of medians; best window ÷ best in brackets), target ≥ {TARGET:.1f}×"
+    title = ("Summary: ours ÷ twisted-pb (ratio of medians; best window ÷ best in brackets), "
+             "target ≥ 2.0× on uvloop, ≥ 1.5× on asyncio")
     print(f"\n{title}", file=out)
     print("-" * len(title), file=out)
     for name in OURS:
@@ -221,7 +225,8 @@ def print_summary(tables: dict[str, dict[str, h.Result]], out=sys.stdout) -> Non
                 shown, verdict = "no twisted-pb figure", "?"
             else:
                 shown = f"{r:.2f}× (best {h.fmt_ratio(h.best_ratio(mine, twisted))})"
-                verdict = "ok" if r >= TARGET else "MISS"
+                target = TARGETS.get(name)
+                verdict = "-" if target is None else ("ok" if r >= target else "MISS")
             floor = tables.get(w.op, {}).get("floor-uvloop" if name.endswith("uvloop") else "floor")
             of_floor = h.ratio(mine, floor) if mine.ok and floor is not None else None
             note = f"  ({of_floor:.2f}× its floor)" if of_floor is not None else ""
