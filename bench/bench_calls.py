@@ -68,6 +68,12 @@ def all_systems(loop: str) -> list[System]:
         # Twisted's server (issue 19).
         System("twisted-client->pb", pb_twisted_dialect, {}, "asyncio"),
         System("pb->twisted-server", pb_twisted_dialect.ClientSide, {}, "asyncio"),
+    ]
+    if loop in ("uvloop", "both"):
+        # What `pb run --dialect twisted` serves on with the production
+        # install (the uvloop extra; `--loop auto` picks it).
+        systems.append(System("twisted-client->pb-uvloop", pb_twisted_dialect, {}, "uvloop"))
+    systems += [
         System("pyro5-serpent", pyro5_peer, {"serializer": "serpent"}),
         System("pyro5-msgpack", pyro5_peer, {"serializer": "msgpack"}),
         System("rpyc", rpyc_peer, {}),
@@ -124,7 +130,8 @@ def print_summary(tables: dict[str, dict[str, h.Result]], ours: list[str], out=s
     print("-" * len(title), file=out)
     floor_tables = {op: t.get("floor") for op, t in tables.items()}
     if not ours:
-        print("pb not measured (broker not importable yet): targets unchecked", file=out)
+        print("pb not measured (left out by --only, or the broker is not importable): "
+              "targets unchecked", file=out)
     for name in ours:
         for label, op, minimum, base_op in TARGETS:
             mine = tables.get(op, {}).get(name)
@@ -167,18 +174,20 @@ DIALECT_TARGET = 1.5
 
 
 def print_dialect_summary(tables: dict[str, dict[str, h.Result]], out=sys.stdout) -> None:
-    line = []
-    for w in WORKLOADS:
-        ours = tables.get(w.op, {}).get("twisted-client->pb")
-        theirs = tables.get(w.op, {}).get("twisted-pb")
-        if ours is None or theirs is None:
-            continue
-        r = h.ratio(ours, theirs)
-        verdict = "" if r is None else (" ok" if r >= DIALECT_TARGET else " MISS")
-        line.append(f"{w.op} {h.fmt_ratio(r)}{verdict if w.op in ('seq', 'burst', 'dicts') else ''}")
-    if line:
-        print(f"twisted client, our server vs Twisted's (target ≥ {DIALECT_TARGET}× on "
-              "seq/burst/dicts): " + ", ".join(line), file=out)
+    for name, where in (("twisted-client->pb", "our server"),
+                        ("twisted-client->pb-uvloop", "our server on uvloop")):
+        line = []
+        for w in WORKLOADS:
+            ours = tables.get(w.op, {}).get(name)
+            theirs = tables.get(w.op, {}).get("twisted-pb")
+            if ours is None or theirs is None:
+                continue
+            r = h.ratio(ours, theirs)
+            verdict = "" if r is None else (" ok" if r >= DIALECT_TARGET else " MISS")
+            line.append(f"{w.op} {h.fmt_ratio(r)}{verdict if w.op in ('seq', 'burst', 'dicts') else ''}")
+        if line:
+            print(f"twisted client, {where} vs Twisted's (target ≥ {DIALECT_TARGET}× on "
+                  "seq/burst/dicts): " + ", ".join(line), file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
