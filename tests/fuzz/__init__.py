@@ -19,6 +19,7 @@ HARNESSES = {
     "relay": "tests.fuzz.service_harnesses:RELAY",
     "irc": "tests.fuzz.service_harnesses:IRC",
     "smtp": "tests.fuzz.service_harnesses:SMTP",
+    "smtp-data": "tests.fuzz.service_harnesses:SMTP_DATA",
     "maildir": "tests.fuzz.service_harnesses:MAILDIR",
     "pop3": "tests.fuzz.service_harnesses:POP3",
 }
@@ -34,6 +35,7 @@ FOCUS = {
     "relay": ("services.web._relay", "jelly"),
     "irc": ("services.words._irc", "services.words._irc_wire", "services.words._core"),
     "smtp": ("services.mail._smtp", "services.mail._core"),
+    "smtp-data": ("services.mail._data",),
     "maildir": ("services.mail._maildir",),
     "pop3": ("services.mail._pop3",),
 }

@@ -220,7 +220,19 @@ POP3_SESSIONS = [
 ]
 
 
+# DATA texts as smtplib sends them (dots stuffed, CRLF.CRLF, then the next
+# command), with a SIZE limit byte and a read-size byte in front.
+SMTP_DATA_TEXTS = [
+    b"\x00\xffFrom: bob@example.net\r\nSubject: hi\r\n\r\nhello\r\n..dot\r\n.\r\nQUIT\r\n",
+    b"\x02\x07Subject: x\r\n\r\nbare\n.\nline and \r.\n too\r\n.\r\n",
+    b"\x03\x10" + b"x" * 1200 + b"\r\nrest\r\n.\r\nRSET\r\n",
+    b"\x01\x00.\r\nMAIL FROM:<a@b>\r\n",
+]
+
+
 def line_protocols() -> None:
+    for text in SMTP_DATA_TEXTS:
+        _save("smtp-data", text)
     for session in IRC_SESSIONS:
         _save("irc", b"\xff" + session)
         _save("irc", b"\x03" + session)

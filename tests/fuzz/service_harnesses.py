@@ -1,5 +1,5 @@
 """Harnesses for the services' parsers: HTTP and the relay copy (web), an
-IRC line (words), SMTP commands and DATA, the Maildir reader and a POP3
+IRC line (words), SMTP commands and DATA, the DATA text reader, the Maildir reader and a POP3
 command (mail).  Like ``harnesses``: each parser is built the way its
 adapter drives it, fed one input, and its contract is asserted."""
 
@@ -22,6 +22,7 @@ from services.words._core import Chat
 from services.words._irc import IRCConnection, IRCWorld
 from services.words._irc_wire import MAX_LINE as IRC_MAX_LINE
 from services.words._irc_wire import LineReader
+from tests.services.mail._data_model import by_blocks, line_by_line
 
 from ._harness import Harness
 
@@ -269,6 +270,31 @@ def _smtp(data: bytes) -> None:
 SMTP = Harness(
     "smtp", "MAIL/RCPT addresses -> MailSMTP._getaddr -> SmtpPolicy hooks, AUTH PLAIN/LOGIN, DATA",
     _smtp, allowed=(),
+)
+
+# --- 9b. SMTP DATA text: DataReader against the line-at-a-time model ---------
+
+_DATA_SIZE_LIMITS = (None, 0, 10, 200, 1000, 2500)
+_DATA_LINE_LIMIT = 1001  # aiosmtpd's: 999 octets and the CRLF
+
+
+def _smtp_data(data: bytes) -> None:
+    # First byte: the SIZE limit; the second: the read size, so the text
+    # and its end marker also arrive cut in two.  The rest is what follows
+    # the 354, the client's next commands after the end marker included.
+    if len(data) < 2:
+        return
+    size_limit = _DATA_SIZE_LIMITS[data[0] % len(_DATA_SIZE_LIMITS)]
+    step, text = data[1] + 1, data[2:]
+    cuts = list(range(step, len(text), step))
+    expected = line_by_line(text, line_limit=_DATA_LINE_LIMIT, size_limit=size_limit)
+    got = by_blocks(text, cuts, line_limit=_DATA_LINE_LIMIT, size_limit=size_limit)
+    assert got == expected, (got, expected)
+
+
+SMTP_DATA = Harness(
+    "smtp-data", "the text after 354, cut into reads -> DataReader, judged by the line-at-a-time model",
+    _smtp_data, allowed=(),
 )
 
 # --- 10. the Maildir reader: file names and contents another program left ------
