@@ -421,6 +421,19 @@ def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     raise ValueError(f"unknown loop {loop!r}")
 
 
+def serve_main(prog: str, serve: Callable[[], Awaitable[Any]], argv: list[str] | None = None,
+               *, watch_parent: Callable[[], None] = exit_with_parent) -> None:
+    """Child side: the ``serve [--loop asyncio|uvloop]`` command line every
+    asyncio server peer takes; ``watch_parent`` ends the process with its
+    parent (the login peers also answer CPU-usage requests on stdin)."""
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("mode", choices=["serve"])
+    p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    args = p.parse_args(argv)
+    watch_parent()
+    run_loop(serve, args.loop)
+
+
 def run_loop(main: Callable[[], Awaitable[Any]], loop: str = "asyncio") -> Any:
     """Child side: run ``main()`` on the chosen event loop."""
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:

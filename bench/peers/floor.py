@@ -11,14 +11,13 @@ real broker does on top of this is what its ratio to the floor shows.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import socket
 import struct
 
 import msgpack
 
-from _harness import AsyncDriver, announce, exit_with_parent, run_loop
+from _harness import AsyncDriver, announce, serve_main
 from peers.common import HOST, async_ops
 
 _HEADER = struct.Struct(">I")
@@ -138,12 +137,7 @@ async def _serve() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="peers.floor")
-    p.add_argument("mode", choices=["serve"])
-    p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
-    args = p.parse_args(argv)
-    exit_with_parent()
-    run_loop(_serve, args.loop)
+    serve_main("peers.floor", _serve, argv)
 
 
 # --------------------------------------------------------------------------

@@ -14,12 +14,11 @@ echoing each frame; client: ``loop.create_connection`` with a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import struct
 from typing import Any, Callable
 
-from _harness import announce, run_loop
+from _harness import announce, serve_main
 from peers.login_common import HOST, async_driver, async_login_ops, serve_usage_requests
 
 _HEADER = struct.Struct(">I")
@@ -106,12 +105,7 @@ async def _serve() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="peers.login_floor")
-    p.add_argument("mode", choices=["serve"])
-    p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
-    args = p.parse_args(argv)
-    serve_usage_requests()
-    run_loop(_serve, args.loop)
+    serve_main("peers.login_floor", _serve, argv, watch_parent=serve_usage_requests)
 
 
 def login_ops(port: int) -> dict[str, Callable[[], Any]]:

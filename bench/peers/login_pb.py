@@ -27,10 +27,9 @@ calls and the PBKDF2.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any, Callable
 
-from _harness import announce, run_loop
+from _harness import announce, serve_main
 from peers.login_common import (HI, HOST, PASSWORD, SERVICE, USER, async_driver, async_login_ops,
                                  serve_usage_requests)
 
@@ -72,12 +71,7 @@ async def _serve() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="peers.login_pb")
-    p.add_argument("mode", choices=["serve"])
-    p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
-    args = p.parse_args(argv)
-    serve_usage_requests()
-    run_loop(_serve, args.loop)
+    serve_main("peers.login_pb", _serve, argv, watch_parent=serve_usage_requests)
 
 
 # --------------------------------------------------------------------------

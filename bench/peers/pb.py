@@ -10,10 +10,9 @@ Server: ``broker.serve(EchoRoot(), "127.0.0.1", 0)`` where ``EchoRoot`` is a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
-from _harness import AsyncDriver, announce, exit_with_parent, run_loop
+from _harness import AsyncDriver, announce, serve_main
 from peers.common import HOST, async_ops
 
 
@@ -50,12 +49,7 @@ async def _serve() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="peers.pb")
-    p.add_argument("mode", choices=["serve"])
-    p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
-    args = p.parse_args(argv)
-    exit_with_parent()
-    run_loop(_serve, args.loop)
+    serve_main("peers.pb", _serve, argv)
 
 
 # --------------------------------------------------------------------------

@@ -13,10 +13,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
-from _harness import AsyncDriver, ChildDriver, announce, exit_with_parent, run_loop
+from _harness import AsyncDriver, ChildDriver, announce, serve_main
 from peers.common import HOST, async_ops
 
 
@@ -43,12 +42,7 @@ async def _serve() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="peers.pb_twisted_dialect")
-    p.add_argument("mode", choices=["serve"])
-    p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
-    args = p.parse_args(argv)
-    exit_with_parent()
-    run_loop(_serve, args.loop)
+    serve_main("peers.pb_twisted_dialect", _serve, argv)
 
 
 def driver(name: str, children, runners, loop: str = "asyncio") -> ChildDriver:
