@@ -53,6 +53,7 @@ from ._events import (
     GoodbyeEvent,
     HelloEvent,
     SendPing,
+    StopLingering,
     TimedOut,
 )
 from ._fields import MIN_MAX_FRAME, error_body, valid_req_id
@@ -82,12 +83,14 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (AWAIT_HELLO, "recv HELLO"): OPEN,
     (AWAIT_HELLO, "recv GOODBYE"): GOODBYE_RECEIVED,
     (AWAIT_HELLO, "goodbye()"): GOODBYE_SENT,
+    (AWAIT_HELLO, "refuse()"): GOODBYE_SENT,
     (AWAIT_HELLO, "peer broke protocol"): GOODBYE_SENT,
     (AWAIT_HELLO, "handshake deadline"): GOODBYE_SENT,
     (AWAIT_HELLO, "login deadline"): GOODBYE_SENT,
     (AWAIT_HELLO, "close()"): CLOSED,
     (OPEN, "recv GOODBYE"): GOODBYE_RECEIVED,
     (OPEN, "goodbye()"): GOODBYE_SENT,
+    (OPEN, "refuse()"): GOODBYE_SENT,
     (OPEN, "peer broke protocol"): GOODBYE_SENT,
     (OPEN, "idle deadline"): GOODBYE_SENT,
     (OPEN, "login deadline"): GOODBYE_SENT,
@@ -112,9 +115,10 @@ _SENDING = frozenset({AWAIT_HELLO, OPEN})
 
 _pack_header = HEADER.pack
 _SMALL = 64 * 1024
-#: After a GOODBYE sent on an error, how much of the peer's input to discard
-#: while it reads the GOODBYE (bytes; the adapter bounds the time).
+#: After a GOODBYE sent on an error, how much of the peer's input to discard,
+#: and for how long, while it reads the GOODBYE (docs/protocol.md §2.5).
 LINGER_BYTES = 4 * 1024 * 1024
+LINGER_SECONDS = 2.0
 
 
 @functools.lru_cache(maxsize=32)
@@ -210,6 +214,12 @@ class Broker:
         self._server_name: str | None = None
         self._login_due: float | None = None  # set by expect_login()
         self._linger_budget = 0
+        self._linger_until: float | None = None  # set by linger()
+        #: Whether our GOODBYE is followed by lingering (refuse(), a broken
+        #: protocol, a deadline) or by closing at once (goodbye()).
+        self._linger_wanted = False
+        #: Why the connection closed or is closing (None while it is not).
+        self.close_reason: str | None = None
 
     # -- states -------------------------------------------------------------
 
@@ -311,7 +321,7 @@ class Broker:
             due = None if started is None else started + limits.handshake_timeout
             return login if due is None or (login is not None and login < due) else due
         if state is not OPEN:
-            return None
+            return self._linger_until if state is LINGERING else None
         due = login
         idle = limits.idle_timeout
         if idle and (due is None or self._last_rx + idle < due):
@@ -323,11 +333,15 @@ class Broker:
                 due = ping
         return due
 
-    def handle_timeout(self, now: float) -> SendPing | TimedOut | None:
+    def handle_timeout(self, now: float) -> SendPing | TimedOut | StopLingering | None:
         """Act on every deadline due at ``now``: queue a PING, or a GOODBYE
-        (the state becomes GOODBYE_SENT).  Early calls do nothing."""
+        (the state becomes GOODBYE_SENT), or end the lingering.  Early calls
+        do nothing."""
         state = self.state
         limits = self.limits
+        if state is LINGERING:
+            due = self._linger_until
+            return StopLingering() if due is not None and now >= due else None
         if (state is AWAIT_HELLO and self._started is not None
                 and now >= self._started + limits.handshake_timeout):
             seconds = limits.handshake_timeout
@@ -336,8 +350,7 @@ class Broker:
                           "(is this a PB server?)")
             else:
                 reason = f"the peer did not complete the handshake within {seconds} s"
-            self._queue_plain([Op.GOODBYE, "timeout", reason])
-            self._enter("handshake deadline")
+            self._say_goodbye("timeout", reason, "handshake deadline")
             return TimedOut(reason, True)
         if state is not OPEN and state is not AWAIT_HELLO:
             return None
@@ -345,8 +358,7 @@ class Broker:
         if login is not None and now >= login:
             reason = (f"the peer did not log in within {limits.login_timeout} s "
                       "(login_timeout)")
-            self._queue_plain([Op.GOODBYE, "timeout", reason])
-            self._enter("login deadline")
+            self._say_goodbye("timeout", reason, "login deadline")
             return TimedOut(reason, False)
         if state is not OPEN:
             return None
@@ -354,8 +366,7 @@ class Broker:
         idle = limits.idle_timeout
         if idle and silent >= idle:
             reason = f"the peer was silent for {silent:.1f} s (idle_timeout={idle})"
-            self._queue_plain([Op.GOODBYE, "timeout", reason])
-            self._enter("idle deadline")
+            self._say_goodbye("timeout", reason, "idle deadline")
             return TimedOut(reason, False)
         interval = limits.keepalive_interval
         if interval and now - max(self._last_rx, self._last_ping) >= interval:
@@ -541,6 +552,14 @@ class Broker:
         self.dead_proxies.append((object_id, count))
         return True
 
+    def cache_died(self, cache: Any) -> None:
+        """Any thread: our copy of the peer's cache ``cache`` died; it is
+        kept as a zombie (its state) until the peer says UNCACHE, and a
+        DECACHE goes at the next process_releases()."""
+        state = dict(cache.__dict__)
+        del state["_pb_finalized"]  # the zombie made from it is alive
+        self.cache_drops.append((cache._pb_cache_id, cache._pb_count, type(cache), state))
+
     def proxy_released(self, object_id: int, count: int) -> None:
         """A proxy was released explicitly: DECREF what it held."""
         self.refs.forget_proxy(object_id)
@@ -580,16 +599,42 @@ class Broker:
 
     def goodbye(self, code: str, reason: str) -> None:
         """Queue ``GOODBYE(code, reason)``; from then on nothing is sent and
-        every incoming frame is ignored.  Nothing to do once closing."""
+        every incoming frame is ignored, and the adapter closes at once
+        (``lingers`` is False).  Nothing to do once closing."""
         if self._sending:
-            self._queue_plain([Op.GOODBYE, code, reason])
-            self._enter("goodbye()")
+            self._say_goodbye(code, reason, "goodbye()", linger=False)
 
-    def linger(self, budget: int = LINGER_BYTES) -> None:
+    def refuse(self, code: str, reason: str) -> None:
+        """As goodbye(), for a fault (a refused connection, a limit, a slow
+        reader): the adapter then lingers, so that the peer reads the
+        GOODBYE even if it has sent more."""
+        if self._sending:
+            self._say_goodbye(code, reason, "refuse()")
+
+    def _say_goodbye(self, code: str, reason: str, trigger: str, *, linger: bool = True,
+                     told: str | None = None) -> None:
+        self._queue_plain([Op.GOODBYE, code, reason])
+        self._enter(trigger)
+        self._linger_wanted = linger
+        self.close_reason = reason if told is None else told
+
+    @property
+    def lingers(self) -> bool:
+        """Whether the adapter should linger (linger()) rather than close
+        the transport at once: we said GOODBYE on a fault, and the peer may
+        still be sending (closing a socket with unread input resets it, which
+        can destroy the GOODBYE before the peer reads it)."""
+        return self.state is GOODBYE_SENT and self._linger_wanted
+
+    def linger(self, now: float, budget: int = LINGER_BYTES,
+               seconds: float = LINGER_SECONDS) -> None:
         """After our GOODBYE: our sending side is shut, and up to ``budget``
-        bytes of the peer's input are discarded while it reads the GOODBYE."""
+        bytes of the peer's input are discarded while it reads the GOODBYE,
+        for at most ``seconds`` after ``now`` (then handle_timeout() says
+        StopLingering)."""
         self._enter("linger()")
         self._linger_budget = budget
+        self._linger_until = now + seconds
 
     def discard(self, nbytes: int) -> bool:
         """Input that came while LINGERING; True once past the budget (the
@@ -597,12 +642,26 @@ class Broker:
         self._linger_budget -= nbytes
         return self._linger_budget < 0
 
-    def close(self) -> None:
+    def close(self, reason: str = "connection closed") -> None:
         """The transport is gone; held calls of the peer never start, and
-        nothing is owed to it any more."""
+        nothing is owed to it any more.  ``reason`` is the close_reason
+        unless a GOODBYE either way already gave one."""
         self._enter("close()")
+        self._linger_until = None
+        if self.close_reason is None:
+            self.close_reason = reason
         self.backlog.clear()
         self.dead_proxies.clear()
+
+    def drop_references(self) -> tuple[list[Any], list[Any], list[Any]]:
+        """Closing: every reference either way is let go.  Returns the
+        proxies for the peer's objects still alive, the entries of ours it
+        held, and the caches of ours it observed (the adapter tells their
+        owners)."""
+        proxies = self.refs.live_proxies()
+        entries, caches = self.refs.clear()
+        self.cache_drops.clear()
+        return proxies, entries, caches
 
     # -- input --------------------------------------------------------------
 
@@ -674,16 +733,19 @@ class Broker:
     def _on_goodbye(self, message: list) -> GoodbyeEvent:
         self._enter("recv GOODBYE")
         code, reason = message[1], message[2]
-        return GoodbyeEvent(code if type(code) is str else _brief(code),
-                            reason if type(reason) is str else _brief(reason))
+        event = GoodbyeEvent(code if type(code) is str else _brief(code),
+                             reason if type(reason) is str else _brief(reason))
+        self.close_reason = f"the peer closed the connection ({event.code}): {event.reason}"
+        return event
 
-    def _violation(self, text: str, code: str = "protocol-error") -> RemoteProtocolError:
-        """Queue GOODBYE(code, text) and return the error to raise."""
-        self._queue_plain([Op.GOODBYE, code, text])
-        self._enter("peer broke protocol")
-        if code == "protocol-error":
-            return RemoteProtocolError(f"the peer broke the protocol: {text}")
-        return RemoteProtocolError(text)
+    def _violation(self, text: str, code: str = "protocol-error",
+                   told: str | None = None) -> RemoteProtocolError:
+        """Queue GOODBYE(code, text) and return the error to raise; its
+        message, also the close_reason, is ``told`` if given."""
+        if told is None:
+            told = f"the peer broke the protocol: {text}" if code == "protocol-error" else text
+        self._say_goodbye(code, text, "peer broke protocol", told=told)
+        return RemoteProtocolError(told)
 
     def _refuse_frame(self, frame: Any, exc: Exception) -> Any:
         """A frame decoded to something we refuse.  If it was a call, answer
@@ -701,8 +763,7 @@ class Broker:
             reason = (f"refused frame: {exc}; and its CALL is nested past msgpack's cap of "
                       f"1024 levels, with more than {2 * most} values (twice "
                       f"max_objects={most}) before answer_wanted: too many to read its envelope")
-            cause = self._violation(reason, "limit-exceeded")
-            raise RemoteProtocolError(f"the peer went past a limit: {reason}") from cause
+            raise self._violation(reason, "limit-exceeded", f"the peer went past a limit: {reason}")
         if envelope is None:
             raise self._violation(f"refused frame: {exc}")
         op, req_id, fields, answer_wanted = envelope
@@ -730,12 +791,11 @@ class Broker:
             raise self._violation("malformed HELLO")
         if message[2] != PROTOCOL_VERSION:
             version = _brief(message[2])
-            self._violation(f"this peer speaks {PROTOCOL_NAME} protocol version "
-                            f"{PROTOCOL_VERSION}, the other side version {version}", "version")
-            raise RemoteProtocolError(
-                f"protocol version mismatch: we speak {PROTOCOL_VERSION}, "
-                f"the peer speaks {version}; upgrade one side"
-            )
+            raise self._violation(f"this peer speaks {PROTOCOL_NAME} protocol version "
+                                  f"{PROTOCOL_VERSION}, the other side version {version}",
+                                  "version",
+                                  f"protocol version mismatch: we speak {PROTOCOL_VERSION}, "
+                                  f"the peer speaks {version}; upgrade one side")
         features, max_frame = message[3], message[4]
         if type(features) is not list or type(max_frame) is not int:
             raise self._violation("malformed HELLO")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import weakref
 from typing import Any, Callable
 
 from cred.log import get_logger
@@ -22,6 +21,7 @@ from ._events import CallEvent
 from ._failures import FailureLog
 from ._flavors import lookup_method
 from ._streaming import StreamSource, is_async_iterator
+from ._weak import weak_method
 
 __all__ = ["Dispatcher", "EXIT"]
 
@@ -52,16 +52,6 @@ async def log_errors(awaitable: Any, what: str) -> None:
         log.exception("callback failed", what=what)
 
 
-def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method``, called without keeping its object alive."""
-    ref = weakref.WeakMethod(method)
-
-    def call(*args: Any) -> Any:
-        bound = ref()
-        return None if bound is None else bound(*args)
-    return call
-
-
 class Dispatcher:
     """Runs the peer's calls on ``loop`` and reports them to ``core``.
 
@@ -80,9 +70,9 @@ class Dispatcher:
                  describe: Callable[[], str]) -> None:
         self.loop = loop
         self.core = core
-        self._settled = _weak(settled)
-        self._cache_pressure = _weak(cache_pressure)
-        self._describe = _weak(describe)
+        self._settled = weak_method(settled)
+        self._cache_pressure = weak_method(cache_pressure)
+        self._describe = weak_method(describe)
         self._limit = core.limits.max_outstanding_calls
         #: Running async calls that want an answer, by request id.
         self.tasks: dict[int, asyncio.Task] = {}
@@ -247,15 +237,29 @@ class Dispatcher:
         except BaseException:
             log.exception("stopped_observing failed", cacheable=repr(cacheable))
 
-    def cancel_all(self) -> list[asyncio.Task]:
-        """Closing: cancel every call still running; return their tasks."""
+    def stopped_soon(self) -> None:
+        """Run the ``stopped_observing`` the core says are due, each in a
+        loop turn of its own (never inside the core's pass)."""
+        for cacheable, perspective, observer in self.core.take_stopped():
+            self.loop.call_soon(self.stopped_observing, cacheable, perspective, observer)
+
+    def close(self, watchers: list[Callable[[Any], Any]], connection: Any) -> list[asyncio.Task]:
+        """The connection closed: cancel every call still running, release
+        every object the peer held, stop its observers, and run the proxies'
+        and ``watchers``' disconnect callbacks.  Returns what is still
+        running (the close waits for it)."""
         running = list(self.tasks.values()) + list(self.oneway_tasks)
         for task in running:
             task.cancel()
-        return running
-
-    def unfinished(self, running: list[asyncio.Task]) -> list[asyncio.Task]:
-        """``running`` plus what started since (stream clean-ups, callbacks),
-        less what has finished."""
+        proxies, entries, caches = self.core.drop_references()
+        self.release_all(entries)
+        for cache_entry in caches:
+            self.stopped_observing(cache_entry.obj, cache_entry.perspective, cache_entry.observer)
+        for proxy in proxies:
+            for cb in proxy._pb_connection_lost():
+                self.run_callback(cb, proxy)
+        for cb in watchers:
+            self.run_callback(cb, connection)
+        # Stream producers released above may have started closing too.
         return [t for t in running + list(self.oneway_tasks) + list(self.cleanup_tasks)
                 if not t.done()]

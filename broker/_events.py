@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Event", "CallEvent", "AnswerEvent", "FailureEvent", "CancelEvent", "HelloEvent",
-           "GoodbyeEvent", "SendPing", "TimedOut", "CallSent", "CallNotSent"]
+           "GoodbyeEvent", "SendPing", "TimedOut", "StopLingering", "CallSent", "CallNotSent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,12 @@ class TimedOut:
 
 
 @dataclass(frozen=True, slots=True)
+class StopLingering:
+    """The lingering after our GOODBYE has lasted its time: the adapter
+    aborts the transport (the core closes when told close())."""
+
+
+@dataclass(frozen=True, slots=True)
 class CallSent:
     """A call of ours that waited for a free slot has been sent as ``req_id``
     (see ``Broker.take_dequeued``); ``token`` is what the adapter gave
@@ -108,4 +114,4 @@ class CallNotSent:
 
 
 Event = (CallEvent | AnswerEvent | FailureEvent | CancelEvent | HelloEvent | GoodbyeEvent
-         | SendPing | TimedOut | CallSent | CallNotSent)
+         | SendPing | TimedOut | StopLingering | CallSent | CallNotSent)

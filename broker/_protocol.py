@@ -1,15 +1,16 @@
-"""The asyncio adapter: owns the transport, the frame buffer, flow control
-and the timers.
+"""The asyncio adapter: owns the transport, the frame buffer and the timer.
 
 Every protocol decision is the sans-IO core's (:class:`broker._core.Broker`):
-the handshake, the deadlines (login included), the call-slot queue, the
-E-order backlog, DECREF/DECACHE.  The adapter feeds it frames and the time,
-writes what it queued (:mod:`broker._writes`), arms one timer at
+the handshake, the deadlines (login and lingering included), the call-slot
+queue, the E-order backlog, DECREF/DECACHE, and the closing states (whether
+to linger, and why the connection closed).  The adapter feeds it frames and
+the time, writes what it queued (:mod:`broker._writes`), arms one timer at
 ``core.next_deadline()``, and turns its events (:mod:`broker._events`) into
 futures resolved (:mod:`broker._pending`), calls run (:mod:`broker._dispatch`,
-the only place user code is called) and closes.  Users see a
-:class:`broker._connection.Connection`, which asks this adapter only for
-what ``ConnectionSide`` lists.
+the only place user code is called) and closes.  Flow control is
+:mod:`broker._flow`; what users wait for is :mod:`broker._lifecycle`.  Users
+see a :class:`broker._connection.Connection`, which asks this adapter only
+for what ``ConnectionSide`` lists.
 
 Writes are coalesced where that is free: everything a connection's receive
 pass produces (answers, PONGs, DECREFs) goes out in one write at its end.  A
@@ -28,21 +29,15 @@ from typing import Any, Callable
 
 from cred.log import get_logger
 
-from ._core import GOODBYE_SENT, LINGERING, Broker
-from ._events import (
-    AnswerEvent,
-    CallEvent,
-    CallSent,
-    CancelEvent,
-    FailureEvent,
-    GoodbyeEvent,
-    HelloEvent,
-    TimedOut,
-)
+from ._core import Broker
+from ._events import AnswerEvent, CallEvent, CancelEvent, FailureEvent, GoodbyeEvent, HelloEvent
+from ._events import TimedOut, StopLingering
 from ._dispatch import Dispatcher
-from ._pending import PendingCall, fail
-from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
-from ._writes import WriteCap, write_out
+from ._errors import ConnectionLost, DeadReference, LimitExceeded, ProtocolError
+from ._flow import Flow
+from ._lifecycle import Lifecycle
+from ._pending import Calls
+from ._writes import write_out
 from ._framing import HEADER, FrameReader, FrameTooLarge, handshake_refusal, peer_name
 from ._limits import Limits
 from ._references import ROOT_ID
@@ -57,21 +52,17 @@ log = get_logger("broker")
 # wrapper around the same clock.
 _monotonic = time.monotonic
 
+#: After closing on an error, how long (seconds) and how much input (bytes)
+#: to discard while waiting for the peer to read our GOODBYE and close.
+_LINGER = 2.0
+_LINGER_BYTES = 4 * 1024 * 1024
+
 
 def _can_write_eof(transport: Any) -> bool:
     try:
         return bool(transport.can_write_eof())
     except NotImplementedError:
         return False
-
-
-#: After closing on an error, how long (seconds) and how much input (bytes)
-#: to discard while waiting for the peer to read our GOODBYE and close.
-_LINGER = 2.0
-_LINGER_BYTES = 4 * 1024 * 1024
-#: Why reading from the peer is paused (bits of ``_reading_paused``).
-_FOR_CACHE_UPDATES = 1  # async observe_* updates reached max_outstanding_calls
-_FOR_WRITES = 2         # the peer is not reading what we send it
 
 
 class BrokerProtocol(asyncio.BufferedProtocol):
@@ -81,7 +72,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                  unsafe_tracebacks: bool = False, server: Any = None,
                  registry: Any = None, hello_with_first_message: bool = False) -> None:
         self._hello_with_first_message = hello_with_first_message
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.limits = limits
         self.server = server
@@ -96,35 +87,24 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # Held weakly: the Connection holds this adapter, and users hold the
         # Connection; no cycle to break when closed.
         self._connection_ref: weakref.ref[Connection] | None = None
-        #: Our calls waiting for their answer, by request id.
-        self._futures: dict[int, asyncio.Future] = {}
-        self._dispatch = Dispatcher(self.loop, self.core, settled=self._flush_soon,
-                                    cache_pressure=self._cache_pressure,
+        self._calls = Calls(loop, self.core, flush=self._flush_soon,
+                            silent_server=self._silent_server)
+        self._flow = Flow(loop, limits, server_side=server is not None,
+                          resumed=self._process_buffered, slow_reader=self._drop_slow_reader)
+        self._dispatch = Dispatcher(loop, self.core, settled=self._flush_soon,
+                                    cache_pressure=self._flow.cache_pressure,
                                     describe=self.describe)
-        self._tasks = self._dispatch.tasks
-        self._reading_paused = 0  # _FOR_* bits; 0 while reading
-        # Server side only: the cap on bytes queued for a peer that does not
-        # read (smaller until it has logged in), and the timers that drop it.
-        self._cap = WriteCap(limits)
-        self._stall_timer: asyncio.TimerHandle | None = None
+        self._life = Lifecycle(loop)
         self._needs_login = server is not None and getattr(root, "requires_login", False)
         #: What the server counts this connection under (max_connections_per_source).
         self.counted_source: Any = None
-        self._ready: asyncio.Future = self.loop.create_future()
-        self._closed: asyncio.Future = self.loop.create_future()
-        #: Set once the socket itself is closed (after any lingering).
-        self._transport_closed: asyncio.Future = self.loop.create_future()
-        # wait_closed() callers: woken directly once both of the above are
-        # done (a shield per future would cost a loop turn each).
-        self._close_waiters: list[asyncio.Future] = []
         self._lingering: asyncio.Transport | None = None
-        self._linger_timer: asyncio.TimerHandle | None = None
         self._receiving = False
         self._dead_scheduled = False
         self._end_of_turn_flush = False
         self._watchers: list[Callable[[Any], Any]] = []
-        self._close_reason: str | None = None
-        #: Wakes the core at its next deadline (handshake, keepalive, idle, login).
+        #: Wakes the core at its next deadline (handshake, keepalive, idle,
+        #: login, lingering).
         self._timer: asyncio.TimerHandle | None = None
         self.peer_address: Any = None
 
@@ -143,7 +123,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     @property
     def is_open(self) -> bool:
-        return self.transport is not None and not self._closed.done()
+        return self.transport is not None and not self._life.is_closed
 
     def describe(self) -> str:
         return f"connection to {self.peer_address}" if self.peer_address else "connection"
@@ -162,10 +142,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self.core.refs.set_root(root_object(self.connection) if root_object else root)
         self.core.start(_monotonic(),
                         server_name=None if self.server is not None else self._peer_name())
-        if self.server is not None:
-            self._cap.apply(transport)
-            if self._needs_login and self.limits.login_timeout is not None:
-                self.core.expect_login(_monotonic(), self.limits.login_timeout)
+        self._flow.attach(transport)
+        if self._needs_login and self.limits.login_timeout is not None:
+            self.core.expect_login(_monotonic(), self.limits.login_timeout)
         if self.server is not None or not self._hello_with_first_message:
             # A server's HELLO goes at once: holding it two loop turns to ride
             # with the answer to the client's first frames moved nothing
@@ -181,15 +160,13 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     @property
     def close_reason(self) -> str | None:
-        return self._close_reason
+        return self.core.close_reason
 
     def handshake_error(self) -> BaseException | None:
-        """Why the handshake failed, once it has (else None)."""
-        ready = self._ready
-        return ready.exception() if ready.done() else None
+        return self._life.handshake_error()
 
     async def wait_ready(self) -> None:
-        await asyncio.shield(self._ready)
+        await self._life.wait_ready()
 
     def root_reference(self) -> RemoteReference:
         """A counted proxy for the peer's root object."""
@@ -204,8 +181,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         return len(self.core.refs.live_proxies())
 
     @property
+    def calls_in_progress(self) -> int:
+        return self._dispatch.in_progress
+
+    @property
     def is_closed(self) -> bool:
-        return self._closed.done()
+        return self._life.is_closed
 
     def add_watcher(self, callback: Callable[[Any], Any]) -> None:
         self._watchers.append(callback)
@@ -220,12 +201,16 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     async def wait_closed(self) -> str:
         """Wait until closed, socket included; return why."""
-        if not (self._closed.done() and self._transport_closed.done()):
-            # Our own future: cancelling this wait cannot touch the protocol's.
-            waiter = self.loop.create_future()
-            self._close_waiters.append(waiter)
-            await waiter
-        return self._closed.result()
+        return await self._life.wait_closed()
+
+    def logged_in(self) -> None:
+        """A login succeeded on this connection: it is no longer a stranger's."""
+        self.core.logged_in()
+        self._flow.trust()
+
+    def start_goodbye(self, code: str, reason: str) -> None:
+        self.core.goodbye(code, reason)
+        self._close()
 
     # -- receiving ------------------------------------------------------------
 
@@ -233,8 +218,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.transport is None:
-            self._discard(nbytes)
+        if self.transport is None:  # lingering after a close
+            self.reader.clear()
+            if self.core.discard(nbytes) and self._lingering is not None:
+                self._lingering.abort()
             return
         self.reader.buffer_updated(nbytes)
         self.core.data_received(_monotonic())
@@ -251,12 +238,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.buffer_updated(0)
 
     def _process(self) -> None:
-        core, reader = self.core, self.reader
+        core, reader, flow = self.core, self.reader, self._flow
         try:
-            while self.transport is not None and not self._reading_paused:
+            while self.transport is not None and not flow.paused:
                 frame = reader.next_frame()
                 if frame is None:
-                    if not self._ready.done() and reader.buffered > self.limits.handshake_bytes:
+                    if not self._life.is_ready and reader.buffered > self.limits.handshake_bytes:
                         raise FrameTooLarge(reader.buffered, self.limits.handshake_bytes)
                     return
                 if core.cache_drops:
@@ -266,171 +253,76 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                 finally:
                     frame.release()
                 if core.stopped:
-                    self._run_stopped()
+                    self._dispatch.stopped_soon()
                 if event is None:
                     continue
                 kind = type(event)
                 if kind is CallEvent:
                     self._dispatch.run(event)
                     if core.stopped:
-                        self._run_stopped()
-                    if core.queued_bytes > self._cap.limit:
+                        self._dispatch.stopped_soon()
+                    if core.queued_bytes > flow.cap.limit:
                         # Answers past the cap leave now rather than at the
                         # end of the pass: if the peer is not reading, the
                         # transport pauses us before the next call.
                         self._write_now()
-                elif kind is AnswerEvent:
-                    fut = self._futures.pop(event.req_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(event.value)
-                    if core.dequeued:
-                        self._dequeued()
-                elif kind is FailureEvent:
-                    fut = self._futures.pop(event.req_id, None)
-                    if fut is not None and not fut.done():
-                        fail(fut, event.error)
-                    if core.dequeued:
-                        self._dequeued()
+                elif kind is AnswerEvent or kind is FailureEvent:
+                    self._calls.resolve(event)
                 elif kind is CancelEvent:
                     self._dispatch.cancel(event.req_id)
                 elif kind is HelloEvent:
                     reader.max_frame = self.limits.max_frame
-                    if not self._ready.done():
-                        self._ready.set_result(None)
-                    if self.server is not None and not self._needs_login:
-                        self._cap.trust(self.transport)
+                    self._life.ready()
+                    if not self._needs_login:
+                        flow.trust()
                     self._arm_timer()
                 elif kind is GoodbyeEvent:
-                    self._close_reason = f"the peer closed the connection ({event.code}): {event.reason}"
-                    self._abort(linger=False)
+                    self._close()
                     return
         except FrameTooLarge as exc:
             reason = str(exc)
-            if not self._ready.done():
-                reason = self._handshake_refusal(exc)
-            self._close_reason = reason
-            core.goodbye("limit-exceeded", reason)
-            self._fail_ready(LimitExceeded(reason))
-            self._abort()
+            if not self._life.is_ready:
+                reason = handshake_refusal(exc, reader, self.limits.handshake_bytes,
+                                           "the peer" if self.server is not None
+                                           else f"{self._peer_name()}, which")
+            core.refuse("limit-exceeded", reason)
+            self._life.fail_ready(LimitExceeded(reason))
+            self._close()
         except ProtocolError as exc:
-            self._close_reason = str(exc)
-            self._fail_ready(exc)
-            self._abort()
+            self._life.fail_ready(exc)
+            self._close()
 
-    def _handshake_refusal(self, exc: FrameTooLarge) -> str:
-        return handshake_refusal(exc, self.reader, self.limits.handshake_bytes,
-                                 "the peer" if self.server is not None
-                                 else f"{self._peer_name()}, which")
+    def _process_buffered(self) -> None:
+        """Reading resumed: frames that arrived before the pause."""
+        if self.transport is not None and not self._flow.paused and self.reader.buffered:
+            self.buffer_updated(0)
 
     def _peer_name(self) -> str:
         return peer_name(self.peer_address)
 
-    # -- flow control -------------------------------------------------------------
-
-    def _cache_pressure(self, high: bool) -> None:
-        """Async cache updates still running reached max_outstanding_calls
-        (stop reading), or fell back to half of it (read again)."""
-        if high:
-            self._pause_reading(_FOR_CACHE_UPDATES)
-        elif self._reading_paused & _FOR_CACHE_UPDATES:
-            self._resume_reading(_FOR_CACHE_UPDATES)
-
-    def _pause_reading(self, why: int) -> None:
-        """Back-pressure: read nothing more from the peer until every reason
-        (``_FOR_*``) given here has been taken back by :meth:`_resume_reading`."""
-        was = self._reading_paused
-        self._reading_paused = was | why
-        if was or self.transport is None:
-            return
-        try:
-            self.transport.pause_reading()
-        except (NotImplementedError, RuntimeError):
-            pass  # frames then wait in our buffer instead of the kernel's
-
-    def _resume_reading(self, why: int) -> None:
-        self._reading_paused &= ~why
-        if self._reading_paused or self.transport is None:
-            return
-        try:
-            self.transport.resume_reading()
-        except (NotImplementedError, RuntimeError):
-            pass
-        # Frames that arrived before the pause are still buffered.
-        self.loop.call_soon(self._process_buffered)
-
-    def _process_buffered(self) -> None:
-        if self.transport is not None and not self._reading_paused and self.reader.buffered:
-            self.buffer_updated(0)
-
-    @property
-    def calls_in_progress(self) -> int:
-        return self._dispatch.in_progress
+    def _silent_server(self) -> str | None:
+        """The server we dialled, while its HELLO has not come."""
+        return None if self._life.is_ready or self.server is not None else self._peer_name()
 
     # -- sending ------------------------------------------------------------------
 
     def send_call(self, target: int, method: str, args: tuple, kwargs: dict,
                   timeout: float | None) -> asyncio.Future:
         if not self.is_open:
-            raise DeadReference(self._close_reason or "the connection is closed")
-        fut = PendingCall(loop=self.loop)
-        fut._protocol = self
-        fut._req_id = req_id = self.core.call(target, method, args, kwargs, True, fut)
-        if req_id is not None:  # else it waits for a slot, in the core's queue
-            self._futures[req_id] = fut
-            self._flush_soon()
-        if timeout is not None:
-            handle = self.loop.call_later(timeout, self._call_timed_out, fut, method, timeout)
-            fut.add_done_callback(lambda f, h=handle: h.cancel())
+            raise DeadReference(self.core.close_reason or "the connection is closed")
+        fut = self._calls.send(target, method, args, kwargs, timeout)
+        self._flush_soon()
         return fut
 
     def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict) -> None:
         if not self.is_open:
-            raise DeadReference(self._close_reason or "the connection is closed")
+            raise DeadReference(self.core.close_reason or "the connection is closed")
         if self.core.call(target, method, args, kwargs, False) is not None:
             self._flush_soon()
 
-    def _dequeued(self) -> None:
-        """Calls that waited for a slot were sent (or could not be)."""
-        for outcome in self.core.take_dequeued():
-            fut = outcome.token
-            if type(outcome) is CallSent:
-                fut._req_id = outcome.req_id
-                self._futures[outcome.req_id] = fut
-            else:
-                fail(fut, outcome.error)  # type: ignore[union-attr]
-
-    def _call_cancelled(self, fut: PendingCall) -> bool:
-        """Our caller gave up on ``fut``: withdraw it if it still waits for a
-        slot (True: never sent), else CANCEL it remotely."""
-        req_id = fut._req_id
-        if req_id is None:
-            self.core.unqueue(fut)
-            if self.core.has_output:  # one-way calls it held back
-                self._flush_soon()
-            return True
-        if self._futures.pop(req_id, None) is not None:
-            self.core.cancel(req_id)
-            self._flush_soon()
-        return False
-
-    def _call_timed_out(self, fut: PendingCall, method: str, timeout: float) -> None:
-        if fut.done():
-            return
-        never_sent = self._call_cancelled(fut)
-        if not self._ready.done() and self.server is None:
-            # Nothing came back at all: not a slow method, most likely not PB.
-            text = (f"call {method!r}: no PB HELLO from {self._peer_name()} within "
-                    f"{timeout} s (is this a PB server?)")
-        elif never_sent:
-            text = (f"call {method!r} found no free slot within {timeout} s "
-                    f"({len(self.core.waiting)} calls were waiting for answers); it was not sent")
-        else:
-            text = f"call {method!r} got no answer within {timeout} s; it was cancelled remotely"
-        fail(fut, CallTimeout(text))
-
     def _flush_soon(self) -> None:
         if self.core.stopped:
-            self._run_stopped()
+            self._dispatch.stopped_soon()
         if self._receiving:
             return  # the end of the receive pass writes everything at once
         # A message sent outside a receive pass goes out now: a lone call is
@@ -447,82 +339,53 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             transport.write(out[0])
         else:
             write_out(transport, out)
-        if self._cap.blocked:
-            reason = self._cap.overflow(transport)
-            if reason is not None:
-                self._drop_slow_reader(reason)
+        if self._flow.cap.blocked:
+            self._flow.wrote()
 
-    # -- a peer that does not read (server side) ------------------------------------
+    # -- flow control (the transport's callbacks; see broker._flow) --------------
 
     def pause_writing(self) -> None:
-        """The transport holds more than our cap for this peer: stop reading
-        from it, so that it makes us produce nothing more, and give it
-        ``write_stall_timeout`` seconds to catch up."""
-        if self.server is None or self._cap.blocked:
-            return  # a client's backlog is its own application's doing
-        self._cap.blocked = True
-        self._pause_reading(_FOR_WRITES)
-        if self._stall_timer is None:
-            self._stall_timer = self.loop.call_later(self.limits.write_stall_timeout,
-                                                     self._write_stalled)
+        self._flow.pause_writing()
 
     def resume_writing(self) -> None:
-        if not self._cap.blocked:
-            return
-        self._cap.blocked = False
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        self._resume_reading(_FOR_WRITES)
-
-    def _write_stalled(self) -> None:
-        self._stall_timer = None
-        transport = self.transport
-        if transport is None or not self._cap.blocked:
-            return
-        reason = self._cap.stalled(transport)
-        if reason is None:
-            self._stall_timer = self.loop.call_later(self.limits.write_stall_timeout,
-                                                     self._write_stalled)
-        else:
-            self._drop_slow_reader(reason)
+        self._flow.resume_writing()
 
     def _drop_slow_reader(self, reason: str) -> None:
         log.warning("closing a slow reader", connection=self.describe(), reason=reason)
-        self._cap.blocked = False  # no second check from the close's own write
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        self._close_reason = reason
-        self.core.goodbye("limit-exceeded", reason)
-        self._fail_ready(LimitExceeded(reason))
+        self._flow.dropping()
+        self._life.fail_ready(LimitExceeded(reason))
         # Lingering bounds what the backlog may still cost: the socket is
-        # aborted after _LINGER seconds whether the peer reads or not.
-        self._abort()
+        # aborted at the linger deadline whether the peer reads or not.
+        self.refuse("limit-exceeded", reason)
 
-    # -- logging in (server side) -----------------------------------------------------
-
-    def logged_in(self) -> None:
-        """A login succeeded on this connection: it is no longer a stranger's."""
-        self.core.logged_in()
-        if self.transport is not None:
-            self._cap.trust(self.transport)
-
-    # -- references -------------------------------------------------------------
+    # -- releases -------------------------------------------------------------------
 
     def proxy_died(self, object_id: int, count: int) -> None:
         """Called from RemoteReference.__del__, on any thread, at any time."""
         if self.core.proxy_died(object_id, count):
             self._schedule_releases()
 
+    def cache_died(self, cache: Any) -> None:
+        """Called from RemoteCache.__del__, on any thread, at any time."""
+        self.core.cache_died(cache)
+        self._schedule_releases()
+
     def _schedule_releases(self) -> None:
         """Have the loop send what dead proxies and caches owe the peer."""
-        if not self._dead_scheduled and not self._closed.done():
+        if not self._dead_scheduled and not self._life.is_closed:
             self._dead_scheduled = True
             if threading.get_ident() == self._loop_thread:
                 self.loop.call_soon(self._send_decrefs)
             else:
                 self.loop.call_soon_threadsafe(self._send_decrefs)
+
+    def _send_decrefs(self) -> None:
+        self._dead_scheduled = False
+        self.core.process_releases()
+        if self.is_open:
+            self._flush_soon()
+        elif self.core.stopped:
+            self._dispatch.stopped_soon()
 
     def proxy_released(self, proxy: RemoteReference) -> None:
         self.core.proxy_released(proxy._pb_id, proxy._pb_count)
@@ -543,19 +406,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if self.is_open:
             self._flush_soon()
 
-    def _send_decrefs(self) -> None:
-        self._dead_scheduled = False
-        self.core.process_releases()
-        if self.core.stopped:
-            self._run_stopped()
-        if self.is_open:
-            self._flush_soon()
-
     def send_cache_call(self, cache_id: int, method: str, args: tuple, kwargs: dict) -> None:
         if self.is_open:
             self.core.cache_call(cache_id, method, args, kwargs)
             if self.core.stopped:
-                self._run_stopped()
+                self._dispatch.stopped_soon()
             if not self._receiving:
                 # Updates come in bursts (one change fanned out to every
                 # observer, often many changes in one pass of another
@@ -566,22 +421,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def cache_is_held(self, cache_id: int) -> bool:
         return self.is_open and cache_id in self.core.refs.caches_out
 
-    def cache_died(self, cache: Any) -> None:
-        """Called from RemoteCache.__del__, on any thread, at any time."""
-        state = dict(cache.__dict__)
-        del state["_pb_finalized"]  # the zombie made from it is alive
-        self.core.cache_drops.append((cache._pb_cache_id, cache._pb_count, type(cache), state))
-        self._schedule_releases()
-
-    def _run_stopped(self) -> None:
-        for cacheable, perspective, observer in self.core.take_stopped():
-            self.loop.call_soon(self._dispatch.stopped_observing, cacheable, perspective,
-                                observer)
-
     def _on_released(self, object_id: int, entry: Any) -> None:
         self._dispatch.released(object_id, entry)
 
-    # -- timers -------------------------------------------------------------------
+    # -- the timer ------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
         """Wake at the core's next deadline.  A timer already due no later
@@ -603,14 +446,15 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self.is_open:
-            return
         event = self.core.handle_timeout(_monotonic())
-        if type(event) is TimedOut:
-            self._close_reason = event.reason
-            self._write_now()
-            self._fail_ready(ConnectionLost(event.reason))
-            self._abort()
+        kind = type(event)
+        if kind is TimedOut:
+            self._life.fail_ready(ConnectionLost(event.reason))  # type: ignore[union-attr]
+            self._close()
+            return
+        if kind is StopLingering:
+            if self._lingering is not None:
+                self._lingering.abort()
             return
         if event is not None:  # a PING
             self._write_now()
@@ -618,27 +462,24 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     # -- closing ------------------------------------------------------------------
 
-    def _fail_ready(self, exc: BaseException) -> None:
-        if not self._ready.done():
-            self._ready.set_exception(exc)
-            self._ready.exception()  # mark retrieved: nobody may be waiting
+    def refuse(self, code: str, reason: str) -> None:
+        """Close at once with ``GOODBYE(code, reason)``, lingering so that the
+        peer reads it even if it already sent more."""
+        self.core.refuse(code, reason)
+        self._close()
 
-    def _abort(self, linger: bool = True) -> None:
+    def _close(self) -> None:
         """Close after sending what is queued (a GOODBYE saying why).
 
-        Closing a TCP socket that still holds unread input makes the kernel
-        send a reset, which can destroy the GOODBYE before the peer reads
-        it.  So unless the peer is closing anyway, shut down our sending
-        side, tear the connection down at once, and discard what the peer
-        still sends until it closes too (at most ``_LINGER`` seconds or
-        ``_LINGER_BYTES``) before closing the socket.
-        """
+        When the core says to linger (``Broker.lingers``), shut down our
+        sending side only, tear the connection down at once, and leave the
+        socket to the core's linger deadline and budget (the peer's input is
+        discarded until it closes too)."""
         transport = self.transport
         if transport is None:
             return
         self._write_now()
-        if (not linger or self.core.state is not GOODBYE_SENT or not _can_write_eof(transport)
-                or transport.is_closing()):
+        if not self.core.lingers or not _can_write_eof(transport) or transport.is_closing():
             transport.close()
             return
         try:
@@ -646,84 +487,39 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         except (OSError, RuntimeError):
             transport.close()
             return
-        self.core.linger(_LINGER_BYTES)
+        self.core.linger(_monotonic(), _LINGER_BYTES, _LINGER)
         self._lingering = transport
-        self._linger_timer = self.loop.call_later(_LINGER, transport.abort)
-        self._lost(None)
-
-    def _discard(self, nbytes: int) -> None:
-        """Input that arrives while lingering after a close."""
-        self.reader.clear()
-        if self.core.discard(nbytes) and self._lingering is not None:
-            self._lingering.abort()
-
-    def refuse(self, code: str, reason: str) -> None:
-        """Close at once with ``GOODBYE(code, reason)``, lingering so that the
-        peer reads it even if it already sent more."""
-        self._close_reason = reason
-        if self.transport is not None:
-            self.core.goodbye(code, reason)
-            self._abort()
-
-    def start_goodbye(self, code: str, reason: str) -> None:
-        self._close_reason = reason
-        if self.transport is not None:
-            self.core.goodbye(code, reason)
-            self._write_now()
-            self.transport.close()
+        self._lost()
+        self._arm_timer()
 
     def eof_received(self) -> bool | None:
         return None
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self.core.close(f"connection lost: {exc}" if exc else "connection closed")
         if self._lingering is not None:  # the socket closed after lingering
             self._lingering = None
-            if self._linger_timer is not None:
-                self._linger_timer.cancel()
-                self._linger_timer = None
-            self.core.close()
-            if self._closed.done() and self.server is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._life.is_closed and self.server is not None:
                 self.server._connection_lost(self)
-            self._transport_closed.set_result(None)
-            self._wake_close_waiters()
-            return
-        self._lost(exc)
-        if not self._transport_closed.done():
-            self._transport_closed.set_result(None)
-            self._wake_close_waiters()
+        else:
+            self._lost()
+        self._life.socket_closed()
 
-    def _lost(self, exc: BaseException | None) -> None:
-        if self.core.state is not LINGERING:  # else closed when the socket is
-            self.core.close()
+    def _lost(self) -> None:
+        """The connection is over for its users (the socket may linger)."""
         self.transport = None
-        for timer in (self._timer, self._stall_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._stall_timer = None
-        reason = self._close_reason or (f"connection lost: {exc}" if exc else "connection closed")
-        if not self._ready.done():
-            self._fail_ready(ConnectionLost(reason))
-        futures, self._futures = self._futures, {}
-        for fut in list(futures.values()) + self.core.drop_queued():
-            if not fut.done():
-                fail(fut, ConnectionLost(reason))
-        dispatch = self._dispatch
-        running = dispatch.cancel_all()
-        proxies = self.core.refs.live_proxies()
-        entries, caches = self.core.refs.clear()
-        dispatch.release_all(entries)
-        for cache_entry in caches:
-            dispatch.stopped_observing(cache_entry.obj, cache_entry.perspective,
-                                       cache_entry.observer)
-        self.core.cache_drops.clear()
-        for proxy in proxies:
-            for cb in proxy._pb_connection_lost():
-                dispatch.run_callback(cb, proxy)
+        self._flow.detach()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        reason = self.core.close_reason or "connection closed"
+        self._life.fail_ready(ConnectionLost(reason))
+        self._calls.fail_all(lambda: ConnectionLost(reason))
         watchers, self._watchers = self._watchers, []
-        for cb in watchers:
-            dispatch.run_callback(cb, self.connection)
-        # Stream producers released above may have started closing too.
-        running = dispatch.unfinished(running)
+        running = self._dispatch.close(watchers, self.connection)
         if running:
             # The connection counts as closed once the calls it was running
             # have finished cancelling: nothing of it outlives wait_closed().
@@ -738,13 +534,4 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _finish_closed(self, reason: str) -> None:
         if self.server is not None and self._lingering is None:
             self.server._connection_lost(self)  # else when the socket has closed
-        if not self._closed.done():
-            self._closed.set_result(reason)
-            self._wake_close_waiters()
-
-    def _wake_close_waiters(self) -> None:
-        if self._closed.done() and self._transport_closed.done():
-            waiters, self._close_waiters = self._close_waiters, []
-            for waiter in waiters:
-                if not waiter.done():  # a cancelled wait_closed() leaves its own behind
-                    waiter.set_result(None)
+        self._life.closed(reason)

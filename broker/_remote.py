@@ -61,7 +61,7 @@ class RemoteReference(jelly.Flavored):
         if not owner.is_open:
             # Closing a connection releases its proxies; say why it closed.
             return DeadReference(f"{self!r} cannot be used: "
-                                 f"{owner._close_reason or 'the connection is closed'}")
+                                 f"{owner.close_reason or 'the connection is closed'}")
         return DeadReference(f"{self!r} was released")
 
     async def release(self) -> None:

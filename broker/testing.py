@@ -208,5 +208,5 @@ async def connected_pair(server_root: Any = None, client_root: Any = None, *,
     st.protocol, ct.protocol = server, client
     server.connection_made(st)
     client.connection_made(ct)
-    await asyncio.gather(server._ready, client._ready)
+    await asyncio.gather(server.wait_ready(), client.wait_ready())
     return server.connection, client.connection

@@ -28,6 +28,7 @@ from broker._events import (
     GoodbyeEvent,
     HelloEvent,
     SendPing,
+    StopLingering,
     TimedOut,
 )
 from broker._messages import Op
@@ -70,7 +71,7 @@ def in_state(state: str) -> tuple[CorePair, object]:
     elif state in (GOODBYE_SENT, LINGERING):
         core.goodbye("normal", "bye")
         if state == LINGERING:
-            core.linger()
+            core.linger(pair.now)
     elif state == CLOSED:
         core.close()
     assert core.state == state
@@ -85,6 +86,8 @@ def fire(pair: CorePair, core, trigger: str):
         return core.receive_frame(frame(Op.GOODBYE, "normal", "done"))
     if trigger == "goodbye()":
         return core.goodbye("normal", "done")
+    if trigger == "refuse()":
+        return core.refuse("limit-exceeded", "too many")
     if trigger == "peer broke protocol":
         with pytest.raises(broker.RemoteProtocolError) as info:
             core.receive_frame(frame(Op.CALL, 1, 0, "add"))  # a CALL of 3 fields
@@ -97,7 +100,7 @@ def fire(pair: CorePair, core, trigger: str):
         core.expect_login(pair.now, 1.0)
         return core.handle_timeout(pair.now + 1.0)
     if trigger == "linger()":
-        return core.linger()
+        return core.linger(pair.now)
     if trigger == "close()":
         return core.close()
     raise AssertionError(trigger)
@@ -148,8 +151,9 @@ def test_closing_states_ignore_every_frame_and_send_nothing(state):
         core.call(0, "add", (1, 2), {})
     assert core.take_output() == []
     assert core.state == state
-    assert core.next_deadline() is None
-    assert core.handle_timeout(pair.now + 10_000) is None
+    if state != LINGERING:  # (its own deadline: see "lingering" below)
+        assert core.next_deadline() is None
+        assert core.handle_timeout(pair.now + 10_000) is None
 
 
 def test_the_accepted_opcodes_match_the_table():
@@ -364,10 +368,87 @@ def test_idle_only_without_keepalive():
 
 def test_lingering_discards_input_up_to_its_budget():
     pair, core = in_state(GOODBYE_SENT)
-    core.linger(1000)
+    core.linger(pair.now, 1000)
     assert core.discard(600) is False
     assert core.discard(400) is False
     assert core.discard(1) is True  # past the budget: the adapter aborts
+
+
+def test_lingering_ends_at_its_deadline():
+    pair, core = in_state(GOODBYE_SENT)
+    core.linger(pair.now, 1000, 2.0)
+    assert core.next_deadline() == pair.now + 2.0
+    assert core.handle_timeout(pair.now + 1.9) is None
+    assert isinstance(core.handle_timeout(pair.now + 2.0), StopLingering)
+    core.close()
+    assert core.state == CLOSED
+    assert core.next_deadline() is None
+
+
+@pytest.mark.parametrize("end", ["refuse", "violation", "deadline"])
+def test_a_goodbye_on_a_fault_lingers(end):
+    pair = open_pair(idle_timeout=5.0, keepalive_interval=None)
+    core = pair.server
+    if end == "refuse":
+        core.refuse("limit-exceeded", "too many connections")
+    elif end == "violation":
+        with pytest.raises(broker.RemoteProtocolError):
+            core.receive_frame(frame(Op.CALL, 1, 0, "add"))
+    else:
+        core.handle_timeout(pair.now + 5.0)
+    assert core.state == GOODBYE_SENT
+    assert core.lingers
+
+
+def test_an_application_goodbye_or_the_peers_closes_at_once():
+    pair = open_pair()
+    pair.server.goodbye("normal", "done")
+    assert pair.server.state == GOODBYE_SENT and not pair.server.lingers
+    pair.deliver(pair.server)
+    assert pair.client.state == GOODBYE_RECEIVED and not pair.client.lingers
+
+
+# -- why a connection closed ---------------------------------------------------
+
+def test_the_close_reason_is_the_first_goodbyes():
+    pair = open_pair()
+    assert pair.server.close_reason is None
+    pair.server.goodbye("shutdown", "the server is shutting down")
+    pair.deliver(pair.server)
+    assert pair.server.close_reason == "the server is shutting down"
+    assert pair.client.close_reason == ("the peer closed the connection (shutdown): "
+                                        "the server is shutting down")
+    pair.client.close("connection lost: reset")  # a GOODBYE already said why
+    assert pair.client.close_reason.startswith("the peer closed")
+
+
+def test_a_violation_is_its_own_close_reason():
+    pair = open_pair()
+    with pytest.raises(broker.RemoteProtocolError) as info:
+        pair.server.receive_frame(frame(Op.CALL, 1, 0, "add"))
+    assert pair.server.close_reason == str(info.value)
+    assert wire(pair.server)[-1][:2] == [Op.GOODBYE, "protocol-error"]
+
+
+def test_a_version_mismatch_is_told_as_such():
+    pair = CorePair(Calculator())
+    pair.server.take_output()
+    with pytest.raises(broker.RemoteProtocolError, match="version mismatch") as info:
+        pair.server.receive_frame(frame(Op.HELLO, "pb", 99, [], 1 << 20))
+    assert pair.server.close_reason == str(info.value)
+    assert wire(pair.server)[-1][:2] == [Op.GOODBYE, "version"]
+
+
+def test_a_deadline_is_its_own_close_reason():
+    pair = open_pair(idle_timeout=5.0, keepalive_interval=None)
+    event = pair.server.handle_timeout(pair.now + 5.0)
+    assert pair.server.close_reason == event.reason
+
+
+def test_a_lost_transport_gives_its_reason():
+    pair = open_pair()
+    pair.server.close("connection lost: reset by peer")
+    assert pair.server.close_reason == "connection lost: reset by peer"
 
 
 def test_every_opcode_has_a_bad_message_above():

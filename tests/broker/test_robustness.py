@@ -194,7 +194,7 @@ async def test_calls_still_waiting_in_the_backlog_never_start_after_the_connecti
         assert root.started == []   # nothing of that peer starts once it is gone
         assert protocol.calls_in_progress == 0
     finally:
-        for task in list(protocol._tasks.values()):
+        for task in list(protocol._dispatch.tasks.values()):
             task.cancel()
         await settle()
 

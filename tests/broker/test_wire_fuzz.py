@@ -324,14 +324,14 @@ def server_side(server, writer):
 def assert_bounded(protocol):
     core, refs = protocol.core, protocol.core.refs
     assert len(core.running) <= LIMITS.max_outstanding_calls
-    assert len(protocol._tasks) <= LIMITS.max_outstanding_calls
+    assert len(protocol._dispatch.tasks) <= LIMITS.max_outstanding_calls
     assert len(core.backlog) <= LIMITS.max_outstanding_calls + 16
     assert len(refs.local) <= LIMITS.max_local_references + 1
     assert len(refs.caches_out) <= LIMITS.max_caches
     assert len(refs.caches_in) + len(refs.zombies) <= LIMITS.max_caches
     assert len(refs.remote) <= 64 and len(core.dead_proxies) <= 64
     assert len(core.waiting) <= LIMITS.max_outstanding_calls  # pulls of a re-served stream
-    assert len(protocol._futures) <= LIMITS.max_outstanding_calls
+    assert len(protocol._calls.futures) <= LIMITS.max_outstanding_calls
     assert len(protocol.reader._buf) <= 256 * 1024
 
 
