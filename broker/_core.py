@@ -9,7 +9,10 @@ target and the method, so a user method can never re-enter the parser.
 
 Every state and every transition is in ``TRANSITIONS`` below, and in
 docs/protocol.md ("Connection states"); ``_enter`` is the only place the
-state changes, and it refuses a transition the table does not list.
+state changes, and it refuses a transition the table does not list.  The
+closing decisions are the core's too: whether to linger after our GOODBYE
+(``lingers``), the linger deadline and budget, and why the connection
+closed (``close_reason``).
 
 Beside the states, the core keeps the protocol's queues: our calls waiting
 for a free slot (``call_queue``; ``CallSent``/``CallNotSent`` from
@@ -133,6 +136,10 @@ def _hello_frame(max_frame: int, max_calls: int) -> bytes:
     return _pack_header(len(body)) + body
 
 
+def _ignore(*args: Any) -> None:
+    return None
+
+
 def _error_for(code: str, type_name: str, message: str, tb: str | None) -> PBError:
     if code == "no-such-method":
         return NoSuchMethod(message)
@@ -154,12 +161,16 @@ class Broker:
 
     ``owner`` and ``make_proxy`` identify and build proxies for the peer's
     objects; ``on_released(object_id, entry)`` is called when the peer lets go
-    of one of our objects.  All three are given here, never assigned later.
+    of one of our objects, ``on_stopped(cacheable, perspective, observer)``
+    when one of its observers of our caches is gone (the adapter has
+    ``stopped_observing`` run later, outside the core).  All are given here,
+    never assigned later.
     """
 
     def __init__(self, *, owner: Any, make_proxy: Callable[[int], Any], limits: Limits,
                  unsafe_tracebacks: bool = False, registry: Any = None,
-                 on_released: Callable[[int, Any], Any] | None = None) -> None:
+                 on_released: Callable[[int, Any], Any] | None = None,
+                 on_stopped: Callable[[Any, Any, Any], Any] | None = None) -> None:
         self.limits = limits
         self.refs = ReferenceTables(owner, make_proxy, limits.max_local_references,
                                     limits.max_caches, on_released=on_released,
@@ -171,8 +182,7 @@ class Broker:
         #: Proxies for the peer's objects that died: (object_id, count).
         #: Appended from any thread (``__del__``); processed on the loop.
         self.dead_proxies: collections.deque[tuple[int, int]] = collections.deque()
-        #: (cacheable, perspective, observer) whose stopped_observing is due.
-        self.stopped: list[tuple[Any, Any, Any]] = []
+        self._on_stopped = on_stopped or _ignore
         self.state = AWAIT_HELLO
         self._sending = True  # state in _SENDING, read on every send
         self.unsafe_tracebacks = unsafe_tracebacks
@@ -589,13 +599,9 @@ class Broker:
                 self._queue_plain([Op.DECACHE, cache_id, count])
 
     def _uncached(self, cache_id: int, entry: Any, peer_knows: bool) -> None:
-        self.stopped.append((entry.obj, entry.perspective, entry.observer))
+        self._on_stopped(entry.obj, entry.perspective, entry.observer)
         if peer_knows and self.state is OPEN:
             self._queue_plain([Op.UNCACHE, cache_id])
-
-    def take_stopped(self) -> list[tuple[Any, Any, Any]]:
-        stopped, self.stopped = self.stopped, []
-        return stopped
 
     def goodbye(self, code: str, reason: str) -> None:
         """Queue ``GOODBYE(code, reason)``; from then on nothing is sent and
@@ -626,15 +632,15 @@ class Broker:
         can destroy the GOODBYE before the peer reads it)."""
         return self.state is GOODBYE_SENT and self._linger_wanted
 
-    def linger(self, now: float, budget: int = LINGER_BYTES,
-               seconds: float = LINGER_SECONDS) -> None:
+    def linger(self, now: float, budget: int | None = None,
+               seconds: float | None = None) -> None:
         """After our GOODBYE: our sending side is shut, and up to ``budget``
-        bytes of the peer's input are discarded while it reads the GOODBYE,
-        for at most ``seconds`` after ``now`` (then handle_timeout() says
-        StopLingering)."""
+        bytes of the peer's input (default LINGER_BYTES) are discarded while
+        it reads the GOODBYE, for at most ``seconds`` (default LINGER_SECONDS)
+        after ``now``; then handle_timeout() says StopLingering."""
         self._enter("linger()")
-        self._linger_budget = budget
-        self._linger_until = now + seconds
+        self._linger_budget = LINGER_BYTES if budget is None else budget
+        self._linger_until = now + (LINGER_SECONDS if seconds is None else seconds)
 
     def discard(self, nbytes: int) -> bool:
         """Input that came while LINGERING; True once past the budget (the
@@ -661,6 +667,7 @@ class Broker:
         proxies = self.refs.live_proxies()
         entries, caches = self.refs.clear()
         self.cache_drops.clear()
+        self._on_stopped = _ignore  # nothing is observed any more; no cycle left
         return proxies, entries, caches
 
     # -- input --------------------------------------------------------------

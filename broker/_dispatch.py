@@ -237,12 +237,6 @@ class Dispatcher:
         except BaseException:
             log.exception("stopped_observing failed", cacheable=repr(cacheable))
 
-    def stopped_soon(self) -> None:
-        """Run the ``stopped_observing`` the core says are due, each in a
-        loop turn of its own (never inside the core's pass)."""
-        for cacheable, perspective, observer in self.core.take_stopped():
-            self.loop.call_soon(self.stopped_observing, cacheable, perspective, observer)
-
     def close(self, watchers: list[Callable[[Any], Any]], connection: Any) -> list[asyncio.Task]:
         """The connection closed: cancel every call still running, release
         every object the peer held, stop its observers, and run the proxies'

@@ -13,7 +13,7 @@ from ._limits import Limits
 from ._weak import weak_method
 from ._writes import WriteCap
 
-__all__ = ["Flow", "FOR_CACHE_UPDATES", "FOR_WRITES"]
+__all__ = ["Flow", "FOR_CACHE_UPDATES", "FOR_WRITES", "shut_writing"]
 
 #: Why reading from the peer is paused (bits of ``Flow.paused``).
 FOR_CACHE_UPDATES = 1  # async observe_* updates reached max_outstanding_calls
@@ -138,3 +138,15 @@ class Flow:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+
+
+def shut_writing(transport: Any) -> bool:
+    """Shut ``transport``'s sending side and leave it reading, for a
+    lingering close; False if it cannot be done (the caller closes it)."""
+    try:
+        if transport.is_closing() or not transport.can_write_eof():
+            return False
+        transport.write_eof()
+    except (NotImplementedError, OSError, RuntimeError):
+        return False
+    return True

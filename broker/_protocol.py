@@ -1,16 +1,12 @@
 """The asyncio adapter: owns the transport, the frame buffer and the timer.
 
-Every protocol decision is the sans-IO core's (:class:`broker._core.Broker`):
-the handshake, the deadlines (login and lingering included), the call-slot
-queue, the E-order backlog, DECREF/DECACHE, and the closing states (whether
-to linger, and why the connection closed).  The adapter feeds it frames and
-the time, writes what it queued (:mod:`broker._writes`), arms one timer at
-``core.next_deadline()``, and turns its events (:mod:`broker._events`) into
-futures resolved (:mod:`broker._pending`), calls run (:mod:`broker._dispatch`,
-the only place user code is called) and closes.  Flow control is
-:mod:`broker._flow`; what users wait for is :mod:`broker._lifecycle`.  Users
-see a :class:`broker._connection.Connection`, which asks this adapter only
-for what ``ConnectionSide`` lists.
+Every protocol decision, closing included, is the sans-IO core's
+(:class:`broker._core.Broker`).  The adapter feeds it frames and the time,
+writes what it queued, wakes it at ``core.next_deadline()``, and turns its
+events (:mod:`broker._events`) into futures resolved (:mod:`broker._pending`),
+calls run (:mod:`broker._dispatch`, the only place user code is called) and
+closes.  Users see a :class:`broker._connection.Connection`, which asks this
+adapter only for what ``ConnectionSide`` lists.
 
 Writes are coalesced where that is free: everything a connection's receive
 pass produces (answers, PONGs, DECREFs) goes out in one write at its end.  A
@@ -22,7 +18,6 @@ delayed and no connection's writes wait on another's.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import weakref
 from typing import Any, Callable
@@ -34,9 +29,11 @@ from ._events import AnswerEvent, CallEvent, CancelEvent, FailureEvent, GoodbyeE
 from ._events import TimedOut, StopLingering
 from ._dispatch import Dispatcher
 from ._errors import ConnectionLost, DeadReference, LimitExceeded, ProtocolError
-from ._flow import Flow
+from ._alarm import Alarm
+from ._flow import Flow, shut_writing
 from ._lifecycle import Lifecycle
 from ._pending import Calls
+from ._releases import Releases
 from ._writes import write_out
 from ._framing import HEADER, FrameReader, FrameTooLarge, handshake_refusal, peer_name
 from ._limits import Limits
@@ -52,18 +49,6 @@ log = get_logger("broker")
 # wrapper around the same clock.
 _monotonic = time.monotonic
 
-#: After closing on an error, how long (seconds) and how much input (bytes)
-#: to discard while waiting for the peer to read our GOODBYE and close.
-_LINGER = 2.0
-_LINGER_BYTES = 4 * 1024 * 1024
-
-
-def _can_write_eof(transport: Any) -> bool:
-    try:
-        return bool(transport.can_write_eof())
-    except NotImplementedError:
-        return False
-
 
 class BrokerProtocol(asyncio.BufferedProtocol):
     """One connection, either side."""
@@ -73,13 +58,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                  registry: Any = None, hello_with_first_message: bool = False) -> None:
         self._hello_with_first_message = hello_with_first_message
         self.loop = loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         self.limits = limits
         self.server = server
         self._root_source = root
         self.core = Broker(owner=self, make_proxy=self._make_proxy, limits=limits,
                            unsafe_tracebacks=unsafe_tracebacks, registry=registry,
-                           on_released=self._on_released)
+                           on_released=self._on_released, on_stopped=self._on_stopped)
         # Before the peer's HELLO, handshake_bytes bounds the whole frame,
         # header included, however the bytes happen to arrive.
         self.reader = FrameReader(max(limits.handshake_bytes - HEADER.size, 0))
@@ -100,12 +84,9 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self.counted_source: Any = None
         self._lingering: asyncio.Transport | None = None
         self._receiving = False
-        self._dead_scheduled = False
-        self._end_of_turn_flush = False
+        self._releases = Releases(loop, self.core, flush=self._flush_soon)
+        self._alarm = Alarm(loop, self._on_timer)
         self._watchers: list[Callable[[Any], Any]] = []
-        #: Wakes the core at its next deadline (handshake, keepalive, idle,
-        #: login, lingering).
-        self._timer: asyncio.TimerHandle | None = None
         self.peer_address: Any = None
 
     # -- plumbing -------------------------------------------------------------
@@ -152,7 +133,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._write_now()
         # else connect() flushes at the end of the turn it returns in, so a
         # first call made right away carries the HELLO in the same packet.
-        self._arm_timer()
+        self._alarm.arm(self.core.next_deadline())
         if self.server is not None:
             self.server._connection_made(self)
 
@@ -252,15 +233,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     event = core.receive_frame(frame)
                 finally:
                     frame.release()
-                if core.stopped:
-                    self._dispatch.stopped_soon()
                 if event is None:
                     continue
                 kind = type(event)
                 if kind is CallEvent:
                     self._dispatch.run(event)
-                    if core.stopped:
-                        self._dispatch.stopped_soon()
                     if core.queued_bytes > flow.cap.limit:
                         # Answers past the cap leave now rather than at the
                         # end of the pass: if the peer is not reading, the
@@ -275,7 +252,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
                     self._life.ready()
                     if not self._needs_login:
                         flow.trust()
-                    self._arm_timer()
+                    self._alarm.arm(self.core.next_deadline())
                 elif kind is GoodbyeEvent:
                     self._close()
                     return
@@ -321,8 +298,6 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             self._flush_soon()
 
     def _flush_soon(self) -> None:
-        if self.core.stopped:
-            self._dispatch.stopped_soon()
         if self._receiving:
             return  # the end of the receive pass writes everything at once
         # A message sent outside a receive pass goes out now: a lone call is
@@ -358,65 +333,33 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         # aborted at the linger deadline whether the peer reads or not.
         self.refuse("limit-exceeded", reason)
 
-    # -- releases -------------------------------------------------------------------
+    # -- releases (see broker._releases) --------------------------------------
 
     def proxy_died(self, object_id: int, count: int) -> None:
         """Called from RemoteReference.__del__, on any thread, at any time."""
-        if self.core.proxy_died(object_id, count):
-            self._schedule_releases()
+        self._releases.proxy_died(object_id, count)
 
     def cache_died(self, cache: Any) -> None:
         """Called from RemoteCache.__del__, on any thread, at any time."""
-        self.core.cache_died(cache)
-        self._schedule_releases()
-
-    def _schedule_releases(self) -> None:
-        """Have the loop send what dead proxies and caches owe the peer."""
-        if not self._dead_scheduled and not self._life.is_closed:
-            self._dead_scheduled = True
-            if threading.get_ident() == self._loop_thread:
-                self.loop.call_soon(self._send_decrefs)
-            else:
-                self.loop.call_soon_threadsafe(self._send_decrefs)
-
-    def _send_decrefs(self) -> None:
-        self._dead_scheduled = False
-        self.core.process_releases()
-        if self.is_open:
-            self._flush_soon()
-        elif self.core.stopped:
-            self._dispatch.stopped_soon()
+        self._releases.cache_died(cache)
 
     def proxy_released(self, proxy: RemoteReference) -> None:
         self.core.proxy_released(proxy._pb_id, proxy._pb_count)
         if self.is_open and proxy._pb_id != ROOT_ID:
-            # Nobody waits for a DECREF: it rides with whatever this loop
-            # turn sends next (often the call that follows the release).
-            self.flush_at_end_of_turn()
+            self._releases.flush_at_end_of_turn()
 
     def flush_at_end_of_turn(self) -> None:
-        """Send what is queued when this loop turn is done, unless something
-        sent before then takes it along."""
-        if not self._end_of_turn_flush:
-            self._end_of_turn_flush = True
-            self.loop.call_soon(self._end_of_turn)
-
-    def _end_of_turn(self) -> None:
-        self._end_of_turn_flush = False
-        if self.is_open:
-            self._flush_soon()
+        self._releases.flush_at_end_of_turn()
 
     def send_cache_call(self, cache_id: int, method: str, args: tuple, kwargs: dict) -> None:
         if self.is_open:
             self.core.cache_call(cache_id, method, args, kwargs)
-            if self.core.stopped:
-                self._dispatch.stopped_soon()
             if not self._receiving:
                 # Updates come in bursts (one change fanned out to every
                 # observer, often many changes in one pass of another
                 # connection): each connection writes its burst once, at the
                 # end of the loop turn.  bench_cache.py row (1): about 2.5x.
-                self.flush_at_end_of_turn()
+                self._releases.flush_at_end_of_turn()
 
     def cache_is_held(self, cache_id: int) -> bool:
         return self.is_open and cache_id in self.core.refs.caches_out
@@ -424,41 +367,24 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _on_released(self, object_id: int, entry: Any) -> None:
         self._dispatch.released(object_id, entry)
 
-    # -- the timer ------------------------------------------------------------------
-
-    def _arm_timer(self) -> None:
-        """Wake at the core's next deadline.  A timer already due no later
-        stays (it finds nothing due, and re-arms): input, which moves the
-        idle and keepalive deadlines, never touches the timer."""
-        due = self.core.next_deadline()
-        timer = self._timer
-        if due is None:
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            return
-        when = self.loop.time() + (due - _monotonic())
-        if timer is not None:
-            if timer.when() <= when:
-                return
-            timer.cancel()
-        self._timer = self.loop.call_at(when, self._on_timer)
+    def _on_stopped(self, cacheable: Any, perspective: Any, observer: Any) -> None:
+        # User code: run in a loop turn of its own, never inside the core.
+        self.loop.call_soon(self._dispatch.stopped_observing, cacheable, perspective, observer)
 
     def _on_timer(self) -> None:
-        self._timer = None
+        """The core's next deadline (handshake, keepalive, idle, login, linger)."""
         event = self.core.handle_timeout(_monotonic())
         kind = type(event)
         if kind is TimedOut:
             self._life.fail_ready(ConnectionLost(event.reason))  # type: ignore[union-attr]
             self._close()
-            return
-        if kind is StopLingering:
+        elif kind is StopLingering:
             if self._lingering is not None:
                 self._lingering.abort()
-            return
-        if event is not None:  # a PING
-            self._write_now()
-        self._arm_timer()
+        else:
+            if event is not None:  # a PING
+                self._write_now()
+            self._alarm.arm(self.core.next_deadline())
 
     # -- closing ------------------------------------------------------------------
 
@@ -479,29 +405,19 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         if transport is None:
             return
         self._write_now()
-        if not self.core.lingers or not _can_write_eof(transport) or transport.is_closing():
+        if not (self.core.lingers and shut_writing(transport)):
             transport.close()
             return
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError):
-            transport.close()
-            return
-        self.core.linger(_monotonic(), _LINGER_BYTES, _LINGER)
+        self.core.linger(_monotonic())
         self._lingering = transport
         self._lost()
-        self._arm_timer()
-
-    def eof_received(self) -> bool | None:
-        return None
+        self._alarm.arm(self.core.next_deadline())
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.core.close(f"connection lost: {exc}" if exc else "connection closed")
         if self._lingering is not None:  # the socket closed after lingering
             self._lingering = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._alarm.cancel()
             if self._life.is_closed and self.server is not None:
                 self.server._connection_lost(self)
         else:
@@ -512,9 +428,7 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         """The connection is over for its users (the socket may linger)."""
         self.transport = None
         self._flow.detach()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._alarm.cancel()
         reason = self.core.close_reason or "connection closed"
         self._life.fail_ready(ConnectionLost(reason))
         self._calls.fail_all(lambda: ConnectionLost(reason))
@@ -534,4 +448,5 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _finish_closed(self, reason: str) -> None:
         if self.server is not None and self._lingering is None:
             self.server._connection_lost(self)  # else when the socket has closed
+        self._releases.stop()
         self._life.closed(reason)

@@ -9,7 +9,7 @@ import struct
 import msgpack
 
 import broker
-from broker import Root, _protocol
+from broker import Root, _core
 
 
 class Echo(Root):
@@ -60,7 +60,7 @@ async def server_still_serves(server):
 
 
 async def test_a_peer_that_never_closes_is_cut_off_after_the_linger_time(monkeypatch):
-    monkeypatch.setattr(_protocol, "_LINGER", 0.2)
+    monkeypatch.setattr(_core, "LINGER_SECONDS", 0.2)
     async with await broker.serve(Echo(), "127.0.0.1", 0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         try:
@@ -80,7 +80,7 @@ async def test_a_peer_that_never_closes_is_cut_off_after_the_linger_time(monkeyp
 
 
 async def test_a_peer_that_keeps_sending_is_cut_off_after_the_linger_budget(monkeypatch):
-    monkeypatch.setattr(_protocol, "_LINGER_BYTES", 256 * 1024)
+    monkeypatch.setattr(_core, "LINGER_BYTES", 256 * 1024)
     async with await broker.serve(Echo(), "127.0.0.1", 0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         try:
