@@ -58,6 +58,8 @@ from ._events import (
     SendPing,
     StopLingering,
     TimedOut,
+    new_answer_event,
+    new_call_event,
 )
 from ._fields import MIN_MAX_FRAME, error_body, valid_req_id
 from ._flavors import ViewPoint
@@ -393,7 +395,7 @@ class Broker:
         wait), queue it and return None: it goes out, in order, as answers
         free slots (a ``CallSent(token, req_id)`` from take_dequeued())."""
         if not self._sending:
-            raise DeadReference("the connection is closed")
+            raise DeadReference(self.close_reason or "the connection is closed")
         if self.call_queue or (answer_wanted and len(self.waiting) + len(self.given_up)
                                 >= self.call_slots):
             if self.limits.wait_for_call_slot:
@@ -847,7 +849,7 @@ class Broker:
             return None
         self.running.add(req_id)
         perspective = obj.perspective if type(obj) is ViewPoint else entry.perspective
-        event = CallEvent(req_id, obj, method, args, kwargs, answer_wanted, perspective)
+        event = new_call_event(req_id, obj, method, args, kwargs, answer_wanted, perspective)
         if self._first_step_pending or self.backlog:
             return self._hold(event)
         return event
@@ -864,7 +866,7 @@ class Broker:
             return None  # dropped and uncached: updates for it no longer matter
         if not _has_method(target, method):
             return None  # one-way: there is nobody to tell
-        return self._hold(CallEvent(None, target, method, args, kwargs, False, None))
+        return self._hold(new_call_event(None, target, method, args, kwargs, False, None))
 
     def _on_answer(self, message: list) -> AnswerEvent | None:
         req_id = message[1]
@@ -882,7 +884,7 @@ class Broker:
         self.waiting.discard(req_id)
         if self.call_queue:
             self._send_queued()
-        return AnswerEvent(req_id, message[2])
+        return new_answer_event(req_id, message[2])
 
     def _on_error(self, message: list) -> FailureEvent | AnswerEvent | None:
         _, req_id, code, type_name, text, tb, copy = message

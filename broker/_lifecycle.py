@@ -6,6 +6,7 @@ lingering close.  Plain futures; the adapter says when each thing happened.
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Callable
 
 __all__ = ["Lifecycle"]
 
@@ -21,6 +22,7 @@ class Lifecycle:
         # wait_closed() callers: woken directly once both closes are done
         # (a shield per future would cost a loop turn each).
         self._waiters: list[asyncio.Future] = []
+        self._closer: asyncio.Task | None = None
 
     @property
     def is_ready(self) -> bool:
@@ -52,6 +54,22 @@ class Lifecycle:
         if not self._closed.done():
             self._closed.set_result(reason)
             self._wake()
+
+    def closed_after(self, running: list[asyncio.Task], reason: str,
+                     then: Callable[[], Any]) -> None:
+        """Closed with ``reason``, after ``then()``, once the calls in
+        ``running`` have finished cancelling: nothing of the connection
+        outlives wait_closed()."""
+        if not running:
+            then()
+            self.closed(reason)
+            return
+
+        async def finish() -> None:
+            await asyncio.wait(running)
+            then()
+            self.closed(reason)
+        self._closer = self._loop.create_task(finish())
 
     def socket_closed(self) -> None:
         if not self._socket_closed.done():

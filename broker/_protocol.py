@@ -28,7 +28,7 @@ from ._core import Broker
 from ._events import AnswerEvent, CallEvent, CancelEvent, FailureEvent, GoodbyeEvent, HelloEvent
 from ._events import TimedOut, StopLingering
 from ._dispatch import Dispatcher
-from ._errors import ConnectionLost, DeadReference, LimitExceeded, ProtocolError
+from ._errors import ConnectionLost, LimitExceeded, ProtocolError
 from ._alarm import Alarm
 from ._flow import Flow, shut_writing
 from ._lifecycle import Lifecycle
@@ -283,17 +283,15 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     # -- sending ------------------------------------------------------------------
 
+    # The core refuses a call once closing (DeadReference, with close_reason).
+
     def send_call(self, target: int, method: str, args: tuple, kwargs: dict,
                   timeout: float | None) -> asyncio.Future:
-        if not self.is_open:
-            raise DeadReference(self.core.close_reason or "the connection is closed")
         fut = self._calls.send(target, method, args, kwargs, timeout)
         self._flush_soon()
         return fut
 
     def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict) -> None:
-        if not self.is_open:
-            raise DeadReference(self.core.close_reason or "the connection is closed")
         if self.core.call(target, method, args, kwargs, False) is not None:
             self._flush_soon()
 
@@ -433,20 +431,10 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._life.fail_ready(ConnectionLost(reason))
         self._calls.fail_all(lambda: ConnectionLost(reason))
         watchers, self._watchers = self._watchers, []
-        running = self._dispatch.close(watchers, self.connection)
-        if running:
-            # The connection counts as closed once the calls it was running
-            # have finished cancelling: nothing of it outlives wait_closed().
-            self._closer = self.loop.create_task(self._finish_close(running, reason))
-        else:
-            self._finish_closed(reason)
+        self._life.closed_after(self._dispatch.close(watchers, self.connection), reason,
+                                self._finish_closed)
 
-    async def _finish_close(self, running: list[asyncio.Task], reason: str) -> None:
-        await asyncio.wait(running)
-        self._finish_closed(reason)
-
-    def _finish_closed(self, reason: str) -> None:
+    def _finish_closed(self) -> None:
         if self.server is not None and self._lingering is None:
             self.server._connection_lost(self)  # else when the socket has closed
         self._releases.stop()
-        self._life.closed(reason)
