@@ -84,6 +84,14 @@ def no_eager() -> Callable[[], None]:
     return _set(_eager, "start", start)
 
 
+def no_fast_events() -> Callable[[], None]:
+    """The per-call events made by their frozen dataclass __init__."""
+    from broker import _core, _events
+    undo = [_set(_core, "new_call_event", _events.CallEvent),
+            _set(_core, "new_answer_event", _events.AnswerEvent)]
+    return lambda: [u() for u in undo] and None
+
+
 # --- the workloads -------------------------------------------------------------
 
 
@@ -184,6 +192,7 @@ TRICKS: dict[str, tuple[Callable[[], Callable[[], None]], list[str]]] = {
     "tuple-new": (no_tuple_new, ["jelly-graph"]),
     "depth": (no_depth_trick, ["1000-dict", "jelly-dicts"]),
     "eager": (no_eager, ["async-sequential", "async-100-in-flight"]),
+    "events": (no_fast_events, ["sequential", "100-in-flight"]),
     # Dropped after measuring (bench/README.md): the server's HELLO held two
     # loop turns, and a COPY's headers written by hand; "login" and
     # "connect" stay as rows to try other tricks on.

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from cred.log import get_logger
 
-from ._core import Broker
+from ._core import AWAIT_HELLO, Broker
 from ._events import AnswerEvent, CallEvent, CancelEvent, FailureEvent, GoodbyeEvent, HelloEvent
 from ._events import TimedOut, StopLingering
 from ._dispatch import Dispatcher
@@ -104,7 +104,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     @property
     def is_open(self) -> bool:
-        return self.transport is not None and not self._life.is_closed
+        # The transport is dropped (_lost) before the connection counts as closed.
+        return self.transport is not None
 
     def describe(self) -> str:
         return f"connection to {self.peer_address}" if self.peer_address else "connection"
@@ -224,7 +225,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             while self.transport is not None and not flow.paused:
                 frame = reader.next_frame()
                 if frame is None:
-                    if not self._life.is_ready and reader.buffered > self.limits.handshake_bytes:
+                    # (The state first: no call on every pass once OPEN.)
+                    if core.state is AWAIT_HELLO and reader.buffered > self.limits.handshake_bytes:
                         raise FrameTooLarge(reader.buffered, self.limits.handshake_bytes)
                     return
                 if core.cache_drops:
