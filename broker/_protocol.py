@@ -14,8 +14,9 @@ what ``ConnectionSide`` lists.
 Writes are coalesced where that is free: everything a connection's receive
 pass produces (answers, PONGs, DECREFs) goes out in one write at its end.  A
 message sent outside that connection's own receive pass (from user code, or
-from another connection's pass) is written at once, so a lone call is never
-delayed and no connection's writes wait on another's.
+from another connection's pass) is written at once if it is the
+connection's first of the loop turn, so a lone call is never delayed; later
+ones in the same turn leave together when it ends (``TurnWrites``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from ._events import (
 from ._dispatch import Dispatcher
 from ._pending import PendingCall, fail
 from ._errors import CallTimeout, ConnectionLost, DeadReference, LimitExceeded, ProtocolError
-from ._writes import WriteCap, write_out
+from ._writes import WriteCap, turn_writes_for, write_out
 from ._framing import HEADER, FrameReader, FrameTooLarge, handshake_refusal, peer_name
 from ._limits import Limits
 from ._references import ROOT_ID
@@ -122,6 +123,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._receiving = False
         self._dead_scheduled = False
         self._end_of_turn_flush = False
+        self._turn = turn_writes_for(self.loop)
+        self._wrote_this_turn = False
         self._watchers: list[Callable[[Any], Any]] = []
         self._close_reason: str | None = None
         #: Wakes the core at its next deadline (handshake, keepalive, idle, login).
@@ -369,12 +372,12 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     # -- sending ------------------------------------------------------------------
 
     def send_call(self, target: int, method: str, args: tuple, kwargs: dict,
-                  timeout: float | None) -> asyncio.Future:
+                  timeout: float | None, encoded: bytes | None = None) -> asyncio.Future:
         if not self.is_open:
             raise DeadReference(self._close_reason or "the connection is closed")
         fut = PendingCall(loop=self.loop)
         fut._protocol = self
-        fut._req_id = req_id = self.core.call(target, method, args, kwargs, True, fut)
+        fut._req_id = req_id = self.core.call(target, method, args, kwargs, True, fut, encoded)
         if req_id is not None:  # else it waits for a slot, in the core's queue
             self._futures[req_id] = fut
             self._flush_soon()
@@ -383,10 +386,11 @@ class BrokerProtocol(asyncio.BufferedProtocol):
             fut.add_done_callback(lambda f, h=handle: h.cancel())
         return fut
 
-    def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict) -> None:
+    def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict,
+                       encoded: bytes | None = None) -> None:
         if not self.is_open:
             raise DeadReference(self._close_reason or "the connection is closed")
-        if self.core.call(target, method, args, kwargs, False) is not None:
+        if self.core.call(target, method, args, kwargs, False, None, encoded) is not None:
             self._flush_soon()
 
     def _dequeued(self) -> None:
@@ -431,12 +435,17 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     def _flush_soon(self) -> None:
         if self.core.stopped:
             self._run_stopped()
-        if self._receiving:
-            return  # the end of the receive pass writes everything at once
-        # A message sent outside a receive pass goes out now: a lone call is
-        # never delayed, and a burst costs one small write per call, which
-        # measured cheaper than scheduling a flush per loop turn.
+        if self._receiving or self._wrote_this_turn:
+            return  # the end of the receive pass, or of this turn, writes it
+        # The first message of a turn goes out now, so a lone call is never
+        # delayed; the rest of a burst waits for the end of the turn
+        # (broker._writes.TurnWrites).
         self._write_now()
+        self._turn.note(self)
+
+    def _turn_done(self) -> None:
+        if self.transport is not None and self.core.has_output:
+            self._write_now()
 
     def _write_now(self) -> None:
         out = self.core.take_output()
@@ -540,6 +549,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
 
     def _end_of_turn(self) -> None:
         self._end_of_turn_flush = False
+        self._turn = turn_writes_for(self.loop)
+        self._wrote_this_turn = False
         if self.is_open:
             self._flush_soon()
 
