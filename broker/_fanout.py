@@ -22,7 +22,7 @@ reference's call is jellied on its own, as ``call_remote`` would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jelly
@@ -52,6 +52,26 @@ def _native(ref: Any) -> BrokerProtocol | None:
     return owner if type(owner) is BrokerProtocol else None
 
 
+def _targets(references: Iterable[RemoteReference], name: str, args: tuple, kwargs: dict,
+             answer_wanted: bool) -> Iterator[tuple[RemoteReference, BrokerProtocol | None,
+                                                    bytes | None]]:
+    """Each reference, its native adapter (None: call it as itself, which
+    also raises its own DeadReference) and the shared tail (None: the
+    adapter encodes the call itself).  The tail is made at the first
+    reference that can use it."""
+    tail: bytes | None = None
+    tried = False
+    for ref in references:
+        owner = _native(ref)
+        if owner is None or ref._pb_released:
+            yield ref, None, None
+            continue
+        if not tried:
+            tried = True
+            tail = _shared_tail(name, args, kwargs, answer_wanted)
+        yield ref, owner, tail
+
+
 def call_many(references: Iterable[RemoteReference], name: str, /, *args: Any,
               timeout: float | None = None, **kwargs: Any) -> list[asyncio.Future[Any]]:
     """Call ``name`` on every reference, as ``ref.call_remote(name, *args,
@@ -65,18 +85,12 @@ def call_many(references: Iterable[RemoteReference], name: str, /, *args: Any,
     failed with that error; the others are not affected.
     """
     futures: list[asyncio.Future[Any]] = []
-    tail: bytes | None = None
-    tried = False
-    for ref in references:
+    for ref, owner, tail in _targets(references, name, args, kwargs, True):
         try:
-            owner = _native(ref)
-            if owner is None or ref._pb_released:
+            if owner is None:
                 futures.append(ref.call_remote(name, *args, timeout=timeout, **kwargs))
-                continue
-            if not tried:
-                tried = True
-                tail = _shared_tail(name, args, kwargs, True)
-            futures.append(owner.send_call(ref._pb_id, name, args, kwargs, timeout, tail))
+            else:
+                futures.append(owner.send_call(ref._pb_id, name, args, kwargs, timeout, tail))
         except Exception as exc:  # this reference's error, not the others'
             futures.append(_failed(exc))
     return futures
@@ -93,18 +107,12 @@ def call_many_only(references: Iterable[RemoteReference], name: str, /, *args: A
     the call still went to every other reference.
     """
     failures: list[tuple[RemoteReference, Exception]] = []
-    tail: bytes | None = None
-    tried = False
-    for ref in references:
+    for ref, owner, tail in _targets(references, name, args, kwargs, False):
         try:
-            owner = _native(ref)
-            if owner is None or ref._pb_released:
+            if owner is None:
                 ref.call_remote_only(name, *args, **kwargs)
-                continue
-            if not tried:
-                tried = True
-                tail = _shared_tail(name, args, kwargs, False)
-            owner.send_call_only(ref._pb_id, name, args, kwargs, tail)
+            else:
+                owner.send_call_only(ref._pb_id, name, args, kwargs, tail)
         except Exception as exc:
             failures.append((ref, exc))
     return failures

@@ -6,6 +6,7 @@ sockets, with one server and several clients.  Also here: a connection's
 writes after its first in a loop turn leave together (TurnWrites)."""
 
 import asyncio
+import contextlib
 import datetime
 import decimal
 
@@ -16,6 +17,8 @@ import jelly
 from broker import Referenceable, Root
 from broker._fanout import _shared_tail
 from broker.testing import CorePair
+
+from .test_coalescing import count_writes
 
 
 @jelly.register_copy("tests.call_many.Point")
@@ -91,16 +94,24 @@ class Hub(Root):
         self.minds.append(mind)
 
 
-async def _clients(server, hub, count):
-    conns, minds = [], []
-    for _ in range(count):
-        conn = await broker.connect("127.0.0.1", server.port)
-        mind = Mind()
-        await (await conn.root()).call_remote("register", mind)
-        conns.append(conn)
-        minds.append(mind)
-    assert len(hub.minds) == count
-    return conns, minds
+@contextlib.asynccontextmanager
+async def _room(count):
+    """A hub server with ``count`` clients, each registered with its mind."""
+    hub = Hub()
+    async with await broker.serve(hub, "127.0.0.1", 0) as server:
+        conns, minds = [], []
+        try:
+            for _ in range(count):
+                conn = await broker.connect("127.0.0.1", server.port)
+                conns.append(conn)
+                mind = Mind()
+                await (await conn.root()).call_remote("register", mind)
+                minds.append(mind)
+            assert len(hub.minds) == count
+            yield hub, conns, minds
+        finally:
+            for conn in conns:
+                await conn.close()
 
 
 async def _until(condition):
@@ -109,120 +120,71 @@ async def _until(condition):
 
 
 async def test_call_many_only_reaches_every_reference_once_in_order():
-    hub = Hub()
-    async with await broker.serve(hub, "127.0.0.1", 0) as server:
-        conns, minds = await _clients(server, hub, 4)
-        try:
-            for i in range(20):
-                # Shared calls interleaved with each reference's own: E-order
-                # per reference holds across both.
-                assert broker.call_many_only(hub.minds, "hear", i, Point(i, i)) == []
-                for ref in hub.minds:
-                    ref.call_remote_only("hear", -i)
-            await asyncio.wait_for(_until(lambda: all(len(m.seen) == 40 for m in minds)), 5)
-            for mind in minds:
-                firsts = [args[0] for args, _ in mind.seen]
-                assert firsts == [v for i in range(20) for v in (i, -i)]
-                point = mind.seen[0][0][1]
-                assert isinstance(point, Point) and (point.x, point.y) == (0, 0)
-        finally:
-            for conn in conns:
-                await conn.close()
+    async with _room(4) as (hub, conns, minds):
+        for i in range(20):
+            # Shared calls interleaved with each reference's own: E-order
+            # per reference holds across both.
+            assert broker.call_many_only(hub.minds, "hear", i, Point(i, i)) == []
+            for ref in hub.minds:
+                ref.call_remote_only("hear", -i)
+        await asyncio.wait_for(_until(lambda: all(len(m.seen) == 40 for m in minds)), 5)
+        for mind in minds:
+            firsts = [args[0] for args, _ in mind.seen]
+            assert firsts == [v for i in range(20) for v in (i, -i)]
+            point = mind.seen[0][0][1]
+            assert isinstance(point, Point) and (point.x, point.y) == (0, 0)
 
 
 async def test_a_closed_connection_is_skipped_and_reported_the_others_still_hear():
-    hub = Hub()
-    async with await broker.serve(hub, "127.0.0.1", 0) as server:
-        conns, minds = await _clients(server, hub, 3)
+    async with _room(3) as (hub, conns, minds):
         await conns[1].close()
         await _until(lambda: not hub.minds[1].is_alive)
-        try:
-            failures = broker.call_many_only(hub.minds, "hear", "hello", to="all")
-            assert [ref for ref, _ in failures] == [hub.minds[1]]
-            assert isinstance(failures[0][1], broker.DeadReference)
-            await _until(lambda: minds[0].seen and minds[2].seen)
-            assert minds[0].seen == minds[2].seen == [(("hello",), {"to": "all"})]
-            assert minds[1].seen == []
-        finally:
-            for conn in conns:
-                await conn.close()
+        failures = broker.call_many_only(hub.minds, "hear", "hello", to="all")
+        assert [ref for ref, _ in failures] == [hub.minds[1]]
+        assert isinstance(failures[0][1], broker.DeadReference)
+        await _until(lambda: minds[0].seen and minds[2].seen)
+        assert minds[0].seen == minds[2].seen == [(("hello",), {"to": "all"})]
+        assert minds[1].seen == []
 
 
 async def test_call_many_answers_each_reference_with_its_own_future():
-    hub = Hub()
-    async with await broker.serve(hub, "127.0.0.1", 0) as server:
-        conns, minds = await _clients(server, hub, 3)
-        try:
-            minds[2].seen.append("earlier")  # so its answer differs
-            await hub.minds[1].release()
-            futures = broker.call_many(hub.minds, "hear", "x", timeout=30)
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            assert results[0] == 1 and results[2] == 2
-            assert isinstance(results[1], broker.DeadReference)
-        finally:
-            for conn in conns:
-                await conn.close()
+    async with _room(3) as (hub, conns, minds):
+        minds[2].seen.append("earlier")  # so its answer differs
+        await hub.minds[1].release()
+        futures = broker.call_many(hub.minds, "hear", "x", timeout=30)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert results[0] == 1 and results[2] == 2
+        assert isinstance(results[1], broker.DeadReference)
 
 
 async def test_a_reference_among_the_arguments_is_sent_to_each_connection_as_its_own():
-    hub = Hub()
-    async with await broker.serve(hub, "127.0.0.1", 0) as server:
-        conns, minds = await _clients(server, hub, 3)
-        try:
-            pinged = Pinged()
-            results = await asyncio.gather(*broker.call_many(hub.minds, "call_back", pinged))
-            assert results == ["pong"] * 3
-        finally:
-            for conn in conns:
-                await conn.close()
+    async with _room(3) as (hub, conns, minds):
+        pinged = Pinged()
+        results = await asyncio.gather(*broker.call_many(hub.minds, "call_back", pinged))
+        assert results == ["pong"] * 3
 
 
 async def test_an_argument_that_cannot_be_sent_fails_each_call_not_the_caller():
-    hub = Hub()
-    async with await broker.serve(hub, "127.0.0.1", 0) as server:
-        conns, minds = await _clients(server, hub, 2)
-        try:
-            failures = broker.call_many_only(hub.minds, "hear", object())
-            assert [ref for ref, _ in failures] == hub.minds
-            assert all(isinstance(exc, jelly.EncodeError) for _, exc in failures)
-            futures = broker.call_many(hub.minds, "hear", object())
-            for future in futures:
-                with pytest.raises(jelly.EncodeError):
-                    await future
-        finally:
-            for conn in conns:
-                await conn.close()
-
-
-def _count_writes(connection):
-    transport = connection._protocol.transport
-    writes = []
-    original = transport.write
-
-    def write(data):
-        writes.append(bytes(data))
-        return original(data)
-
-    transport.write = write
-    return writes
+    async with _room(2) as (hub, conns, minds):
+        failures = broker.call_many_only(hub.minds, "hear", object())
+        assert [ref for ref, _ in failures] == hub.minds
+        assert all(isinstance(exc, jelly.EncodeError) for _, exc in failures)
+        futures = broker.call_many(hub.minds, "hear", object())
+        for future in futures:
+            with pytest.raises(jelly.EncodeError):
+                await future
 
 
 async def test_the_first_call_of_a_turn_goes_at_once_the_rest_together_at_its_end():
-    hub = Hub()
-    async with await broker.serve(hub, "127.0.0.1", 0) as server:
-        conns, minds = await _clients(server, hub, 1)
-        try:
-            await asyncio.sleep(0.05)  # let the login turn's writes settle
-            writes = _count_writes(conns[0])
-            root = await conns[0].root()
-            writes.clear()
+    async with _room(1) as (hub, conns, minds):
+        await asyncio.sleep(0.05)  # let the login turn's writes settle
+        writes = count_writes(conns[0])
+        root = await conns[0].root()
+        writes.clear()
+        root.call_remote_only("register", None)
+        assert len(writes) == 1  # not delayed
+        for _ in range(9):
             root.call_remote_only("register", None)
-            assert len(writes) == 1  # not delayed
-            for _ in range(9):
-                root.call_remote_only("register", None)
-            assert len(writes) == 1  # waiting for the end of the turn
-            await _until(lambda: len(hub.minds) == 11)
-            assert len(writes) == 2  # the nine left in one write
-        finally:
-            for conn in conns:
-                await conn.close()
+        assert len(writes) == 1  # waiting for the end of the turn
+        await _until(lambda: len(hub.minds) == 11)
+        assert len(writes) == 2  # the nine left in one write
