@@ -95,14 +95,16 @@ class Hub(Root):
 
 
 @contextlib.asynccontextmanager
-async def _room(count):
-    """A hub server with ``count`` clients, each registered with its mind."""
+async def _room(count, limits=()):
+    """A hub server with ``count`` clients, each registered with its mind;
+    ``limits`` are the first clients' own."""
     hub = Hub()
     async with await broker.serve(hub, "127.0.0.1", 0) as server:
         conns, minds = [], []
         try:
-            for _ in range(count):
-                conn = await broker.connect("127.0.0.1", server.port)
+            for n in range(count):
+                conn = await broker.connect("127.0.0.1", server.port,
+                                            limits=limits[n] if n < len(limits) else None)
                 conns.append(conn)
                 mind = Mind()
                 await (await conn.root()).call_remote("register", mind)
@@ -145,6 +147,18 @@ async def test_a_closed_connection_is_skipped_and_reported_the_others_still_hear
         await _until(lambda: minds[0].seen and minds[2].seen)
         assert minds[0].seen == minds[2].seen == [(("hello",), {"to": "all"})]
         assert minds[1].seen == []
+
+
+async def test_a_peer_with_a_smaller_max_frame_refuses_a_shared_call_alone():
+    async with _room(3, limits=(None, broker.Limits(max_frame=2048))) as (hub, conns, minds):
+        text = "x" * 4000
+        failures = broker.call_many_only(hub.minds, "hear", text)
+        assert [ref for ref, _ in failures] == [hub.minds[1]]
+        assert isinstance(failures[0][1], broker.LimitExceeded)
+        await _until(lambda: minds[0].seen and minds[2].seen)
+        assert minds[0].seen == minds[2].seen == [((text,), {})]
+        # The connection that refused it still works.
+        assert await hub.minds[1].call_remote("hear", "short") == 1
 
 
 async def test_call_many_answers_each_reference_with_its_own_future():
