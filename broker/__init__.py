@@ -22,6 +22,7 @@ from ._errors import (
     Unauthorized,
 )
 from ._failures import expected_errors
+from ._fanout import call_many, call_many_only
 from ._flavors import Perspective, Referenceable, Root, Viewable
 from ._limits import DEFAULT_LIMITS, Limits
 from ._threads import in_thread, use_thread_pool
@@ -33,7 +34,7 @@ from ._streaming import RemoteStream, collect, stream_bytes, stream_file
 __all__ = [
     "serve", "connect", "login", "login_anonymous", "Server", "Connection",
     "Referenceable", "Root", "Perspective", "Viewable", "RemoteReference",
-    "Cacheable", "RemoteCache", "RemoteCacheObserver", "register_cache", "unregister_cache",
+    "call_many", "call_many_only", "Cacheable", "RemoteCache", "RemoteCacheObserver", "register_cache", "unregister_cache",
     "RemoteStream", "stream_bytes", "stream_file", "collect", "expected_errors",
     "in_thread", "use_thread_pool", "reconnecting", "Reconnecting",
     "Limits", "DEFAULT_LIMITS",

@@ -119,6 +119,9 @@ ACCEPTS: dict[str, frozenset[int]] = {
 _SENDING = frozenset({AWAIT_HELLO, OPEN})
 
 _pack_header = HEADER.pack
+_packb = msgpack.Packer().pack
+#: A CALL's first bytes: a 7-field array and its opcode (see _send_call).
+_CALL_HEAD = b"\x97" + _packb(Op.CALL)
 _SMALL = 64 * 1024
 #: After a GOODBYE sent on an error, how much of the peer's input to discard,
 #: and for how long, while it reads the GOODBYE (docs/protocol.md §2.5).
@@ -389,7 +392,8 @@ class Broker:
         return None
 
     def call(self, target_id: int, method: str, args: tuple, kwargs: dict,
-             answer_wanted: bool = True, token: Any = None) -> int | None:
+             answer_wanted: bool = True, token: Any = None,
+             encoded: bytes | None = None) -> int | None:
         """Send a CALL and return its request id; or, when every slot is
         taken and ``Limits.wait_for_call_slot`` is set (or calls already
         wait), queue it and return None: it goes out, in order, as answers
@@ -410,13 +414,22 @@ class Broker:
                     f"connection ({whose}: {slots}); await some first, or let calls wait "
                     "for a slot (Limits.wait_for_call_slot=True)"
                 )
-        return self._send_call(target_id, method, args, kwargs, answer_wanted)
+        return self._send_call(target_id, method, args, kwargs, answer_wanted, encoded)
 
     def _send_call(self, target_id: int, method: str, args: tuple, kwargs: dict,
-                   answer_wanted: bool) -> int:
+                   answer_wanted: bool, encoded: bytes | None = None) -> int:
         req_id = self._next_req
         self._next_req = req_id + 1
-        body = self._encode([Op.CALL, req_id, target_id, method, list(args), kwargs, answer_wanted])
+        if encoded is None:
+            body = self._encode([Op.CALL, req_id, target_id, method, list(args), kwargs,
+                                 answer_wanted])
+        else:
+            # The call's tail, jellied once for many connections
+            # (broker._fanout): only the request id and target are ours.
+            body = _CALL_HEAD + _packb(req_id) + _packb(target_id) + encoded
+            if len(body) > self._send_limit:
+                raise LimitExceeded(f"message of {len(body)} bytes exceeds "
+                                    f"max_frame={self._send_limit}")
         self._queue(body)
         if answer_wanted:
             self.waiting.add(req_id)

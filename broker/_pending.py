@@ -78,11 +78,12 @@ class Calls:
         self._silent_server = weak_method(silent_server)
 
     def send(self, target: int, method: str, args: tuple, kwargs: dict,
-             timeout: float | None) -> PendingCall:
-        """Make the call (the caller sends the core's output)."""
+             timeout: float | None, encoded: bytes | None = None) -> PendingCall:
+        """Make the call (the caller sends the core's output); ``encoded``
+        is a CALL tail jellied once for many references (broker._fanout)."""
         fut = PendingCall(loop=self.loop)
         fut._calls = self
-        fut._req_id = req_id = self.core.call(target, method, args, kwargs, True, fut)
+        fut._req_id = req_id = self.core.call(target, method, args, kwargs, True, fut, encoded)
         if req_id is not None:  # else it waits for a slot, in the core's queue
             self.futures[req_id] = fut
         if timeout is not None:

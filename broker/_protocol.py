@@ -11,8 +11,9 @@ adapter only for what ``ConnectionSide`` lists.
 Writes are coalesced where that is free: everything a connection's receive
 pass produces (answers, PONGs, DECREFs) goes out in one write at its end.  A
 message sent outside that connection's own receive pass (from user code, or
-from another connection's pass) is written at once, so a lone call is never
-delayed and no connection's writes wait on another's.
+from another connection's pass) is written at once if it is the
+connection's first of the loop turn, so a lone call is never delayed; later
+ones in the same turn leave together when it ends (``TurnWrites``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ._flow import Flow, shut_writing
 from ._lifecycle import Lifecycle
 from ._pending import Calls
 from ._releases import Releases
-from ._writes import write_out
+from ._writes import turn_writes_for, write_out
 from ._framing import HEADER, FrameReader, FrameTooLarge, handshake_refusal, peer_name
 from ._limits import Limits
 from ._references import ROOT_ID
@@ -86,6 +87,8 @@ class BrokerProtocol(asyncio.BufferedProtocol):
         self._receiving = False
         self._releases = Releases(loop, self.core, flush=self._flush_soon)
         self._alarm = Alarm(loop, self._on_timer)
+        self._turn = turn_writes_for(self.loop)
+        self._wrote_this_turn = False
         self._watchers: list[Callable[[Any], Any]] = []
         self.peer_address: Any = None
 
@@ -288,22 +291,28 @@ class BrokerProtocol(asyncio.BufferedProtocol):
     # The core refuses a call once closing (DeadReference, with close_reason).
 
     def send_call(self, target: int, method: str, args: tuple, kwargs: dict,
-                  timeout: float | None) -> asyncio.Future:
-        fut = self._calls.send(target, method, args, kwargs, timeout)
+                  timeout: float | None, encoded: bytes | None = None) -> asyncio.Future:
+        fut = self._calls.send(target, method, args, kwargs, timeout, encoded)
         self._flush_soon()
         return fut
 
-    def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict) -> None:
-        if self.core.call(target, method, args, kwargs, False) is not None:
+    def send_call_only(self, target: int, method: str, args: tuple, kwargs: dict,
+                       encoded: bytes | None = None) -> None:
+        if self.core.call(target, method, args, kwargs, False, None, encoded) is not None:
             self._flush_soon()
 
     def _flush_soon(self) -> None:
-        if self._receiving:
-            return  # the end of the receive pass writes everything at once
-        # A message sent outside a receive pass goes out now: a lone call is
-        # never delayed, and a burst costs one small write per call, which
-        # measured cheaper than scheduling a flush per loop turn.
+        if self._receiving or self._wrote_this_turn:
+            return  # the end of the receive pass, or of this turn, writes it
+        # The first message of a turn goes out now, so a lone call is never
+        # delayed; the rest of a burst waits for the end of the turn
+        # (broker._writes.TurnWrites).
         self._write_now()
+        self._turn.note(self)
+
+    def _turn_done(self) -> None:
+        if self.transport is not None and self.core.has_output:
+            self._write_now()
 
     def _write_now(self) -> None:
         out = self.core.take_output()

@@ -4,11 +4,12 @@ them and asks these for the decisions."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from ._limits import Limits
 
-__all__ = ["write_out", "WriteCap"]
+__all__ = ["write_out", "WriteCap", "TurnWrites", "turn_writes_for"]
 
 _LARGE = 64 * 1024
 _CHUNK = 512 * 1024
@@ -82,3 +83,49 @@ class WriteCap:
                  else "preauth_write_buffer")
         return (f"the peer left {queued} bytes unread for {self.limits.write_stall_timeout} s "
                 f"(the cap is {self.limit} bytes: {which})")
+
+
+class TurnWrites:
+    """The connections of one event loop that wrote at once in this loop
+    turn.  A connection's first message of a turn goes out immediately (a
+    lone call is never delayed); what it queues later in the same turn waits
+    here and leaves in one write when the turn is done, so a burst made in
+    one turn (a fan-out, many calls started together) costs one write per
+    connection instead of one per message.  One callback per loop turn
+    serves every connection."""
+
+    __slots__ = ("loop", "wrote", "scheduled")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        #: Adapters that wrote this turn; each has ``_wrote_this_turn`` set
+        #: and a ``_turn_done()`` to call when the turn ends.
+        self.wrote: list[Any] = []
+        self.scheduled = False
+
+    def note(self, protocol: Any) -> None:
+        """``protocol`` just wrote at once: hold its next writes until the
+        turn ends."""
+        protocol._wrote_this_turn = True
+        self.wrote.append(protocol)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._turn_ended)
+
+    def _turn_ended(self) -> None:
+        self.scheduled = False
+        wrote, self.wrote = self.wrote, []
+        for protocol in wrote:
+            protocol._wrote_this_turn = False
+            protocol._turn_done()
+
+
+_turn_writes: "weakref.WeakKeyDictionary[Any, TurnWrites]" = weakref.WeakKeyDictionary()
+
+
+def turn_writes_for(loop: Any) -> TurnWrites:
+    """The one :class:`TurnWrites` of ``loop``."""
+    turn = _turn_writes.get(loop)
+    if turn is None:
+        turn = _turn_writes[loop] = TurnWrites(loop)
+    return turn

@@ -192,7 +192,13 @@ Event = Message | PrivateMessage | Joined | Left | TopicChanged | PresenceChange
 
 
 class Session(Protocol):
-    """What a face registers with :meth:`Chat.connect`."""
+    """What a face registers with :meth:`Chat.connect`.
+
+    A session may also have a ``batch`` attribute: an object whose
+    ``deliver_many(sessions, event)`` the chat calls once for all of a
+    group's sessions with the same batch, instead of each one's
+    ``deliver`` (None, or no such attribute: one by one).
+    """
 
     user: str
 
@@ -520,6 +526,10 @@ class Chat:
 
     def _fan_out(self, group: Group, event: Event, *, skip: Any = None,
                  seen: set[int] | None = None) -> None:
+        # Sessions that name a ``batch`` get the event together, through it
+        # (the PB face encodes one call for all its members); the others
+        # one by one.  Each session still sees its events in order.
+        batches: dict[int, tuple[Any, list[Session]]] = {}
         for key in list(group.members):
             member = self._users.get(key)
             if member is None:
@@ -531,7 +541,13 @@ class Chat:
                     if id(session) in seen:
                         continue
                     seen.add(id(session))
-                session.deliver(event)
+                batch = getattr(session, "batch", None)
+                if batch is None:
+                    session.deliver(event)
+                else:
+                    batches.setdefault(id(batch), (batch, []))[1].append(session)
+        for batch, sessions in batches.values():
+            batch.deliver_many(sessions, event)
 
     def _notify(self, what: str, args: tuple) -> None:
         for listener in list(self.listeners):

@@ -117,6 +117,10 @@ RPL_WELCOME, RPL_YOURHOST, RPL_CREATED, RPL_MYINFO, RPL_ISUPPORT = "001", "002",
 class IRCConnection:
     """One IRC client's connection; a session of the chat once logged in."""
 
+    #: Delivered to one by one (a group message's lines are already made
+    #: once per fan-out, in the world's cache).
+    batch = None
+
     def __init__(self, world: IRCWorld, peer: str = "?") -> None:
         self.world = world
         self.chat = world.chat

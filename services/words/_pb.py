@@ -65,6 +65,21 @@ _log = logging.getLogger("pb.words")
 _expected = broker.expected_errors(WordsError)
 
 
+def _mind_call(event: Event) -> tuple[Any, ...]:
+    """The mind's method and arguments for ``event``."""
+    if isinstance(event, Message):
+        return ("message", event.group, event.sender, event.text, event.at, event.kind)
+    if isinstance(event, PrivateMessage):
+        return ("private", event.sender, event.text, event.at, event.kind)
+    if isinstance(event, Joined):
+        return ("joined", event.group, event.user)
+    if isinstance(event, Left):
+        return ("left", event.group, event.user, event.reason)
+    if isinstance(event, TopicChanged):
+        return ("topic", event.group, event.topic, event.by, event.at)
+    return ("presence", event.user, event.presence, event.away_message)
+
+
 class GroupView(broker.Cacheable):
     """Members and topic of one group, as every PB observer sees them."""
 
@@ -139,6 +154,9 @@ class WordsPerspective(broker.Perspective):
         self._chat = face.chat
         self._mind: Any = None
         self._connected = False
+        #: The chat hands a group's events to all PB sessions at once
+        #: (PBFace.deliver_many): one call encoded for every member.
+        self.batch = face
 
     # -- session --------------------------------------------------------------
 
@@ -166,20 +184,7 @@ class WordsPerspective(broker.Perspective):
         if mind is None:
             return
         try:
-            if type(event) is Message:
-                mind.call_remote_only("message", event.group, event.sender, event.text,
-                                      event.at, event.kind)
-            elif type(event) is PrivateMessage:
-                mind.call_remote_only("private", event.sender, event.text, event.at, event.kind)
-            elif type(event) is Joined:
-                mind.call_remote_only("joined", event.group, event.user)
-            elif type(event) is Left:
-                mind.call_remote_only("left", event.group, event.user, event.reason)
-            elif type(event) is TopicChanged:
-                mind.call_remote_only("topic", event.group, event.topic, event.by, event.at)
-            elif type(event) is PresenceChanged:
-                mind.call_remote_only("presence", event.user, event.presence,
-                                      event.away_message)
+            mind.call_remote_only(*_mind_call(event))
         except broker.PBError:
             # The connection is closing; detached() follows and ends the session.
             pass
@@ -258,6 +263,14 @@ class PBFace:
         self.views: dict[str, GroupView] = {}
         self.cred_service = _WordsCredService(service_name, self)
         chat.listeners.append(self._changed)
+
+    def deliver_many(self, sessions: list[WordsPerspective], event: Event) -> None:
+        """One group event for many PB sessions: the mind call is jellied
+        once for all of them (``broker.call_many_only``).  A mind whose
+        connection is closing is skipped; its session ends with detached()."""
+        minds = [session._mind for session in sessions if session._mind is not None]
+        if minds:
+            broker.call_many_only(minds, *_mind_call(event))
 
     def view(self, name: str) -> GroupView:
         group = self.chat.group(name)

@@ -315,3 +315,38 @@ def test_a_store_without_scrollback_stores_no_lines(tmp_path):
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM lines").fetchone() == (0,)
         assert conn.execute("SELECT name FROM groups").fetchall() == [("room",)]
+
+
+class Batch:
+    """A face that takes a group's events for all its sessions at once."""
+
+    def __init__(self):
+        self.calls = []
+
+    def deliver_many(self, sessions, event):
+        self.calls.append(([s.user for s in sessions], event))
+
+
+class BatchedSink(Sink):
+    def __init__(self, user, batch):
+        super().__init__(user)
+        self.batch = batch
+
+
+def test_sessions_with_a_batch_get_a_group_event_together_the_others_one_by_one(chat):
+    batch = Batch()
+    sender, plain = Sink("alice"), Sink("bob")
+    carol, dave = BatchedSink("carol", batch), BatchedSink("dave", batch)
+    for session in (sender, plain, carol, dave):
+        chat.connect(session)
+        chat.join(session, "room")
+    for session in (plain, carol, dave):
+        session.events.clear()
+    batch.calls.clear()
+    chat.send(sender, "room", "hello")
+    chat.send(sender, "room", "again")
+    assert [text.text for text in plain.of(Message)] == ["hello", "again"]
+    # One call per event, for both batched sessions, in order; never the sender.
+    assert [(users, event.text) for users, event in batch.calls] == [
+        (["carol", "dave"], "hello"), (["carol", "dave"], "again")]
+    assert carol.events == dave.events == []
