@@ -252,38 +252,37 @@ def serve(stats_path: str, pb_args: list[str]) -> int:
     return main(pb_args)
 
 
-class Server:
-    def __init__(self, work: Path, ports: dict[str, int], loop: str = "auto",
-                 max_body_mib: int = 128) -> None:
-        self.work = work
-        self.ports = ports
-        self.stats_path = work / "stats.json"
-        data = work / "data"
-        data.mkdir()
-        db = data / "accounts.sqlite3"
-        env = {**os.environ, "PB_PASSWORD": PASSWORD}
-        # Accounts made here with the minimum KDF cost: 130 clients logging
-        # in at once must not measure PBKDF2 (the clients derive the key).
-        from cred import scram
-        from cred.store import AccountStore
+PORT_NAMES = ["echo", "words", "irc", "http", "publish", "smtp", "pop3", "twisted", "manhole"]
 
-        with AccountStore(db, create=True, iterations=scram.MIN_ITERATIONS) as store:
-            for service in ("web-publish", "pbecho", "words", TWISTED_SERVICE, "manhole"):
-                store.add_service(service)
-            store.add_user("alice", PASSWORD, keyring=[("web-publish", None)])
-            store.add_user("soak", PASSWORD, keyring=[("pbecho", None)])
-            # A Twisted client proves its password with Twisted's MD5
-            # challenge, so its account keeps that secret too.
-            store.add_user("tw", PASSWORD, keyring=[(TWISTED_SERVICE, None)])
-            from cred.twisted_secret import set_twisted_secret
 
-            set_twisted_secret(store, "tw", PASSWORD)
-            store.add_user("admin", PASSWORD, keyring=[("manhole", None)])
-            for n in range(200):
-                store.add_user(f"w{n}", PASSWORD, keyring=[("words", None)])
-        (work / "homes").mkdir()
-        (work / "mail").mkdir()
-        config = f"""
+def write_server_files(work: Path, ports: dict[str, int], loop: str = "auto",
+                       max_body_mib: int = 128) -> None:
+    """The server's account database and ``soak.toml`` under ``work``."""
+    data = work / "data"
+    data.mkdir()
+    db = data / "accounts.sqlite3"
+    # Accounts made here with the minimum KDF cost: 130 clients logging
+    # in at once must not measure PBKDF2 (the clients derive the key).
+    from cred import scram
+    from cred.store import AccountStore
+
+    with AccountStore(db, create=True, iterations=scram.MIN_ITERATIONS) as store:
+        for service in ("web-publish", "pbecho", "words", TWISTED_SERVICE, "manhole"):
+            store.add_service(service)
+        store.add_user("alice", PASSWORD, keyring=[("web-publish", None)])
+        store.add_user("soak", PASSWORD, keyring=[("pbecho", None)])
+        # A Twisted client proves its password with Twisted's MD5
+        # challenge, so its account keeps that secret too.
+        store.add_user("tw", PASSWORD, keyring=[(TWISTED_SERVICE, None)])
+        from cred.twisted_secret import set_twisted_secret
+
+        set_twisted_secret(store, "tw", PASSWORD)
+        store.add_user("admin", PASSWORD, keyring=[("manhole", None)])
+        for n in range(200):
+            store.add_user(f"w{n}", PASSWORD, keyring=[("words", None)])
+    (work / "homes").mkdir()
+    (work / "mail").mkdir()
+    config = f"""
 [application]
 name = "soak"
 data_dir = "{data}"
@@ -330,7 +329,17 @@ port = {ports['twisted']}
 plugin = "manhole"
 port = {ports['manhole']}
 """
-        (work / "soak.toml").write_text(config)
+    (work / "soak.toml").write_text(config)
+
+
+class Server:
+    def __init__(self, work: Path, ports: dict[str, int], loop: str = "auto",
+                 max_body_mib: int = 128) -> None:
+        self.work = work
+        self.ports = ports
+        self.stats_path = work / "stats.json"
+        write_server_files(work, ports, loop, max_body_mib)
+        env = {**os.environ, "PB_PASSWORD": PASSWORD}
         self.proc = subprocess.Popen(
             [sys.executable, str(BENCH / "soak.py"), "--serve", str(self.stats_path), "--",
              "run", "-c", str(work / "soak.toml")],
@@ -947,8 +956,7 @@ FACES = ["pb", "pb-words", "pb-twisted", "manhole", "irc", "http", "smtp", "pop3
 
 async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="pb-soak-"))
-    ports = _free_ports(["echo", "words", "irc", "http", "publish", "smtp", "pop3", "twisted",
-                         "manhole"])
+    ports = _free_ports(PORT_NAMES)
     server = await asyncio.to_thread(Server, work, ports, args.loop, args.upload_mib + 28)
     lat = Latencies()
     samples: list[tuple[str, dict]] = []
