@@ -22,7 +22,7 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
-from broker._api import source_of  # the grouping PB's own per-source cap uses
+from broker._api import release_source, source_of  # PB's own per-source counting
 
 from ._core import (
     HTTPError,
@@ -543,9 +543,7 @@ class HTTPServer:
         source = protocol.counted_source
         if source is not None:
             protocol.counted_source = None
-            count = self._per_source.pop(source) - 1
-            if count:
-                self._per_source[source] = count
+            release_source(self._per_source, source)
         self._protocols.discard(protocol)
         task = protocol.task
         # A client that went away cancels the work done for it (a relayed
