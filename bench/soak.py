@@ -22,11 +22,15 @@ sharing it):
     and timing PING/PONG;
   * HTTP: GET through the relay to the personal server, 5 a second;
   * SMTP: a message a second (smtplib); POP3: every 2 s, retrieve and
-    delete (poplib).  Every message acknowledged 250 must come back by POP3.
+    delete (poplib).  Every message acknowledged 250 must come back by POP3;
+  * the Twisted dialect: echo calls, 5 a second, on a second echo listener
+    speaking it (``soak-echo-twisted``, registered by the server child);
+  * the manhole: an admin session running a short command every second.
 
 * one abuse process per phase (``--abuse NAME``), started and imported
   before its phase begins: 500 idle unauthenticated sockets on every port;
-  a slow reader on each protocol; a login guesser; object-bomb frames;
+  a slow reader on each protocol (the manhole included); a login guesser
+  (echo, the manhole's admin, the Twisted dialect); object-bomb frames;
   100 MiB uploads through the relay, each checked (byte count and SHA-256
   as the personal server saw them), after one over the body limit that
   must get a 413;
@@ -49,6 +53,7 @@ reference-table entry left once the clients have gone.
     python bench/soak.py --smoke              # 60 s
     python bench/soak.py --duration 1800      # the figures of docs/reliability.md
     python bench/soak.py --tiny               # 5 s, few clients: the test's mode
+    python bench/soak.py --duration 40 --phases idle-sockets --phase-seconds 40
 """
 
 from __future__ import annotations
