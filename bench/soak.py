@@ -22,11 +22,15 @@ sharing it):
     and timing PING/PONG;
   * HTTP: GET through the relay to the personal server, 5 a second;
   * SMTP: a message a second (smtplib); POP3: every 2 s, retrieve and
-    delete (poplib).  Every message acknowledged 250 must come back by POP3.
+    delete (poplib).  Every message acknowledged 250 must come back by POP3;
+  * the Twisted dialect: echo calls, 5 a second, on a second echo listener
+    speaking it (``soak-echo-twisted``, registered by the server child);
+  * the manhole: an admin session running a short command every second.
 
 * one abuse process per phase (``--abuse NAME``), started and imported
   before its phase begins: 500 idle unauthenticated sockets on every port;
-  a slow reader on each protocol; a login guesser; object-bomb frames;
+  a slow reader on each protocol (the manhole included); a login guesser
+  (echo, the manhole's admin, the Twisted dialect); object-bomb frames;
   100 MiB uploads through the relay, each checked (byte count and SHA-256
   as the personal server saw them), after one over the body limit that
   must get a 413;
@@ -49,6 +53,7 @@ reference-table entry left once the clients have gone.
     python bench/soak.py --smoke              # 60 s
     python bench/soak.py --duration 1800      # the figures of docs/reliability.md
     python bench/soak.py --tiny               # 5 s, few clients: the test's mode
+    python bench/soak.py --duration 40 --phases idle-sockets --phase-seconds 40
 """
 
 from __future__ import annotations
@@ -169,11 +174,63 @@ class StallWatch:
         return taken
 
 
+class GcWatch:
+    """Times the garbage collector's passes (gc.callbacks), per generation:
+    a full pass walks every tracked object, so its length grows with the
+    connections open.  Wall time and the collecting thread's CPU time: on a
+    busy machine the first also counts the waits for a core."""
+
+    def __init__(self) -> None:
+        self._started = (0.0, 0.0)
+        #: generation -> [(wall ms, CPU ms)], since the last stats
+        self.passes: dict[int, list[tuple[float, float]]] = {}
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = (time.perf_counter(), time.thread_time())
+        else:
+            wall, cpu = self._started
+            self.passes.setdefault(info["generation"], []).append(
+                ((time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000))
+
+    def take(self) -> dict:
+        """Per generation: [passes, the longest's wall ms, its CPU ms]."""
+        taken, self.passes = self.passes, {}
+        return {str(gen): [len(ms), *(round(v, 1) for v in max(ms))]
+                for gen, ms in sorted(taken.items())}
+
+
+class _TwistedEchoPlugin:
+    """``soak-echo-twisted``: the echo service again, on the Twisted dialect,
+    under a cred service name of its own (one application's realm takes
+    each name once, and the echo plug-in always says ``pbecho``)."""
+
+    name = "soak-echo-twisted"
+    description = "echo on the Twisted PB dialect, for the soak"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, required=True)
+
+    def build(self, options: argparse.Namespace, application: Any) -> Any:
+        from services import account_portal
+        from services.echo import EchoService
+
+        return EchoService("echo-twisted", portal=account_portal(application), port=options.port,
+                           service_name=TWISTED_SERVICE, dialect="twisted")
+
+
+TWISTED_SERVICE = "pbecho-twisted"
+
+
 def serve(stats_path: str, pb_args: list[str]) -> int:
     """The server child: pb run, plus figures on SIGUSR1 and a stall watch."""
+    import services
     import services._runner
 
+    services.register_plugin(_TwistedEchoPlugin())
     watch = StallWatch()
+    gc_watch = GcWatch()
     choose = services._runner.loop_factory
 
     def loop_factory(choice: str):  # noqa: ANN202
@@ -193,7 +250,10 @@ def serve(stats_path: str, pb_args: list[str]) -> int:
     def on_signal(signum, frame):  # noqa: ANN001
         tmp = stats_path + ".tmp"
         with open(tmp, "w") as file:
-            json.dump({**_server_stats(census=signum == signal.SIGUSR2), "stalls": watch.take()}, file)
+            # The passes before the census's own full collection.
+            passes = gc_watch.take()
+            json.dump({**_server_stats(census=signum == signal.SIGUSR2), "stalls": watch.take(),
+                       "gc": passes}, file)
         os.replace(tmp, stats_path)
 
     signal.signal(signal.SIGUSR1, on_signal)
@@ -202,31 +262,37 @@ def serve(stats_path: str, pb_args: list[str]) -> int:
     return main(pb_args)
 
 
-class Server:
-    def __init__(self, work: Path, ports: dict[str, int], loop: str = "auto",
-                 max_body_mib: int = 128) -> None:
-        self.work = work
-        self.ports = ports
-        self.stats_path = work / "stats.json"
-        data = work / "data"
-        data.mkdir()
-        db = data / "accounts.sqlite3"
-        env = {**os.environ, "PB_PASSWORD": PASSWORD}
-        # Accounts made here with the minimum KDF cost: 130 clients logging
-        # in at once must not measure PBKDF2 (the clients derive the key).
-        from cred import scram
-        from cred.store import AccountStore
+PORT_NAMES = ["echo", "words", "irc", "http", "publish", "smtp", "pop3", "twisted", "manhole"]
 
-        with AccountStore(db, create=True, iterations=scram.MIN_ITERATIONS) as store:
-            for service in ("web-publish", "pbecho", "words"):
-                store.add_service(service)
-            store.add_user("alice", PASSWORD, keyring=[("web-publish", None)])
-            store.add_user("soak", PASSWORD, keyring=[("pbecho", None)])
-            for n in range(200):
-                store.add_user(f"w{n}", PASSWORD, keyring=[("words", None)])
-        (work / "homes").mkdir()
-        (work / "mail").mkdir()
-        config = f"""
+
+def write_server_files(work: Path, ports: dict[str, int], loop: str = "auto",
+                       max_body_mib: int = 128) -> None:
+    """The server's account database and ``soak.toml`` under ``work``."""
+    data = work / "data"
+    data.mkdir()
+    db = data / "accounts.sqlite3"
+    # Accounts made here with the minimum KDF cost: 130 clients logging
+    # in at once must not measure PBKDF2 (the clients derive the key).
+    from cred import scram
+    from cred.store import AccountStore
+
+    with AccountStore(db, create=True, iterations=scram.MIN_ITERATIONS) as store:
+        for service in ("web-publish", "pbecho", "words", TWISTED_SERVICE, "manhole"):
+            store.add_service(service)
+        store.add_user("alice", PASSWORD, keyring=[("web-publish", None)])
+        store.add_user("soak", PASSWORD, keyring=[("pbecho", None)])
+        # A Twisted client proves its password with Twisted's MD5
+        # challenge, so its account keeps that secret too.
+        store.add_user("tw", PASSWORD, keyring=[(TWISTED_SERVICE, None)])
+        from cred.twisted_secret import set_twisted_secret
+
+        set_twisted_secret(store, "tw", PASSWORD)
+        store.add_user("admin", PASSWORD, keyring=[("manhole", None)])
+        for n in range(200):
+            store.add_user(f"w{n}", PASSWORD, keyring=[("words", None)])
+    (work / "homes").mkdir()
+    (work / "mail").mkdir()
+    config = f"""
 [application]
 name = "soak"
 data_dir = "{data}"
@@ -264,8 +330,26 @@ pop3_port = {ports['pop3']}
 allow_plain_auth = true
 max_connections = 100000
 max_connections_per_host = 100000
+
+[[service]]
+plugin = "soak-echo-twisted"
+port = {ports['twisted']}
+
+[[service]]
+plugin = "manhole"
+port = {ports['manhole']}
 """
-        (work / "soak.toml").write_text(config)
+    (work / "soak.toml").write_text(config)
+
+
+class Server:
+    def __init__(self, work: Path, ports: dict[str, int], loop: str = "auto",
+                 max_body_mib: int = 128) -> None:
+        self.work = work
+        self.ports = ports
+        self.stats_path = work / "stats.json"
+        write_server_files(work, ports, loop, max_body_mib)
+        env = {**os.environ, "PB_PASSWORD": PASSWORD}
         self.proc = subprocess.Popen(
             [sys.executable, str(BENCH / "soak.py"), "--serve", str(self.stats_path), "--",
              "run", "-c", str(work / "soak.toml")],
@@ -361,16 +445,17 @@ def pct(values: list[float], q: float) -> float:
 # -- the load ------------------------------------------------------------------------------
 
 
-async def pb_echo_client(perspective, rate: float, lat: Latencies, stop: asyncio.Event) -> None:  # noqa: ANN001
+async def pb_echo_client(perspective, rate: float, lat: Latencies, stop: asyncio.Event,  # noqa: ANN001
+                         face: str = "pb") -> None:
     try:
         payload = {"n": 0, "text": "soak" * 8}
         while not stop.is_set():
             start = time.perf_counter()
             try:
                 await perspective.call_remote("echo", payload)
-                lat.add("pb", time.perf_counter() - start)
+                lat.add(face, time.perf_counter() - start)
             except Exception:
-                lat.error("pb")
+                lat.error(face)
             await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - start)))
     finally:
         await perspective.connection.close()
@@ -420,6 +505,40 @@ async def words_clients(port: int, count: int, lat: Latencies, stop: asyncio.Eve
     finally:
         for p in perspectives:
             await p.connection.close()
+
+
+async def twisted_dialect_client(port: int, lat: Latencies, stop: asyncio.Event) -> None:
+    """Echo calls on the Twisted-dialect listener, 5 a second, with our
+    client speaking that dialect (what a Twisted PB client sends)."""
+    import broker
+
+    perspective = await broker.login("127.0.0.1", port, "tw", PASSWORD, service=TWISTED_SERVICE,
+                                     dialect="twisted")
+    await pb_echo_client(perspective, 5.0, lat, stop, face="pb-twisted")
+
+
+MANHOLE_COMMAND = "len(asyncio.all_tasks())"
+
+
+async def manhole_client(port: int, lat: Latencies, stop: asyncio.Event) -> None:
+    """An admin's manhole session running a short command every second."""
+    import broker
+
+    perspective = await broker.login("127.0.0.1", port, "admin", PASSWORD, service="manhole")
+    try:
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                result = await perspective.call_remote("run", MANHOLE_COMMAND)
+                if result.get("error"):
+                    lat.error("manhole")
+                else:
+                    lat.add("manhole", time.perf_counter() - start)
+            except Exception:
+                lat.error("manhole")
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - start)))
+    finally:
+        await perspective.connection.close()
 
 
 async def irc_client(port: int, n: int, lat: Latencies, stop: asyncio.Event) -> None:
@@ -552,8 +671,9 @@ async def idle_sockets(config: dict, stop: asyncio.Event, report: dict) -> None:
 
 async def slow_readers(config: dict, stop: asyncio.Event, report: dict) -> None:
     """Ask for a lot and never read: IRC (a busy room), HTTP (pipelined
-    requests), SMTP and POP3 (commands piling answers), PB (echo calls of
-    64 KiB with the client's reading paused)."""
+    requests), SMTP and POP3 (commands piling answers), PB in both dialects
+    (echo calls of 64 KiB with the client's reading paused), the manhole
+    (an admin running code with long answers, reading paused)."""
     import broker
 
     ports = config["ports"]
@@ -571,33 +691,51 @@ async def slow_readers(config: dict, stop: asyncio.Event, report: dict) -> None:
         writers.append(w)
     p = await broker.login("127.0.0.1", ports["echo"], "soak", PASSWORD, service="pbecho",
                            local_addr=ABUSER)
-    transport = p.connection._protocol.transport  # type: ignore[attr-defined]
-    transport.pause_reading()
+    tw = await broker.login("127.0.0.1", ports["twisted"], "tw", PASSWORD, service=TWISTED_SERVICE,
+                            dialect="twisted", local_addr=ABUSER)
+    admin = await broker.login("127.0.0.1", ports["manhole"], "admin", PASSWORD, service="manhole",
+                               local_addr=ABUSER)
+    transports = [who.connection._protocol.transport for who in (p, tw, admin)]  # type: ignore[attr-defined]
+    for transport in transports:
+        transport.pause_reading()
     calls = [asyncio.ensure_future(p.call_remote("echo", b"s" * 65536)) for _ in range(200)]
+    calls += [asyncio.ensure_future(tw.call_remote("echo", b"t" * 65536)) for _ in range(200)]
+    # Each answer holds a 60 kB repr; the session runs one at a time.
+    calls += [asyncio.ensure_future(admin.call_remote("run", "'m' * 60000")) for _ in range(50)]
     await stop.wait()
     for w in writers:
         w.close()
     for call in calls:
         call.cancel()
-    transport.abort()
+    for transport in transports:
+        transport.abort()
 
 
 async def login_guesser(config: dict, stop: asyncio.Event, report: dict) -> None:
     import broker
 
-    n = refused = 0
+    ports = config["ports"]
+    # Each target in turn: the echo service, the manhole (an admin account:
+    # the prize), and the Twisted dialect's MD5 challenge.
+    targets = [("echo", dict(port=ports["echo"], username="soak", service="pbecho")),
+               ("manhole", dict(port=ports["manhole"], username="admin", service="manhole")),
+               ("twisted", dict(port=ports["twisted"], username="tw", service=TWISTED_SERVICE,
+                                dialect="twisted"))]
+    guesses = {name: 0 for name, _ in targets}
+    n = 0
     while not stop.is_set():
         n += 1
+        name, target = targets[n % len(targets)]
+        guesses[name] += 1
         try:
-            p = await asyncio.wait_for(broker.login("127.0.0.1", config["ports"]["echo"], "soak",
-                                                    f"guess{n}", service="pbecho",
-                                                    local_addr=ABUSER), 5)
+            p = await asyncio.wait_for(broker.login("127.0.0.1", password=f"guess{n}",
+                                                    local_addr=ABUSER, **target), 5)
         except Exception:
-            refused += 1
+            pass
         else:
             await p.connection.close()
-            report.setdefault("failures", []).append(f"the guess guess{n} logged in")
-    report["guesses"] = n
+            report.setdefault("failures", []).append(f"the guess guess{n} logged in to {name}")
+    report["guesses"] = guesses
 
 
 async def object_bomb(config: dict, stop: asyncio.Event, report: dict) -> None:
@@ -703,13 +841,16 @@ async def pb_load(config: dict, lat: Latencies, stop: asyncio.Event, report: dic
 
 
 async def mixed_load(config: dict, lat: Latencies, stop: asyncio.Event, report: dict) -> None:
-    """Words PB, IRC, HTTP through the relay, SMTP and POP3."""
+    """Words PB, the Twisted-dialect echo, the manhole, IRC, HTTP through
+    the relay, SMTP and POP3."""
     ports = config["ports"]
     mail = Mail(ports, lat, asyncio.get_running_loop())
     clients = [asyncio.create_task(words_clients(ports["words"], config["words_clients"], lat, stop))]
     clients += [asyncio.create_task(irc_client(ports["irc"], n, lat, stop))
                 for n in range(config["irc_clients"])]
     clients.append(asyncio.create_task(http_client(ports["http"], lat, stop)))
+    clients.append(asyncio.create_task(twisted_dialect_client(ports["twisted"], lat, stop)))
+    clients.append(asyncio.create_task(manhole_client(ports["manhole"], lat, stop)))
     mail.start()
     print("ready", flush=True)
     results = await asyncio.gather(*clients, return_exceptions=True)
@@ -816,17 +957,16 @@ class Child:
 # -- the run ---------------------------------------------------------------------------------
 
 
-PHASES = ["warm-up", "calm", *ABUSE]
 # A p99 of fewer samples is their maximum: the smoke run's abuse phases
 # (12 s) see only a few mails and POP3 sessions; the 30-minute run judges
 # every face.
 CANARY_MIN_SAMPLES = 20
-FACES = ["pb", "pb-words", "irc", "http", "smtp", "pop3"]
+FACES = ["pb", "pb-words", "pb-twisted", "manhole", "irc", "http", "smtp", "pop3"]
 
 
 async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="pb-soak-"))
-    ports = _free_ports(["echo", "words", "irc", "http", "publish", "smtp", "pop3"])
+    ports = _free_ports(PORT_NAMES)
     server = await asyncio.to_thread(Server, work, ports, args.loop, args.upload_mib + 28)
     lat = Latencies()
     samples: list[tuple[str, dict]] = []
@@ -847,10 +987,14 @@ async def run(args: argparse.Namespace) -> int:
         async def sample(label: str, census: bool = False) -> None:
             stats = await asyncio.to_thread(server.stats, census)
             samples.append((label, stats))
+            gc_passes = stats.get("gc", {})
             print(f"  [{label}] rss {stats.get('rss_kib', 0) / 1024:.1f} MiB, fds {stats.get('fds')}, "
                   f"tasks {stats.get('tasks')}"
                   + (f", brokers {stats.get('brokers')}, table entries {stats.get('table_entries')}"
-                     if census else ""), flush=True)
+                     if census else "")
+                  + (", gc passes (gen: count, longest ms wall/CPU) "
+                     + " ".join(f"{gen}: {n}, {wall}/{cpu}" for gen, (n, wall, cpu) in gc_passes.items())
+                     if gc_passes else ""), flush=True)
             for stall in stats.get("stalls", []):
                 stalls.append(stall)
                 if stall["ms"] >= 100 and stall["cpu_ms"] >= stall["ms"] / 2:
@@ -897,8 +1041,8 @@ async def run(args: argparse.Namespace) -> int:
         for _ in range(steps):
             await asyncio.sleep(calm / steps)
             await sample("calm")
-        phase_time = args.duration * 0.3 / len(ABUSE)
-        for name in ABUSE:
+        phase_time = args.phase_seconds or args.duration * 0.3 / len(ABUSE)
+        for name in args.phases:
             abuse = Child("--abuse", name, config)
             await abuse.ready()  # its interpreter has started: not part of the phase
             starts[name] = time.time()
@@ -920,7 +1064,16 @@ async def run(args: argparse.Namespace) -> int:
         for load in loads:
             reports.append(await load.finish(timeout=120))
         await asyncio.sleep(2.0)
-        await sample("clients gone", census=True)
+        # Closing connections take a few loop turns each (and longer on a
+        # busy machine): read again, for up to 10 s, until back to the
+        # baseline; a leak stays and fails below.
+        baseline = [stats for label, stats in samples if label == "baseline"][-1]
+        for _ in range(20):
+            await sample("clients gone", census=True)
+            if all(samples[-1][1].get(k) == baseline.get(k)
+                   for k in ("brokers", "table_entries", "tasks")):
+                break
+            await asyncio.sleep(0.5)
         cpu["server"] = _cpu_seconds(server.proc.pid)
         cpu["personal web server"] = _cpu_seconds(server.personal.pid)
         load_average.append(os.getloadavg())
@@ -939,9 +1092,10 @@ async def run(args: argparse.Namespace) -> int:
             lat.errors[face] = lat.errors.get(face, 0) + n
 
     # -- the report --
+    phases = ["warm-up", "calm", *args.phases]  # as run
     print(f"\n{'phase':<15}" + "".join(f"{f:>18}" for f in FACES))
     print(f"{'':<15}" + "".join(f"{'p50/p99 ms (n)':>18}" for _ in FACES))
-    for phase in PHASES:
+    for phase in phases:
         row = f"{phase:<15}"
         for face in FACES:
             values = lat.data.get((phase, face), [])
@@ -955,26 +1109,27 @@ async def run(args: argparse.Namespace) -> int:
     print(f"server loop stalls of {StallWatch().threshold * 1000:.0f} ms or more (count, longest, "
           "and the share of the stalled time its main thread was on a CPU: low means it waited "
           "for a core):")
-    for phase in PHASES:
+    for phase in phases:
         mine = [s for s in stalls if _phase_at(s["at"], starts) == phase]
         if mine:
             total = sum(s["ms"] for s in mine)
             print(f"  {phase:<15}{len(mine):>5}, longest {max(s['ms'] for s in mine):>5} ms, "
                   f"on CPU {sum(s['cpu_ms'] for s in mine) / total:4.0%}")
     print("slowest per phase (ms, and when: seconds from the phase's start):")
-    for phase in PHASES[1:]:
+    for phase in phases[1:]:
         worst = sorted(((seconds, at, face) for face in FACES
                         for seconds, at in lat.worst.get((phase, face), [])), reverse=True)[:6]
         print(f"  {phase:<15}" + ", ".join(f"{face} {seconds * 1000:.0f} at {_when(at, starts)}"
                                              for seconds, at, face in worst))
     if args.spy:
         _print_spies(work, {"calm": args.duration * 0.5,
-                            **{name: args.duration * 0.3 / len(ABUSE) for name in ABUSE}})
+                            **{name: args.phase_seconds or args.duration * 0.3 / len(ABUSE)
+                               for name in args.phases}})
     calm_pb = lat.data.get(("calm", "pb"), [])
     if not calm_pb or pct(calm_pb, .99) >= 0.050:
         failures.append(f"PB p99 in the calm phase is {pct(calm_pb, .99) * 1000:.1f} ms (limit 50)")
     unjudged: dict[str, list[str]] = {}
-    for phase in PHASES[2:]:
+    for phase in phases[2:]:
         for face in FACES:
             values = lat.data.get((phase, face), [])
             if len(values) < CANARY_MIN_SAMPLES:
@@ -1087,11 +1242,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--irc-clients", type=int, default=20)
     parser.add_argument("--idle-per-port", type=int, default=500)
     parser.add_argument("--upload-mib", type=int, default=100)
+    parser.add_argument("--phases", default=",".join(ABUSE), metavar="NAME,...",
+                        help="the abuse phases to run, in this order (default: all: "
+                             f"{','.join(ABUSE)})")
+    parser.add_argument("--phase-seconds", type=float, default=None, metavar="S",
+                        help="length of each abuse phase (default: 30%% of --duration "
+                             "shared among all five)")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                         help="the server's event loop (default auto, as pb run: uvloop if installed)")
     parser.add_argument("--spy", metavar="PY_SPY", nargs="?", const="py-spy",
                         help="profile the server with py-spy during each phase")
     args = parser.parse_args(argv)
+    args.phases = [name for name in args.phases.split(",") if name]
+    unknown = [name for name in args.phases if name not in ABUSE]
+    if unknown:
+        parser.error(f"unknown phase(s) {', '.join(unknown)}; expected some of {', '.join(ABUSE)}")
     if args.smoke:
         args.duration = 60.0
     if args.tiny:

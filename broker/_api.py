@@ -49,6 +49,15 @@ def source_of(address: Any) -> Hashable | None:
     return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
 
 
+def release_source(counts: dict[Hashable, int], source: Hashable) -> None:
+    """One connection fewer from ``source`` in ``counts`` (source -> connections
+    open from it); a source with none left is dropped, so the dict holds only
+    the sources connected now."""
+    count = counts.pop(source) - 1
+    if count:
+        counts[source] = count
+
+
 class Server:
     """A listening server.  It owns every connection it accepted: closing the
     server closes them too (asyncio's own Server.close does not)."""
@@ -111,9 +120,7 @@ class Server:
         source = protocol.counted_source
         if source is not None:
             protocol.counted_source = None
-            count = self._per_source.pop(source) - 1
-            if count:
-                self._per_source[source] = count
+            release_source(self._per_source, source)
         self._protocols.discard(protocol)
         if not self._protocols:
             self._idle.set()

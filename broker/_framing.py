@@ -23,10 +23,12 @@ _HEADER_SIZE = HEADER.size
 _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
 
-# Every connection allocates one: small, because zeroing it is paid per
-# connection (256 KiB measured 50 µs); it doubles while big frames arrive.
+# Allocated at the first read, not when the connection is made, so that a
+# connection that never sends (an idle socket, a port scan) holds none; small, because zeroing it is paid per connection
+# (256 KiB measured 50 µs); it doubles while big frames arrive.
 _INITIAL_BUFFER = 16 * 1024
 _MIN_READ = 4096
+_NO_BUFFER = bytearray()
 
 
 class FrameTooLarge(Exception):
@@ -74,8 +76,8 @@ class FrameReader:
 
     def __init__(self, max_frame: int) -> None:
         self.max_frame = max_frame
-        self._buf = bytearray(_INITIAL_BUFFER)
-        self._view = memoryview(self._buf)
+        self._buf = _NO_BUFFER  # shared and empty until bytes arrive
+        self._view = memoryview(_NO_BUFFER)
         self._start = 0  # first unconsumed byte
         self._end = 0    # one past the last received byte
 
@@ -121,7 +123,7 @@ class FrameReader:
             return
         # A new buffer rather than a resize: frames handed out earlier may
         # still hold views of the old one.
-        size = max(len(self._buf) * 2, live + wanted)
+        size = max(len(self._buf) * 2, live + wanted, _INITIAL_BUFFER)
         new = bytearray(size)
         new[:live] = self._view[self._start:self._end]
         self._buf, self._view = new, memoryview(new)

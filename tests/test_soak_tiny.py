@@ -2,7 +2,8 @@
 soak cannot rot: it must start its server and its load and abuse
 processes, drive every face, run every abuse phase and pass its checks
 (the uploads come back byte for byte, the guesser gets nowhere), lose no
-mail and leave no broker, task or table entry behind.  Its
+mail and leave no broker, task or table entry behind; the Twisted-dialect
+and manhole canaries must run too.  Its
 latency criteria are not asserted here (no timing in tests); the soak's own
 PASS/FAIL judges them on a quiet machine."""
 
@@ -35,3 +36,10 @@ def test_soak_tiny_mode_runs_every_face_and_phase_and_cleans_up():
     assert "CPU seconds: " in out and "server loop stalls of" in out, out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("calm ")}
     assert "calm" in rows and rows["calm"].count("(") >= 4, out  # most faces answered
+    # The Twisted dialect's and the manhole's canaries ran, without errors,
+    # and the guesser tried the manhole's admin account too.
+    header = next(line for line in out.splitlines() if line.startswith("phase "))
+    assert "pb-twisted" in header and "manhole" in header, out
+    errors = next(line for line in out.splitlines() if line.startswith("errors: "))
+    assert "pb-twisted" not in errors and "manhole" not in errors, out
+    assert "'manhole': " in out, out

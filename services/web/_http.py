@@ -55,12 +55,18 @@ class HTTPLimits:
     idle_timeout: float = 15.0
     body_timeout: float = 30.0
     max_connections: int = 1024
+    #: Connections at once from one IPv4 address or IPv6 /64 (UNIX socket
+    #: peers are not counted), so that one host cannot take every slot of
+    #: ``max_connections``; behind a reverse proxy every client has the
+    #: proxy's address: raise it to ``max_connections`` there.
+    max_connections_per_source: int = 256
     #: Pipelined bytes held while a response is in progress before the
     #: adapter stops reading the socket.
     max_pipelined: int = 65536
 
     def __post_init__(self) -> None:
-        for name in ("max_request_line", "max_header_bytes", "max_headers", "max_connections"):
+        for name in ("max_request_line", "max_header_bytes", "max_headers", "max_connections",
+                     "max_connections_per_source"):
             value = getattr(self, name)
             if type(value) is not int or value <= 0:
                 raise ValueError(f"HTTPLimits.{name} must be a positive int, not {value!r}")

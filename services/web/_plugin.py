@@ -164,6 +164,9 @@ class WebPlugin(ServicePlugin):
         limits.add_argument("--max-header-bytes", type=_positive, default=16384, metavar="BYTES")
         limits.add_argument("--max-headers", type=_positive, default=100, metavar="N")
         limits.add_argument("--max-connections", type=_positive, default=1024, metavar="N")
+        limits.add_argument("--max-connections-per-source", type=_positive, default=256,
+                            metavar="N", help="connections at once from one address (IPv6: "
+                                              "one /64) (default: 256)")
         limits.add_argument("--header-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                             help="time to receive a request's headers (default: 10)")
         limits.add_argument("--idle-timeout", type=_seconds, default=15.0, metavar="SECONDS",
@@ -182,7 +185,8 @@ class WebPlugin(ServicePlugin):
             max_request_line=options.max_request_line, max_header_bytes=options.max_header_bytes,
             max_headers=options.max_headers, max_body=options.max_body,
             header_timeout=options.header_timeout, idle_timeout=options.idle_timeout,
-            body_timeout=options.body_timeout, max_connections=options.max_connections)
+            body_timeout=options.body_timeout, max_connections=options.max_connections,
+            max_connections_per_source=options.max_connections_per_source)
         tls = _server_tls(options)
         static = File(_existing_dir(options.static, "--static")) if options.static else None
         directory = None

@@ -22,6 +22,8 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
+from broker._api import release_source, source_of  # PB's own per-source counting
+
 from ._core import (
     HTTPError,
     Request,
@@ -88,6 +90,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.machine = HTTPMachine(server.limits)
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
+        #: What HTTPServer counts this connection under (max_connections_per_source).
+        self.counted_source: Any = None
         self._data_ready = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -482,6 +486,8 @@ class _Channel:
 
 
 _OVERLOADED = error_page(503, "the server has too many connections; try again later")
+_SOURCE_OVERLOADED = error_page(503, "too many connections from your address; "
+                                     "close some, or try again later")
 _STOPPING = error_page(503, "the server is shutting down; try again later")
 
 
@@ -495,6 +501,8 @@ class HTTPServer:
         self.debug = debug
         self._servers: list[asyncio.base_events.Server] = []
         self._protocols: set[HTTPProtocol] = set()
+        #: source -> connections open from it (those that were let in)
+        self._per_source: dict[Any, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.requests = 0
@@ -504,14 +512,22 @@ class HTTPServer:
     def _connection_made(self, protocol: HTTPProtocol) -> None:
         transport = protocol.transport
         assert transport is not None
-        if self._closing or len(self._protocols) >= self.limits.max_connections:
-            body = _STOPPING if self._closing else _OVERLOADED
+        source = source_of(protocol.client)
+        count = self._per_source.get(source, 0) if source is not None else 0
+        if (self._closing or len(self._protocols) >= self.limits.max_connections
+                or count >= self.limits.max_connections_per_source):
+            body = (_STOPPING if self._closing else
+                    _OVERLOADED if len(self._protocols) >= self.limits.max_connections else
+                    _SOURCE_OVERLOADED)
             transport.write(
                 b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; charset=utf-8\r\n"
                 b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\nDate: %s\r\n\r\n"
                 % (len(body), http_date().encode()) + body)
             transport.close()
             return
+        if source is not None:
+            self._per_source[source] = count + 1
+            protocol.counted_source = source
         self._protocols.add(protocol)
         task = asyncio.get_running_loop().create_task(protocol.run())
         protocol.task = task
@@ -524,6 +540,10 @@ class HTTPServer:
             _log.error("connection task failed", exc_info=task.exception())
 
     def _connection_lost(self, protocol: HTTPProtocol) -> None:
+        source = protocol.counted_source
+        if source is not None:
+            protocol.counted_source = None
+            release_source(self._per_source, source)
         self._protocols.discard(protocol)
         task = protocol.task
         # A client that went away cancels the work done for it (a relayed

@@ -2,7 +2,7 @@ import struct
 
 import pytest
 
-from broker._framing import FrameReader, FrameTooLarge, encode_frame
+from broker._framing import _INITIAL_BUFFER, FrameReader, FrameTooLarge, encode_frame
 
 
 def frames_of(reader):
@@ -80,7 +80,7 @@ def test_a_header_announcing_a_big_frame_reserves_nothing_and_memory_follows_the
     # A peer that announces max_frame and trickles the body holds about
     # twice what it actually sent, not max_frame.
     reader = FrameReader(4 * 1024 * 1024)
-    initial = len(reader._buf)
+    initial = _INITIAL_BUFFER
     receive_like_a_transport(reader, struct.pack(">I", 4 * 1024 * 1024) + b"x" * 10, 1)
     assert reader.next_frame() is None
     assert len(reader._buf) == initial
@@ -92,9 +92,19 @@ def test_a_header_announcing_a_big_frame_reserves_nothing_and_memory_follows_the
         assert len(reader._buf) <= max(initial, 2 * sent + 4096)
 
 
+def test_no_buffer_is_allocated_until_bytes_arrive():
+    # An idle connection that never sends must cost no read buffer.
+    reader = FrameReader(1024)
+    assert len(reader._buf) == 0 and reader.next_frame() is None
+    assert len(reader.get_buffer(-1)) >= _INITIAL_BUFFER
+    reader2 = FrameReader(1024)
+    reader2.feed(encode_frame(b"a"))
+    assert frames_of(reader2) == [b"a"] and len(reader2._buf) == _INITIAL_BUFFER
+
+
 def test_many_small_frames_reuse_the_buffer_without_growing():
     reader = FrameReader(1024)
-    initial = len(reader._buf)
+    initial = _INITIAL_BUFFER
     data = encode_frame(b"z" * 100)
     for _ in range(10_000):
         receive_like_a_transport(reader, data, len(data))

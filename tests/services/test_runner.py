@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import os
@@ -144,3 +145,23 @@ async def test_application_stop_request_before_start_finishes_stops_cleanly(tmp_
     code = await run_application(application, stdout=io.StringIO(), handle_signals=False)
     assert code == 0
     assert not application.running
+
+
+async def test_freeze_gc_moves_what_lives_at_start_out_of_the_collectors_sight(tmp_path):
+    # pb run passes freeze_gc=True: a full collection then no longer walks
+    # the started server's modules and objects.
+    config = RunConfig(name="app", data_dir=tmp_path / "data",
+                       services=[spec(fixture_plugins.line_echo, "a")])
+    application = await build_application(config)
+    pidfile = tmp_path / "app.pid"
+    running = asyncio.ensure_future(run_application(
+        application, grace=1, pidfile=pidfile, stdout=io.StringIO(), handle_signals=False,
+        freeze_gc=True))
+    try:
+        while not pidfile.exists():
+            await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() > 0
+        application.request_stop("test over")
+        assert await running == 0
+    finally:
+        gc.unfreeze()  # this test process lives on

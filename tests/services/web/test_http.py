@@ -548,6 +548,50 @@ async def test_the_last_connection_allowed_is_served() -> None:
             await writer.wait_closed()
 
 
+async def _request_from(port: int, host: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(host, 0))
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    return out
+
+
+async def _until(condition) -> None:  # noqa: ANN001
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+async def test_the_per_source_cap_at_the_edge_and_one_past_it() -> None:
+    """max_connections_per_source: N-1 held from one address, the Nth is
+    served; N held, the next from that address gets 503, another address
+    is served, and a closed connection gives its slot back."""
+    async with running(_tree(), max_connections_per_source=3) as server:
+        port = port_of(server)
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await _until(lambda: server.connections == 2)
+        assert status_of(await _request_from(port, "127.0.0.1")) == 200
+        held.append(await asyncio.open_connection("127.0.0.1", port))
+        await _until(lambda: server.connections == 3)
+        out = await _request_from(port, "127.0.0.1")
+        assert status_of(out) == 503 and b"too many connections from your address" in out
+        assert b"\r\nretry-after: 1\r\n" in out.lower()
+        assert status_of(await _request_from(port, "127.0.0.2")) == 200
+        _, writer = held.pop()
+        writer.close()
+        await writer.wait_closed()
+        await _until(lambda: server.connections == 2)
+        assert status_of(await _request_from(port, "127.0.0.1")) == 200
+        for _, writer in held:
+            writer.close()
+            await writer.wait_closed()
+
+
+def test_max_connections_per_source_must_be_a_positive_int() -> None:
+    with pytest.raises(ValueError, match="max_connections_per_source"):
+        HTTPLimits(max_connections_per_source=0)
+
+
 async def test_a_slow_head_that_arrives_within_the_header_timeout_is_served() -> None:
     """The header timeout at the edge: a head sent in pieces, finished well
     inside the limit, is answered (past it: the slowloris test's 408)."""
