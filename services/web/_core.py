@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import html
 import inspect
+import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from http import HTTPStatus
@@ -79,6 +80,21 @@ def error_page(status: int, message: str = "", detail: str | None = None) -> byt
         parts.append(f"<pre>{html.escape(detail)}</pre>\n")
     parts.append("</body></html>\n")
     return "".join(parts).encode("utf-8")
+
+
+#: Files (or ranges) up to this size are read and written with the response
+#: head in one write; larger ones go out with sendfile.
+SMALL_FILE = 64 * 1024
+
+
+def read_span(file: BinaryIO | int, offset: int, count: int) -> bytes:
+    """``count`` bytes of ``file`` (or file descriptor) from ``offset``, read
+    at once: a small file, from the page cache."""
+    fd = file if isinstance(file, int) else file.fileno()
+    data = os.pread(fd, count, offset)
+    if len(data) != count:
+        raise OSError("the file became shorter while it was sent")
+    return data
 
 
 _date_cache: tuple[int, str] = (0, "")
