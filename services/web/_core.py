@@ -157,7 +157,8 @@ class Request:
         raw = path.split("/")[1:] if path.startswith("/") else [path]
         #: Segments not yet consumed by traversal (percent-decoded, each alone,
         #: so an encoded ``%2F`` stays inside its segment).
-        self.postpath = [unquote(s, errors="surrogateescape") for s in raw]
+        self.postpath = ([unquote(s, errors="surrogateescape") for s in raw] if "%" in path
+                         else list(raw))
         #: Segments consumed so far.
         self.prepath: list[str] = []
         #: Raw (still encoded) segments of postpath, for mounts that pass
@@ -199,7 +200,8 @@ class Request:
     @property
     def mount_path(self) -> str:
         """The consumed part of the path (after ``root_path``), as sent."""
-        return self.root_path + "".join("/" + s for s in self.raw_prepath)
+        raw = self.raw_prepath
+        return self.root_path + "/" + "/".join(raw) if raw else self.root_path
 
     # -- response side --------------------------------------------------------
 

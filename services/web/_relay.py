@@ -477,6 +477,9 @@ class SocketConnector:
             raise Unavailable(f"{self.mount.name}'s personal server socket has the wrong owner")
 
     async def get(self) -> Any:
+        conn = self._conn
+        if conn is not None and conn.is_open and self._root is not None:
+            return self._root  # the usual case: no lock to take
         async with self._lock:
             if self._conn is not None and self._conn.is_open and self._root is not None:
                 return self._root
