@@ -4,6 +4,10 @@ and the MB/s of a 100 MiB download through our relay.
 
     .venv/bin/python bench/bench_web.py [--quick] [--seconds S] [--rounds N]
                                         [--only NAME,...] [--connections N]
+                                        [--base DIR]
+
+``--base DIR`` also runs our rows from another checkout (``base:`` rows),
+in the same rotation as ours: an A/B comparison under the same drift.
 
 Systems (each server is its own process; the front and the personal server
 are two):
@@ -195,14 +199,18 @@ class Servers:
         self.procs: list[subprocess.Popen[str]] = []
         self.last_pid = 0
 
-    def start(self, kind: str, *args: str) -> int:
+    def start(self, kind: str, *args: str, repo: str = REPO) -> int:
+        """Start a ``--serve kind`` server from checkout ``repo`` (its own
+        bench_web.py and code); its port."""
         env = dict(os.environ)
         env.pop("PYTHONASYNCIODEBUG", None)
-        env["PYTHONPATH"] = REPO
+        env["PYTHONPATH"] = repo
         # Servers' own complaints (Twisted's unhandled Deferreds when wrk
         # hangs up, say) go to a log file, not into the tables.
-        log = open(os.path.join(tempfile.gettempdir(), f"bench-web-{kind}.log"), "w")
-        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", kind, *args],
+        tag = "base-" if repo != REPO else ""
+        log = open(os.path.join(tempfile.gettempdir(), f"bench-web-{tag}{kind}.log"), "w")
+        script = os.path.join(repo, "bench", "bench_web.py")
+        proc = subprocess.Popen([sys.executable, script, "--serve", kind, *args],
                                 stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=log,
                                 text=True, env=env)
         log.close()
@@ -322,6 +330,9 @@ def main() -> int:
     parser.add_argument("--loop", choices=("auto", "asyncio"), default="auto",
                         help="our servers' event loop: auto (uvloop where installed, as pb run "
                              "does) or asyncio")
+    parser.add_argument("--base", metavar="DIR", default=None,
+                        help="also run our rows from the checkout DIR (rows named base:...), "
+                             "in the same rotation, for an A/B comparison")
     parser.add_argument("--python-client", action="store_true",
                         help="use the Python load generator even if wrk is installed")
     args = parser.parse_args()
@@ -345,8 +356,6 @@ def main() -> int:
     with open(os.path.join(site, "big"), "wb") as f:
         f.truncate(BIG)
     homes = os.path.join(tmp, "homes")
-    for user in ("bench", "asgi"):
-        os.makedirs(os.path.join(homes, user))
     twisted_sock = os.path.join(tmp, "twisted.sock")
 
     servers = Servers()
@@ -359,24 +368,37 @@ def main() -> int:
         return wanted is None or name in wanted
 
     try:
-        if want("ours-static"):
-            targets["ours-static"] = (servers.start("static", site), "/index.html")
-            pids["ours-static"] = [servers.last_pid]
-        if want("ours-front") or want("ours-asgi-front"):
-            servers.start("personal-file", site, os.path.join(homes, "bench", ".pb-web.sock"))
-            file_pid = servers.last_pid
-            servers.start("personal-asgi", site, os.path.join(homes, "asgi", ".pb-web.sock"))
-            asgi_pid = servers.last_pid
-            front = servers.start("front", homes)
-            if want("ours-front"):
-                targets["ours-front"] = (front, "/bench.twistd/index.html")
-                pids["ours-front"] = [servers.last_pid, file_pid]
-            if want("ours-asgi-front"):
-                targets["ours-asgi-front"] = (front, "/asgi.twistd/")
-                pids["ours-asgi-front"] = [servers.last_pid, asgi_pid]
-        if want("ours-asgi"):
-            targets["ours-asgi"] = (servers.start("asgi"), "/")
-            pids["ours-asgi"] = [servers.last_pid]
+        def start_ours(prefix: str, repo: str, homes: str) -> None:
+            """Our rows, served by checkout ``repo``, named ``prefix`` + row."""
+            if want("ours-static"):
+                targets[prefix + "ours-static"] = (servers.start("static", site, repo=repo),
+                                                   "/index.html")
+                pids[prefix + "ours-static"] = [servers.last_pid]
+            if want("ours-front") or want("ours-asgi-front"):
+                for user in ("bench", "asgi"):
+                    os.makedirs(os.path.join(homes, user))
+                servers.start("personal-file", site, os.path.join(homes, "bench", ".pb-web.sock"),
+                              repo=repo)
+                file_pid = servers.last_pid
+                servers.start("personal-asgi", site, os.path.join(homes, "asgi", ".pb-web.sock"),
+                              repo=repo)
+                asgi_pid = servers.last_pid
+                front = servers.start("front", homes, repo=repo)
+                if want("ours-front"):
+                    targets[prefix + "ours-front"] = (front, "/bench.twistd/index.html")
+                    pids[prefix + "ours-front"] = [servers.last_pid, file_pid]
+                if want("ours-asgi-front"):
+                    targets[prefix + "ours-asgi-front"] = (front, "/asgi.twistd/")
+                    pids[prefix + "ours-asgi-front"] = [servers.last_pid, asgi_pid]
+            if want("ours-asgi"):
+                targets[prefix + "ours-asgi"] = (servers.start("asgi", repo=repo), "/")
+                pids[prefix + "ours-asgi"] = [servers.last_pid]
+
+        start_ours("", REPO, homes)
+        if args.base:
+            # The same rows from another checkout, measured in the same
+            # rotation: an A/B comparison that shares the machine's drift.
+            start_ours("base:", os.path.abspath(args.base), os.path.join(tmp, "base-homes"))
         try:
             import twisted  # noqa: F401
             if want("twisted-static"):
@@ -407,15 +429,19 @@ def main() -> int:
         # process's rate depends on how often it gets a core.
         cpu: dict[str, list[list[float]]] = {name: [] for name in targets}
         window = max(1, round(args.seconds)) if load is run_wrk else args.seconds
+        # Each base row next to its own row; every other round in reverse,
+        # so neither side of a pair is always measured first.
+        order = sorted(targets, key=lambda n: list(targets).index(n.removeprefix("base:")))
         for round_no in range(args.rounds):
-            for name, (port, path) in targets.items():
+            for name in (order if round_no % 2 == 0 else order[::-1]):
+                port, path = targets[name]
                 before = [cpu_seconds(pid) for pid in pids[name]]
                 rate = load(port, path, args.seconds, args.connections)
                 after = [cpu_seconds(pid) for pid in pids[name]]
                 results[name].append(rate)
                 requests = max(1.0, rate * window)
                 cpu[name].append([(a - b) / requests * 1e6 for a, b in zip(after, before)])
-                print(f"  round {round_no + 1}: {name:16s} {rate:10.0f} req/s", file=sys.stderr)
+                print(f"  round {round_no + 1}: {name:21s} {rate:10.0f} req/s", file=sys.stderr)
         medians = {name: statistics.median(rates) for name, rates in results.items()}
 
         print(f"\nsmall page (1 KiB), keep-alive, {args.connections} connections "
@@ -426,7 +452,7 @@ def main() -> int:
             shown = " + ".join(f"{us:.0f}" for us in per_process)
             if len(per_process) > 1:
                 shown += f" = {sum(per_process):.0f}"
-            print(f"  {name:16s} {rate:10.0f} req/s   {shown:>16s} us CPU/request")
+            print(f"  {name:21s} {rate:10.0f} req/s   {shown:>16s} us CPU/request")
         for name, reason in skipped.items():
             print(f"  {name:16s} skipped: {reason}")
 
@@ -446,6 +472,11 @@ def main() -> int:
               f"   (target >= 0.5)")
         print(f"  ours-asgi / uvicorn                 {ratio('ours-asgi', 'uvicorn'):>7}"
               f"   (reference: no front)")
+        if args.base:
+            print(f"  base:ours-front / base:ours-static  "
+                  f"{ratio('base:ours-front', 'base:ours-static'):>7}   (the base checkout)")
+            print(f"  base:ours-asgi-front / uvicorn      "
+                  f"{ratio('base:ours-asgi-front', 'uvicorn'):>7}   (the base checkout)")
 
         if "ours-front" in targets:
             port = targets["ours-front"][0]

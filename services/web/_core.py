@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import html
 import inspect
+import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from http import HTTPStatus
@@ -81,6 +82,21 @@ def error_page(status: int, message: str = "", detail: str | None = None) -> byt
     return "".join(parts).encode("utf-8")
 
 
+#: Files (or ranges) up to this size are read and written with the response
+#: head in one write; larger ones go out with sendfile.
+SMALL_FILE = 64 * 1024
+
+
+def read_span(file: BinaryIO | int, offset: int, count: int) -> bytes:
+    """``count`` bytes of ``file`` (or file descriptor) from ``offset``, read
+    at once: a small file, from the page cache."""
+    fd = file if isinstance(file, int) else file.fileno()
+    data = os.pread(fd, count, offset)
+    if len(data) != count:
+        raise OSError("the file became shorter while it was sent")
+    return data
+
+
 _date_cache: tuple[int, str] = (0, "")
 
 
@@ -141,7 +157,8 @@ class Request:
         raw = path.split("/")[1:] if path.startswith("/") else [path]
         #: Segments not yet consumed by traversal (percent-decoded, each alone,
         #: so an encoded ``%2F`` stays inside its segment).
-        self.postpath = [unquote(s, errors="surrogateescape") for s in raw]
+        self.postpath = ([unquote(s, errors="surrogateescape") for s in raw] if "%" in path
+                         else list(raw))
         #: Segments consumed so far.
         self.prepath: list[str] = []
         #: Raw (still encoded) segments of postpath, for mounts that pass
@@ -183,7 +200,8 @@ class Request:
     @property
     def mount_path(self) -> str:
         """The consumed part of the path (after ``root_path``), as sent."""
-        return self.root_path + "".join("/" + s for s in self.raw_prepath)
+        raw = self.raw_prepath
+        return self.root_path + "/" + "/".join(raw) if raw else self.root_path
 
     # -- response side --------------------------------------------------------
 

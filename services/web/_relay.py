@@ -39,6 +39,8 @@ from typing import Any, BinaryIO
 
 import broker
 import jelly
+from broker import _eager
+
 
 from ._core import HTTPError, Request, Resource, ResponseAborted, render_resource
 from ._http import headers_are_valid
@@ -244,13 +246,20 @@ class Publisher(broker.Root):
         self.debug = debug
         self.requests = 0
 
-    async def remote_handle(self, request: RelayedRequest, body: Any = None) -> list[Any]:
+    def remote_handle(self, request: RelayedRequest, body: Any = None) -> Any:
         """Render ``request``; answer ``[status, headers, first_body, rest]``.
 
         ``first_body`` is what the resource wrote before it had to wait (for
         a small page: all of it, and ``rest`` is None: one round trip).
         Otherwise ``rest`` is a reference whose ``stream()`` yields the other
-        chunks."""
+        chunks.
+
+        A plain method, so that the broker calls it inside its receive pass
+        with no task running: the rendering then starts here, in its own
+        task but eagerly (``broker._eager``), and a page rendered without a
+        wait is answered in this same pass: no task for the call, no loop
+        turn and no wake-up between the call and its answer.  Otherwise the
+        answer is a coroutine, which the broker awaits."""
         if not isinstance(request, RelayedRequest):
             raise TypeError("handle takes a RelayedRequest")
         if body is not None and not isinstance(body, broker.RemoteReference):
@@ -264,29 +273,50 @@ class Publisher(broker.Root):
                         client=client, scheme=request.scheme,  # type: ignore[arg-type]
                         http_version=request.http_version, debug=self.debug,
                         root_path=request.mount)
-        task = asyncio.get_running_loop().create_task(self._render(local))
+        started = _eager.start(asyncio.get_running_loop(), self._render(local))
+        if started.done and stream is None:
+            if started.error is not None:
+                raise started.error
+            return self._answer(channel, None, None)
+        # A body stream to close (which waits), or a rendering still running.
+        return self._answer_later(channel, started, stream)
+
+    async def _answer_later(self, channel: _RelayChannel, started: _eager.Started,
+                            stream: Any) -> list[Any]:
+        task = started.task
         rest: _ResponseRest | None = None
         try:
-            # One turn of the loop lets the task start: a small page is
-            # usually rendered whole by then, and answers without a wait.
-            await asyncio.sleep(0)
-            while channel.head is None and not task.done():
-                await channel.wait(task)
-            if channel.head is None:
-                task.result()  # raises what the rendering raised
-                raise RuntimeError("the resource ended without a response")
-            # What is written already goes with the head: for a small page,
-            # all of it.
-            first = channel.take(CHUNK)
-            if not (channel.ended and not channel.buffered):
-                if task.done() and not channel.buffered:
-                    task.result()  # it stopped without ending: raise why
-                else:
-                    rest = _ResponseRest(channel, task, stream, self.claim_timeout)
-            return [channel.head[0], channel.head[1], first, rest]
+            if task is None:
+                if started.error is not None:
+                    raise started.error
+            else:
+                while channel.head is None and not task.done():
+                    await channel.wait(task)
+            answer = self._answer(channel, task, stream)
+            rest = answer[3]
+            return answer
         finally:
             if rest is None:
                 await _finish(task, stream)
+
+    def _answer(self, channel: _RelayChannel, task: asyncio.Task[None] | None,
+                stream: Any) -> list[Any]:
+        """The answer once the head is ready; ``task`` is None when the
+        rendering is over (and did not fail)."""
+        if channel.head is None:
+            if task is not None:
+                task.result()  # raises what the rendering raised
+            raise RuntimeError("the resource ended without a response")
+        # What is written already goes with the head: for a small page, all of it.
+        first = channel.take(CHUNK)
+        rest = None
+        if not (channel.ended and not channel.buffered):
+            if (task is None or task.done()) and not channel.buffered:
+                if task is not None:
+                    task.result()  # it stopped without ending: raise why
+                raise RuntimeError("the resource stopped without ending its response")
+            rest = _ResponseRest(channel, task, stream, self.claim_timeout)
+        return [channel.head[0], channel.head[1], first, rest]
 
     async def _render(self, request: Request) -> None:
         try:
@@ -308,11 +338,12 @@ class Publisher(broker.Root):
                                         detail)
 
 
-async def _finish(task: asyncio.Task[None], stream: Any) -> None:
-    if not task.done():
-        task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
+async def _finish(task: asyncio.Task[None] | None, stream: Any) -> None:
+    if task is not None:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
     if stream is not None:
         with contextlib.suppress(Exception):
             await stream.aclose()
@@ -321,9 +352,10 @@ async def _finish(task: asyncio.Task[None], stream: Any) -> None:
 class _ResponseRest(broker.Referenceable):
     """The rest of a response that did not fit in the first answer.  Its
     ``stream()`` is a broker stream (one pull per chunk, a window in flight);
-    unclaimed for ``claim_timeout`` seconds, the rendering is cancelled."""
+    unclaimed for ``claim_timeout`` seconds, the rendering is cancelled.
+    ``task`` is None when the rendering is over already."""
 
-    def __init__(self, channel: _RelayChannel, task: asyncio.Task[None], body: Any,
+    def __init__(self, channel: _RelayChannel, task: asyncio.Task[None] | None, body: Any,
                  claim_timeout: float) -> None:
         self._channel = channel
         self._task = task
@@ -332,7 +364,7 @@ class _ResponseRest(broker.Referenceable):
         self._timer = asyncio.get_running_loop().call_later(claim_timeout, self._expire)
 
     def _expire(self) -> None:
-        if not self._claimed:
+        if not self._claimed and self._task is not None:
             self._task.cancel()
 
     def remote_stream(self) -> AsyncIterator[bytes]:
@@ -351,6 +383,8 @@ class _ResponseRest(broker.Referenceable):
                     # not cost one PB round trip per write.
                     yield channel.take(CHUNK)
                 elif channel.ended:
+                    return
+                elif task is None:
                     return
                 elif task.done():
                     task.result()  # raises what the rendering raised
@@ -443,6 +477,9 @@ class SocketConnector:
             raise Unavailable(f"{self.mount.name}'s personal server socket has the wrong owner")
 
     async def get(self) -> Any:
+        conn = self._conn
+        if conn is not None and conn.is_open and self._root is not None:
+            return self._root  # the usual case: no lock to take
         async with self._lock:
             if self._conn is not None and self._conn.is_open and self._root is not None:
                 return self._root

@@ -29,8 +29,10 @@ from ._core import (
     Request,
     Resource,
     ResponseAborted,
+    SMALL_FILE,
     error_page,
     http_date,
+    read_span,
     render_resource,
 )
 from ._http import BODY_END, CLOSED, NEED_DATA, PAUSED, HTTPLimits, HTTPMachine, RequestHead
@@ -38,9 +40,6 @@ from ._http import BODY_END, CLOSED, NEED_DATA, PAUSED, HTTPLimits, HTTPMachine,
 __all__ = ["HTTPServer", "serve_http"]
 
 access_log = logging.getLogger("pb.web.access")
-
-#: Files up to this size are read and written, not sent with sendfile.
-SMALL_FILE = 64 * 1024
 
 #: After an error answer, how long input is read and dropped before closing.
 LINGER = 2.0
@@ -450,10 +449,7 @@ class _Channel:
         if count <= SMALL_FILE:
             # A read from the page cache is cheaper than the sendfile
             # machinery (a drain wait, a pause of reading) for a small page.
-            data = os.pread(file.fileno(), count, offset)
-            if len(data) != count:
-                raise OSError("the file became shorter while it was sent")
-            await self.write(data)
+            await self.write(read_span(file, offset, count))
             return
         transport = protocol.transport
         if protocol.scheme == "http" and hasattr(os, "sendfile"):

@@ -21,13 +21,9 @@ import stat
 from typing import Any
 from urllib.parse import quote
 
-from ._core import HTTPError, Request, Resource, http_date
+from ._core import SMALL_FILE, HTTPError, Request, Resource, http_date, read_span
 
 __all__ = ["File"]
-
-#: Files (or ranges) up to this size are read and written with the response
-#: head in one write; larger ones go out with sendfile.
-SMALL_FILE = 64 * 1024
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -266,10 +262,7 @@ class File(Resource):
         if count <= SMALL_FILE:
             # Read from the page cache and written with the head: cheaper
             # than sendfile's machinery for a small page.
-            data = os.pread(fd, count, start) if count else b""
-            if len(data) != count:
-                raise OSError(f"{name} became shorter while it was sent")
-            await request.write(data)
+            await request.write(read_span(fd, start, count) if count else b"")
         else:
             with io.FileIO(fd, closefd=False) as file:
                 await request.send_file(file, start, count)

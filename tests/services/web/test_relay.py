@@ -396,3 +396,107 @@ async def test_curl_through_the_relay_chunked_upload_100_continue_and_chunked_do
         assert proc.returncode == 0, err
         assert b"< transfer-encoding: chunked" in err.lower()
         assert b"alice.twistd" in out
+
+
+class _TimedPage(Resource):
+    """Uses asyncio.timeout and current_task() without ever waiting: the
+    personal server's eager start must still run it inside a task."""
+
+    is_leaf = True
+
+    async def render_GET(self, request: Request) -> bytes:
+        async with asyncio.timeout(5):
+            return b"in a task: %d" % (asyncio.current_task() is not None)
+
+
+class _LatePage(Resource):
+    is_leaf = True
+
+    async def render_GET(self, request: Request) -> bytes:
+        await asyncio.sleep(0.01)
+        return b"late page"
+
+
+class _FailsEarly(Resource):
+    is_leaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        raise ValueError("before any response")
+
+
+class _FailsMidway(Resource):
+    is_leaf = True
+
+    async def render_GET(self, request: Request) -> None:
+        request.set_header("Content-Length", "10")
+        await request.write(b"12345")
+        raise ValueError("after the head")
+
+
+async def test_the_personal_server_renders_in_the_call_s_own_pass_or_later(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """remote_handle starts the rendering eagerly: a page that never waits
+    is answered at once, one that waits is answered when ready, and errors
+    before or after the head come back as they did from a task."""
+    alice = make_home(tmp_path, "alice")
+    tree = Resource()
+    for name, child in (("timed", _TimedPage()), ("late", _LatePage()),
+                        ("early", _FailsEarly()), ("midway", _FailsMidway())):
+        tree.put_child(name, child)
+    caplog.set_level(logging.CRITICAL, "pb.web.relay")
+    async with personal(alice, tree):
+        conn = await broker.connect(path=str(alice / ".pb-web.sock"))
+        try:
+            root = await conn.root()
+
+            async def handle(path: str) -> list:
+                relayed = RelayedRequest("GET", path, [["host", "x"]], None, "http", "1.1", "")
+                return await root.call_remote("handle", relayed, None)
+
+            assert (await handle("/timed"))[::2] == [200, b"in a task: 1"]
+            assert (await handle("/late"))[::2] == [200, b"late page"]
+            status, _, body, rest = await handle("/early")
+            assert status == 500 and b"ValueError" not in body and rest is None
+            with pytest.raises(broker.RemoteError, match="after the head"):
+                await handle("/midway")
+            # The connection is still good for the next request.
+            assert (await handle("/timed"))[0] == 200
+        finally:
+            await conn.close()
+
+
+async def test_an_asgi_app_hears_disconnect_only_after_its_answer(tmp_path: Path) -> None:
+    """receive() after the body waits for the end of the exchange; an app
+    that never calls receive() is answered without a body stream."""
+    from ._helpers import port_of, running
+    heard: list[str] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["path"] == "/quiet":
+            await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                        "headers": [(b"content-length", b"5")]})
+            await send({"type": "http.response.body", "body": b"quiet"})  # type: ignore[operator]
+            return
+        body = b""
+        while True:
+            message = await receive()  # type: ignore[operator]
+            body += message["body"]
+            if not message["more_body"]:
+                break
+
+        async def listen() -> None:
+            heard.append((await receive())["type"])  # type: ignore[operator]
+
+        listener = asyncio.ensure_future(listen())
+        await asyncio.sleep(0.01)
+        assert not heard  # the answer is not out yet
+        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                    "headers": []})
+        await send({"type": "http.response.body", "body": body[::-1]})  # type: ignore[operator]
+        await listener
+
+    async with running(ASGIResource(app)) as server:
+        port = port_of(server)
+        assert (await get(port, "/echo", "POST", b"abc"))[2] == b"cba"
+        assert heard == ["http.disconnect"]
+        assert (await get(port, "/quiet"))[2] == b"quiet"
