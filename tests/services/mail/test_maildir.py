@@ -10,7 +10,7 @@ import time
 import pytest
 
 from services.mail import Maildir, MaildirError
-from services.mail._maildir import INBOX, TRASH
+from services.mail._maildir import INBOX, TRASH, deliver_batch
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -183,8 +183,6 @@ def test_a_foreign_name_with_unicode_digits_is_listed_not_a_crash(tmp_path, name
 
 
 def test_a_first_delivery_that_lost_the_race_to_make_the_maildir_retries(tmp_path):
-    from services.mail._server import MailService
-
     path = tmp_path / "fresh"
 
     class Raced(Maildir):
@@ -193,24 +191,22 @@ def test_a_first_delivery_that_lost_the_race_to_make_the_maildir_retries(tmp_pat
 
         failed = False
 
-        def deliver(self, content: bytes) -> str:
+        def _write_and_rename(self, content: bytes) -> str:
             if not self.failed:
                 self.failed = True
                 try:
-                    return super().deliver(content)
+                    return super()._write_and_rename(content)
                 finally:
                     Maildir(path)  # the other thread's create()
-            return super().deliver(content)
+            return super()._write_and_rename(content)
 
     box = Raced(path, create=False)
-    key = MailService._store(box, b"Subject: raced\n\nbody\n")
+    (key,) = deliver_batch([(box, b"Subject: raced\n\nbody\n")])
     assert [info.key for info in box.messages()] == [key]
 
 
 def test_concurrent_first_deliveries_to_a_new_maildir_all_succeed(tmp_path):
     import threading
-
-    from services.mail._server import MailService
 
     box = Maildir(tmp_path / "new", create=False)
     start = threading.Barrier(16)
@@ -219,7 +215,7 @@ def test_concurrent_first_deliveries_to_a_new_maildir_all_succeed(tmp_path):
     def deliver(n: int) -> None:
         start.wait()
         try:
-            results.append(MailService._store(box, b"Subject: %d\n\nbody\n" % n))
+            results.extend(deliver_batch([(box, b"Subject: %d\n\nbody\n" % n)]))
         except Exception as exc:  # collected: the assertion below names it
             results.append(exc)
 
