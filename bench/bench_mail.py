@@ -384,7 +384,9 @@ def main() -> int:
                 root.mkdir()
                 servers[name] = Server(name, root, args.base)
             for window in range(args.windows):
-                for name in names:
+                # Each window starts with another system: the first after a
+                # pause and the last before one do not always fall to the same row.
+                for name in names[window % len(names):] + names[:window % len(names)]:
                     before = cpu_seconds(servers[name].proc.pid)
                     rate, sent = smtp_window(servers[name].smtp, args.seconds)
                     used = (cpu_seconds(servers[name].proc.pid) - before) / max(sent, 1)
