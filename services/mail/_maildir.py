@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Maildir", "MessageInfo", "MaildirError", "INBOX", "TRASH", "check_folder_name", "deliver_batch"]
+__all__ = ["Maildir", "MessageInfo", "MaildirError", "INBOX", "TRASH", "check_folder_name"]
 
 INBOX = "INBOX"
 TRASH = "Trash"
@@ -59,14 +59,14 @@ def _host() -> str:
 
 
 # Looked up once, not per message: gethostname and getrandom are system
-# calls that release the GIL, and each release in a delivery thread is a
-# hand-off to and from the event loop's thread (bench row ``pb`` of
-# bench_mail.py).  The pid is still read per name (os.getpid keeps the GIL),
-# so that a forked child names its own files.
+# calls that release the GIL, so each was a hand-off between the delivery
+# thread and the event loop's (strace of bench_mail's ``pb`` row: one uname
+# and one getrandom per message).  The pid is still read per name
+# (os.getpid keeps the GIL) so that a forked child names its own files.
 _HOST = _host()
 # R<random> only has to make a name unique together with time, pid and
-# counter (the spec's suggestion), not secret: random's generator, seeded
-# from the OS, does that without a system call per message.
+# counter, not secret: random's generator, seeded from the OS (again in a
+# forked child), does that without a system call per message.
 _random = random.Random()
 os.register_at_fork(after_in_child=_random.seed)
 
@@ -228,13 +228,6 @@ class Maildir:
         ``tmp/``, rename into ``new/``, fsync ``new/``.  On any error the
         tmp file is removed and :class:`MaildirError` says what failed.
         """
-        key = self._write_and_rename(content)
-        self._sync_new()
-        return key
-
-    def _write_and_rename(self, content: bytes) -> str:
-        """The first half of a delivery: the file written, fsync'd and renamed
-        into ``new/``, which is not durable until :meth:`_sync_new`."""
         wire = len(content) + content.count(b"\n") - content.count(b"\r\n")
         key = unique_name(len(content), wire)
         tmp = self.path / "tmp" / key
@@ -253,6 +246,8 @@ class Maildir:
             finally:
                 os.close(fd)
             os.rename(tmp, self.path / "new" / key)
+            if self.fsync:
+                self._new_sync.sync()
         except OSError as exc:
             try:
                 tmp.unlink()
@@ -260,17 +255,6 @@ class Maildir:
                 pass
             raise MaildirError(f"cannot store a message in {self.path}: {exc.strerror or exc}") from exc
         return key
-
-    def _sync_new(self) -> None:
-        """Make every rename into ``new/`` made so far durable."""
-        if not self.fsync:
-            return
-        try:
-            self._new_sync.sync()
-        except OSError as exc:
-            # The file is in new/ but may not survive a crash: the sender is
-            # told to retry, and a crash-free run keeps a duplicate (never a loss).
-            raise MaildirError(f"cannot flush {self.path / 'new'}: {exc.strerror or exc}") from exc
 
     def clean_tmp(self, *, max_age: float = STALE_TMP_SECONDS) -> int:
         """Remove what no writer will finish in ``tmp/``: files older than
@@ -408,46 +392,6 @@ class Maildir:
             _fsync_dir(other.path / "cur")
             _fsync_dir(self.path / info.subdir)
         return info.key
-
-
-def deliver_batch(items: list[tuple[Maildir, bytes]]) -> list[str | Exception]:
-    """Group commit: store every ``(maildir, content)`` of *items*, in one
-    thread, and return each one's key or the exception that stopped it.
-
-    Each file is written, fsync'd and renamed into its ``new/`` as
-    :meth:`Maildir.deliver` does; then each ``new/`` that received a file is
-    fsync'd once, covering all of them, and only then does this return: no
-    result may be acknowledged before.  A Maildir that does not exist yet is
-    created (first delivery) and the write retried once.
-    """
-    results: list[str | Exception] = []
-    synced: dict[Path, Maildir] = {}
-    for box, content in items:
-        try:
-            try:
-                key = box._write_and_rename(content)
-            except MaildirError:
-                # First delivery, or the directory was removed: make it and
-                # retry once.  Not only when it is missing now: a concurrent
-                # first delivery may have made it since this one failed
-                # (create() then waits for that one to make it durable).
-                box.create()
-                key = box._write_and_rename(content)
-        except (MaildirError, OSError) as exc:
-            results.append(exc)
-            continue
-        results.append(key)
-        synced[box.path] = box
-    failed: dict[Path, Exception] = {}
-    for path, box in synced.items():
-        try:
-            box._sync_new()
-        except MaildirError as exc:
-            failed[path] = exc
-    if failed:
-        results = [failed.get(box.path, result) if isinstance(result, str) else result
-                   for (box, _), result in zip(items, results)]
-    return results
 
 
 class _Entry:

@@ -30,7 +30,7 @@ import cred
 from services import Service, ensure_account, ensure_service_name, get_logger
 
 from ._core import DEFAULT_MAX_MESSAGE, AddressError, Domain, Local, MailCore, check_mailbox_name
-from ._maildir import Maildir, MaildirError, deliver_batch
+from ._maildir import Maildir, MaildirError
 from ._pop3 import Close, Commit, Login, Pop3Machine, Pop3Message, Retrieve, StartTls
 from ._personal import PersonalRouter
 from ._queue import DEFAULT_QUEUE_MAX_BYTES, QueueRunner, RelayQueue
@@ -132,7 +132,6 @@ class MailService(Service):
         self._pop3_protocols: set[Pop3Protocol] = set()
         self._locks: dict[str, int] = {}
         self._maildirs: dict[Path, Maildir] = {}
-        self._commit = GroupCommit()
         self.smtp_gate = ConnectionGate(max_connections, max_connections_per_host)
         self.pop3_gate = ConnectionGate(max_connections, max_connections_per_host)
         self._last_refresh = 0.0
@@ -276,6 +275,18 @@ class MailService(Service):
             box = self._maildirs[path] = Maildir(path, create=False, fsync=self.fsync)
         return box
 
+    @staticmethod
+    def _store(box: Maildir, content: bytes) -> str:
+        try:
+            return box.deliver(content)
+        except MaildirError:
+            # First delivery, or the directory was removed: make it and retry
+            # once.  Not only when it is missing now: a concurrent first
+            # delivery may have made it since this one failed (create() then
+            # waits for that one to finish making it durable).
+            box.create()
+            return box.deliver(content)
+
     def maildir_of(self, mailbox: str) -> Maildir | None:
         local = self.core.local_for(mailbox)
         return None if local is None else self.maildir(local)
@@ -333,7 +344,7 @@ class MailService(Service):
                 if self.personal is not None:
                     key = await self.personal.deliver(local.mailbox, content)
                 if key is None:
-                    key = await self._commit.store(self.maildir(local), content)
+                    key = await asyncio.to_thread(self._store, self.maildir(local), content)
                 self.delivered += 1
                 for listener in list(self.new_mail_listeners):
                     try:
@@ -443,61 +454,6 @@ class MailService(Service):
         fd = self._locks.pop(str(maildir.path), None)
         if fd is not None:
             os.close(fd)  # closing releases the flock
-
-
-class GroupCommit:
-    """Maildir deliveries written by one worker-thread job at a time.
-
-    The first delivery starts a job at once; deliveries that arrive while a
-    job runs wait and are all written by the next job
-    (:func:`~._maildir.deliver_batch`: each file fsync'd and renamed, then
-    one fsync per ``new/`` for all of them).  Every future is resolved only
-    after its job has returned, so after the flush that covers it.
-
-    Bench row ``pb`` of bench_mail.py: a job per message put up to ten
-    threads at once in contention with the loop for the GIL, each file
-    system call a hand-off; the server's system time per message was then
-    more than its user time.  A batch needs one hand-off to the pool and
-    one wake-up of the loop, however many messages it holds.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: list[tuple[Maildir, bytes, asyncio.Future[str]]] = []
-        self._running = False
-        self.jobs = 0  # batches written so far (tests, and what a flush covers)
-
-    def store(self, box: Maildir, content: bytes) -> asyncio.Future[str]:
-        """A future of the key *content* is stored under in *box*, set once
-        it is durable (or its exception: MaildirError, OSError)."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((box, content, future))
-        if not self._running:
-            self._start()
-        return future
-
-    def _start(self) -> None:
-        batch, self._waiting = self._waiting, []
-        self._running = True
-        self.jobs += 1
-        job = asyncio.get_running_loop().run_in_executor(
-            None, deliver_batch, [(box, content) for box, content, _ in batch])
-        job.add_done_callback(lambda done: self._finished(batch, done))
-
-    def _finished(self, batch: list[tuple[Maildir, bytes, asyncio.Future[str]]],
-                  job: asyncio.Future[list[str | Exception]]) -> None:
-        self._running = False
-        # A job that raised (a bug, not a disk error) fails all of its batch.
-        failure = job.exception() if not job.cancelled() else asyncio.CancelledError()
-        results: list[Any] = [failure] * len(batch) if failure is not None else job.result()
-        for (_, _, future), result in zip(batch, results):
-            if future.done():  # its sender went away; the message is stored regardless
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-        if self._waiting:
-            self._start()
 
 
 class ConnectionGate:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from services.mail import Maildir, MaildirError
-from services.mail._maildir import INBOX, TRASH, deliver_batch
+from services.mail._maildir import INBOX, TRASH
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -183,6 +183,8 @@ def test_a_foreign_name_with_unicode_digits_is_listed_not_a_crash(tmp_path, name
 
 
 def test_a_first_delivery_that_lost_the_race_to_make_the_maildir_retries(tmp_path):
+    from services.mail._server import MailService
+
     path = tmp_path / "fresh"
 
     class Raced(Maildir):
@@ -191,22 +193,24 @@ def test_a_first_delivery_that_lost_the_race_to_make_the_maildir_retries(tmp_pat
 
         failed = False
 
-        def _write_and_rename(self, content: bytes) -> str:
+        def deliver(self, content: bytes) -> str:
             if not self.failed:
                 self.failed = True
                 try:
-                    return super()._write_and_rename(content)
+                    return super().deliver(content)
                 finally:
                     Maildir(path)  # the other thread's create()
-            return super()._write_and_rename(content)
+            return super().deliver(content)
 
     box = Raced(path, create=False)
-    (key,) = deliver_batch([(box, b"Subject: raced\n\nbody\n")])
+    key = MailService._store(box, b"Subject: raced\n\nbody\n")
     assert [info.key for info in box.messages()] == [key]
 
 
 def test_concurrent_first_deliveries_to_a_new_maildir_all_succeed(tmp_path):
     import threading
+
+    from services.mail._server import MailService
 
     box = Maildir(tmp_path / "new", create=False)
     start = threading.Barrier(16)
@@ -215,7 +219,7 @@ def test_concurrent_first_deliveries_to_a_new_maildir_all_succeed(tmp_path):
     def deliver(n: int) -> None:
         start.wait()
         try:
-            results.extend(deliver_batch([(box, b"Subject: %d\n\nbody\n" % n)]))
+            results.append(MailService._store(box, b"Subject: %d\n\nbody\n" % n))
         except Exception as exc:  # collected: the assertion below names it
             results.append(exc)
 
@@ -226,3 +230,26 @@ def test_concurrent_first_deliveries_to_a_new_maildir_all_succeed(tmp_path):
         thread.join()
     assert all(isinstance(result, str) for result in results), results
     assert len(box.messages()) == 16
+
+
+def test_a_forked_child_does_not_repeat_its_parents_names():
+    from services.mail._maildir import unique_name
+
+    def random_part(name: str) -> str:
+        return name.split("R", 1)[1].split(".", 1)[0]
+
+    unique_name(1, 1)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next name, then out at once
+        os.write(writer, unique_name(1, 1).encode())
+        os._exit(0)
+    os.close(writer)
+    child = os.read(reader, 4096).decode()
+    os.close(reader)
+    os.waitpid(pid, 0)
+    parent = unique_name(1, 1)
+    # Same counter value in both, so the random part is what keeps them apart
+    # (with the pid); the generator is reseeded in the child.
+    assert random_part(child) != random_part(parent)
+    assert f"P{pid}Q" in child and f"P{os.getpid()}Q" in parent
