@@ -48,6 +48,7 @@ import argparse
 import itertools
 import os
 import shutil
+import signal
 import smtplib
 import socket
 import statistics
@@ -376,6 +377,9 @@ def main() -> int:
     cpu: dict[str, list[float]] = {n: [] for n in names}
     # twisted-threads differs from twisted in SMTP delivery only.
     pop: dict[str, list[float]] = {n: [] for n in names if n not in ("floor", "twisted-threads")}
+    # A kill (e.g. ending a series of runs) goes through the finally below, so
+    # that the server subprocesses and their Maildirs do not outlive the bench.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="bench-mail-") as tmp:
         servers = {}
         try:
