@@ -24,8 +24,8 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import random
 import re
-import secrets
 import socket
 import threading
 import time
@@ -58,14 +58,28 @@ def _host() -> str:
     return socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
 
 
+# Looked up once, not per message: gethostname and getrandom are system
+# calls that release the GIL, so each was a hand-off between the delivery
+# thread and the event loop's (strace of bench_mail's ``pb`` row: one uname
+# and one getrandom per message).  The pid is still read per name
+# (os.getpid keeps the GIL) so that a forked child names its own files.
+_HOST = _host()
+# R<random> only has to make a name unique together with time, pid and
+# counter, not secret: random's generator, seeded from the OS (again in a
+# forked child), does that without a system call per message.
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+
+
 def unique_name(size: int, wire_size: int) -> str:
     """A new Maildir base name (unique across hosts, processes and calls)."""
     now = time.time()
     with _counter_lock:
         n = next(_counter)
+        salt = _random.getrandbits(64)
     seconds = int(now)
     usec = int((now - seconds) * 1_000_000)
-    return (f"{seconds}.M{usec}P{os.getpid()}Q{n}R{secrets.token_hex(8)}.{_host()}"
+    return (f"{seconds}.M{usec}P{os.getpid()}Q{n}R{salt:016x}.{_HOST}"
             f",S={size},W={wire_size}")
 
 

@@ -230,3 +230,26 @@ def test_concurrent_first_deliveries_to_a_new_maildir_all_succeed(tmp_path):
         thread.join()
     assert all(isinstance(result, str) for result in results), results
     assert len(box.messages()) == 16
+
+
+def test_a_forked_child_does_not_repeat_its_parents_names():
+    from services.mail._maildir import unique_name
+
+    def random_part(name: str) -> str:
+        return name.split("R", 1)[1].split(".", 1)[0]
+
+    unique_name(1, 1)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next name, then out at once
+        os.write(writer, unique_name(1, 1).encode())
+        os._exit(0)
+    os.close(writer)
+    child = os.read(reader, 4096).decode()
+    os.close(reader)
+    os.waitpid(pid, 0)
+    parent = unique_name(1, 1)
+    # Same counter value in both, so the random part is what keeps them apart
+    # (with the pid); the generator is reseeded in the child.
+    assert random_part(child) != random_part(parent)
+    assert f"P{pid}Q" in child and f"P{os.getpid()}Q" in parent
